@@ -1,0 +1,109 @@
+"""Stage 5: class- and instance-level Recall@K, as the reference experiment defines them.
+
+* instance level: a query hits at K when its exact source original is in its top K;
+* class level: a query hits at K when any original of its class is in its top K.
+
+Everything is derived from one per-query table holding the 1-based rank of the
+true original (``rank``) and of the first same-class original (``class_rank``);
+a hit at K is simply ``rank <= K``. A rank beyond the search depth is missing (NA).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .search import Hits
+
+KS = (1, 3, 5, 10, 11)
+LEVELS = {"instance": "rank", "class": "class_rank"}
+
+
+def first_match(matches: np.ndarray) -> pd.arrays.IntegerArray:
+    """1-based position of the first True per row, NA where there is none."""
+    pos = pd.array(matches.argmax(axis=1) + 1, dtype="Int64")
+    pos[~matches.any(axis=1)] = pd.NA
+    return pos
+
+
+def per_query_table(
+    method: str, originals: pd.DataFrame, queries: pd.DataFrame, hits: Hits, true_scores: np.ndarray
+) -> pd.DataFrame:
+    """One row per query: where its true original and its class rank, and the scores around them.
+
+    ``originals`` is the database in id order (columns ``file``, ``class``);
+    ``queries`` has ``file``, ``source``, ``class``, ``chain_length``, ``ops``.
+    """
+    db_id = pd.Series(np.arange(len(originals)), index=originals["file"])
+    source_id = db_id.loc[queries["source"]].to_numpy()
+    db_class = originals["class"].to_numpy()
+    is_source = hits.ids == source_id[:, None]
+    same_class = db_class[hits.ids] == queries["class"].to_numpy()[:, None]
+    wrong_scores = np.where(is_source, np.nan, hits.scores.astype(np.float64))
+    first_wrong = np.argmax(~is_source, axis=1)
+    return pd.DataFrame(
+        {
+            "method": method,
+            "query": queries["file"].to_numpy(),
+            "source": queries["source"].to_numpy(),
+            "class": queries["class"].to_numpy(),
+            "chain_length": queries["chain_length"].to_numpy(),
+            "ops": queries["ops"].to_numpy(),
+            "rank": first_match(is_source),
+            "class_rank": first_match(same_class),
+            "true_score": true_scores.astype(np.float64),
+            "best_wrong_score": np.take_along_axis(wrong_scores, first_wrong[:, None], 1)[:, 0],
+            "top1": originals["file"].to_numpy()[hits.ids[:, 0]],
+            "top1_score": hits.scores[:, 0].astype(np.float64),
+            "top1_tied": hits.top1_tied,
+        }
+    )
+
+
+def recall_at_k(per_query: pd.DataFrame, ks: Sequence[int] = KS, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Recall@K per method (and per ``by`` columns) at both levels.
+
+    Columns: ``*by, method, level, k, recall, n`` where ``n`` counts the queries.
+    """
+    keys = ["method", *by]
+    rows = []
+    for level, rank_col in LEVELS.items():
+        ranks = per_query[rank_col].astype("Float64").fillna(np.inf)
+        for k in ks:
+            hit = (ranks <= k).astype(float).rename("hit")
+            grouped = pd.concat([per_query[keys], hit], axis=1).groupby(keys, sort=False)["hit"]
+            table = grouped.agg(["mean", "size"]).reset_index()
+            table = table.rename(columns={"mean": "recall", "size": "n"})
+            table.insert(len(keys), "level", level)
+            table.insert(len(keys) + 1, "k", k)
+            rows.append(table)
+    columns = [*by, "method", "level", "k", "recall", "n"]
+    return pd.concat(rows, ignore_index=True)[columns]
+
+
+def explode_ops(per_query: pd.DataFrame) -> pd.DataFrame:
+    """One row per (query, op in its chain); ``ops`` is the ``|``-joined chain."""
+    return per_query.assign(op=per_query["ops"].str.split("|")).explode("op", ignore_index=True)
+
+
+def per_op_recall(per_query: pd.DataFrame, ks: Sequence[int] = KS) -> pd.DataFrame:
+    """Recall@K over the queries whose chain contains each op."""
+    return recall_at_k(explode_ops(per_query), ks, by=["op"])
+
+
+def recall_by_chain_length(per_query: pd.DataFrame, ks: Sequence[int] = KS) -> pd.DataFrame:
+    return recall_at_k(per_query, ks, by=["chain_length"])
+
+
+def filter_by_ops(per_query: pd.DataFrame, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> pd.DataFrame:
+    """Queries whose chain contains every op in ``include`` and none in ``exclude``."""
+    chains = per_query["ops"].str.split("|").map(set)
+    keep = chains.map(lambda ops: set(include) <= ops and not (set(exclude) & ops))
+    return per_query[keep.to_numpy(dtype=bool)]
+
+
+def tie_rates(per_query: pd.DataFrame) -> pd.Series:
+    """Share of queries whose top-1 score is shared by another original, per method."""
+    return per_query.groupby("method", sort=False)["top1_tied"].mean()
