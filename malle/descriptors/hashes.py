@@ -1,0 +1,100 @@
+"""Perceptual hashes from the ImageHash package, as packed 64-bit codes.
+
+Each method is one subclass that overrides only ``_hash_algo`` (the
+imagededup pattern); packing, batching and scoring are shared.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import imagehash
+import numpy as np
+from PIL import Image
+
+from malle.descriptors.base import METRIC_HAMMING, Descriptor, ProgressFactory, open_progress
+from malle.imageio import load_rgb
+
+HASH_SIDE = 8  # imagehash's default hash_size: an 8x8 bit grid
+# Decoding and resizing release the GIL; two workers overlap I/O with hashing
+# without fighting a CNN running next to us for every core.
+FILE_WORKERS = 2
+
+
+class ImageHashDescriptor(Descriptor):
+    metric = METRIC_HAMMING
+    score_name = "Hamming distance"
+    higher_is_better = False
+    # phash needs scipy's DCT, whash PyWavelets; all of them resize with Pillow.
+    packages = ("ImageHash", "Pillow", "numpy", "scipy", "PyWavelets")
+    dim = HASH_SIDE * HASH_SIDE
+
+    @abstractmethod
+    def _hash_algo(self, image: Image.Image) -> imagehash.ImageHash:
+        """The ImageHash function this method stands for."""
+
+    def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self._stack([self._pack(image)[None, :] for image in images])
+
+    def encode_files(
+        self, paths: Sequence[Path], batch_size: int = 32, progress: ProgressFactory | None = None
+    ) -> np.ndarray:
+        # batch_size is irrelevant for per-image hashing; kept for the shared signature.
+        bar = open_progress(progress, len(paths), self.label)
+        codes = []
+        try:
+            with ThreadPoolExecutor(max_workers=FILE_WORKERS) as pool:
+                # map yields in input order and re-raises a worker's BadImage here.
+                for code in pool.map(self._pack_file, paths):
+                    codes.append(code[None, :])
+                    bar.update(1)
+        finally:
+            bar.close()
+        return self._stack(codes)
+
+    def fingerprint(self) -> dict:
+        return {**self._base_fingerprint(), "hash_side": HASH_SIDE, "bit_order": "row-major packbits"}
+
+    def _pack_file(self, path: Path) -> np.ndarray:
+        return self._pack(load_rgb(path))
+
+    def _pack(self, image: Image.Image) -> np.ndarray:
+        bits = self._hash_algo(image).hash.flatten()
+        if bits.size != self.dim:
+            raise ValueError(f"{self.name}: expected {self.dim} bits, got {bits.size}")
+        return np.packbits(bits)
+
+
+class PHash(ImageHashDescriptor):
+    name = "phash"
+    label = "pHash (64-bit)"
+
+    def _hash_algo(self, image: Image.Image) -> imagehash.ImageHash:
+        return imagehash.phash(image, hash_size=HASH_SIDE)
+
+
+class DHash(ImageHashDescriptor):
+    name = "dhash"
+    label = "dHash (64-bit)"
+
+    def _hash_algo(self, image: Image.Image) -> imagehash.ImageHash:
+        return imagehash.dhash(image, hash_size=HASH_SIDE)
+
+
+class AHash(ImageHashDescriptor):
+    name = "ahash"
+    label = "aHash (64-bit)"
+
+    def _hash_algo(self, image: Image.Image) -> imagehash.ImageHash:
+        return imagehash.average_hash(image, hash_size=HASH_SIDE)
+
+
+class WHash(ImageHashDescriptor):
+    name = "whash"
+    label = "wHash (64-bit, Haar)"
+
+    def _hash_algo(self, image: Image.Image) -> imagehash.ImageHash:
+        return imagehash.whash(image, hash_size=HASH_SIDE, mode="haar")

