@@ -25,7 +25,7 @@ from PIL import Image
 
 from . import cache, evaluate
 from .augment import AugmentConfig, make_copies
-from .descriptors import Descriptor, check_weights, create_descriptor, resolve_methods
+from .descriptors import Descriptor, create_descriptor, resolve_methods
 from .sampling import DatasetError, dataset_fingerprint, demo_root, discover, select, write_originals
 from .search import Hits, build_index, load_index, pair_scores, save_index, search
 
@@ -78,8 +78,12 @@ class Experiment:
 
     # -- plumbing ---------------------------------------------------------------------------
     def check(self) -> None:
-        """Fail before any work if an explicitly requested method cannot run."""
-        check_weights(self.methods, self.config.resnet50_weights)
+        """Fail before any work if ResNet-50 was asked for and its weights cannot be had.
+
+        Loads them into the descriptor the run then uses, so they are read once.
+        """
+        if "resnet50" in self.methods:
+            self.descriptor("resnet50").load()
 
     def _stage(self, kind: str, key_parts: Sequence, build: Callable[[Path, dict], None]) -> Stage:
         key = cache.fingerprint(kind, STAGE_VERSIONS[kind], *key_parts)

@@ -9,7 +9,6 @@ from malle.descriptors.base import Descriptor, WeightsUnavailable
 from malle.descriptors.registry import (
     DEFAULT_METHODS,
     DESCRIPTORS,
-    check_weights,
     create_descriptor,
     resnet50_weights_available,
     resolve_methods,
@@ -20,7 +19,6 @@ __all__ = [
     "DESCRIPTORS",
     "Descriptor",
     "WeightsUnavailable",
-    "check_weights",
     "create_descriptor",
     "resnet50_weights_available",
     "resolve_methods",

@@ -2,8 +2,8 @@
 
 ResNet-50 needs ImageNet weights that are not always on disk. A default run
 skips it with one notice when they are missing; an explicit request keeps it
-and ``check_weights`` loads (or downloads) them before any other work, so a
-run never fails halfway or falls back to random weights silently.
+and ``Experiment.check`` loads (or downloads) them before any other work, so
+a run never fails halfway or falls back to random weights silently.
 """
 
 from __future__ import annotations
@@ -88,15 +88,6 @@ def default_methods(resnet50_weights: str | Path | None) -> tuple[list[str], lis
         "with --methods resnet50. Using EfficientNet-Lite2 as the CNN."
     )
     return [name for name in DEFAULT_METHODS if name != "resnet50"], [notice]
-
-
-def check_weights(methods: Sequence[str], resnet50_weights: str | Path | None = None) -> None:
-    """Load ResNet-50's weights now (downloading if needed) when it is requested.
-
-    Raises WeightsUnavailable, with instructions, if they cannot be had.
-    """
-    if "resnet50" in methods:
-        create_descriptor("resnet50", weights=resnet50_weights).load()
 
 
 def unknown_names_message(names: Sequence[str]) -> str:
