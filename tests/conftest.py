@@ -77,3 +77,16 @@ GOOD_IN_BAD_FOLDER = 4 + 9  # good_0..3 plus the odd-but-valid images
 def bad_folder(tmp_path_factory, demo_photos) -> tuple[Path, dict[str, str]]:
     folder = tmp_path_factory.mktemp("bad") / "mixed"
     return folder, write_bad_folder(folder, demo_photos)
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory) -> Path:
+    """A cache folder holding the dashboard's default experiment: the demo photos, default methods.
+
+    Built once per test session (about a minute on 2 CPU cores) so app tests open fully cached.
+    """
+    from malle.experiment import Experiment, ExperimentConfig
+
+    root = tmp_path_factory.mktemp("demo-cache")
+    Experiment(ExperimentConfig(n=100), root).run()
+    return root

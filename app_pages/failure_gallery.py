@@ -1,0 +1,41 @@
+"""Failure gallery: queries whose true original is not the top-1 hit."""
+
+import streamlit as st
+
+from malle import dashboard as dash
+from malle.augment import OPS
+
+PER_PAGE = 10
+
+ctx = dash.context()
+exp, labels, methods = ctx.experiment, ctx.labels, ctx.methods
+
+st.title("Failure gallery")
+st.caption("Queries whose true original is not the nearest neighbour (instance level), worst rank first.")
+
+left, right = st.columns(2)
+method = left.selectbox("Method", methods, format_func=labels.get, key="fail_method")
+ops = right.multiselect("Only chains containing all of", list(OPS), format_func=dash.op_title, key="fail_ops")
+
+failed = ctx.cached(dash.failures_for, method, tuple(ops))
+total = int((ctx.results.per_query["method"] == method).sum())
+st.markdown(f"**{len(failed)}** failures among {total} queries for {labels[method]}.")
+if failed.empty:
+    st.success("No failure matches this filter.")
+    st.stop()
+
+pages = dash.n_pages(len(failed), PER_PAGE)
+if st.session_state.get("fail_page", 1) > pages:  # the filter shrank the gallery
+    st.session_state["fail_page"] = 1
+page = st.pagination(pages, key="fail_page") if pages > 1 else 1
+st.caption(f"Page {page} of {pages}")
+
+score_name, _ = ctx.score_info(method)
+ids, scores = ctx.neighbours(method)
+for card in dash.failure_cards(exp, dash.page_rows(failed, page, PER_PAGE), ids, scores, score_name):
+    st.markdown(f"**{card.query}**: true original ranked **#{card.rank or 'beyond search depth'}**")
+    st.caption(f"Chain: {card.chain}")
+    query = dash.Thumb(card.query_path, "query")
+    source = dash.Thumb(card.source_path, f"✅ true original {card.source_path.name}", True)
+    dash.thumbnail_grid([query, source, *card.neighbours], columns=5)
+    st.divider()

@@ -1,0 +1,94 @@
+"""Dashboard speed: time to the first Overview on a fresh demo, and page render times once cached.
+
+    python bench/dashboard_speed.py [--repeats 3]
+
+1. Fresh: a new, empty cache; a real ``streamlit run`` on loopback and headless
+   Chromium open the Overview, which computes the whole demo experiment (with
+   progress per stage) before it shows the tables.
+2. Cached: every page's script run (the frame plus the page) timed in-process
+   with Streamlit's AppTest, best of ``--repeats``, as a ratio against a
+   reference page measured in the same run: a minimal app that renders a title
+   and a 5x5 table.
+
+Writes bench/results/dashboard_speed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from malle.browser import CHROMIUM, chromium, settle, streamlit_server  # noqa: E402
+
+PAGES_DIR = ROOT / "app_pages"
+REFERENCE_APP = "import pandas as pd\nimport streamlit as st\nst.title('Reference')\nst.dataframe(pd.DataFrame([[1]*5]*5))\n"
+
+
+def first_overview_seconds(cache_root: Path) -> float:
+    """Fresh cache: open the Overview in Chromium and wait until its first run has finished."""
+    with streamlit_server(ROOT / "streamlit_app.py", cache_root, ROOT / "test-output" / "bench-streamlit.log") as url:
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            start = time.perf_counter()
+            page.goto(url)
+            settle(page, timeout_ms=900_000)
+            page.get_by_text("Recall@K measured in this experiment").wait_for(timeout=60_000)
+            return time.perf_counter() - start
+
+
+def best_run_seconds(app: AppTest, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        app.run()
+        times.append(time.perf_counter() - start)
+        assert not app.exception, app.exception
+    return min(times)
+
+
+def page_seconds(repeats: int) -> tuple[float, dict[str, float]]:
+    reference = best_run_seconds(AppTest.from_string(REFERENCE_APP, default_timeout=60), repeats)
+    app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=600)
+    app.run()  # loads the cached experiment into this process, as a server does once
+    pages = {}
+    for path in sorted(PAGES_DIR.glob("*.py")):
+        app.switch_page(str(path.relative_to(ROOT)))
+        pages[path.stem] = best_run_seconds(app, repeats)
+    return reference, pages
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--report", type=Path, default=ROOT / "bench" / "results" / "dashboard_speed.md")
+    args = parser.parse_args()
+    cache_root = Path(tempfile.mkdtemp(prefix="malle-dash-bench-"))
+    os.environ["MALLE_CACHE"] = str(cache_root)
+    lines = ["# Dashboard speed (built-in demo: 100 originals, default methods)", ""]
+    if CHROMIUM.exists():
+        fresh = first_overview_seconds(cache_root)
+        lines += [f"Time to the first Overview on a fresh demo (computes every stage): **{fresh:.1f} s**", ""]
+    else:
+        lines += ["Time to the first Overview: skipped (no /usr/bin/chromium)", ""]
+    reference, pages = page_seconds(args.repeats)
+    lines += [f"Cached page runs, best of {args.repeats} (frame + page, in-process AppTest); reference app: "
+              f"{reference * 1000:.0f} ms", "", "| page | ms | ratio to reference |", "|---|---|---|"]
+    lines += [f"| {name} | {sec * 1000:.0f} | {sec / reference:.1f}× |" for name, sec in pages.items()]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Every dashboard page through streamlit.testing.v1.AppTest, on the cached demo experiment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from dashboard_fixtures import demo_env, demo_results  # noqa: F401  (session fixtures)
+from streamlit.testing.v1 import AppTest
+
+from malle import evaluate, report
+
+APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
+CNN, PHASH = "efficientnet_lite2", "phash"
+pytestmark = pytest.mark.usefixtures("demo_env")  # every app run reads the pre-built demo cache
+
+
+def open_app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    if page:
+        at.switch_page(f"app_pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def rerun(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def markdown_text(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def image_captions(at: AppTest) -> list[str]:
+    return [caption for image in at.image for caption in image.captions]
+
+
+def ranks(results, method: str, level: str = "instance") -> pd.Series:
+    part = results.per_query[results.per_query["method"] == method].set_index("query")
+    return part[evaluate.LEVELS[level]].astype("Float64").fillna(np.inf)
+
+
+# -- frame and overview -------------------------------------------------------------------------
+def test_overview_shows_the_engines_recall(demo_results):
+    at = open_app()
+    assert at.title[0].value == "Overview"
+    recall, labels = demo_results.recall(), demo_results.labels
+    for i, level in enumerate(("instance", "class")):
+        pd.testing.assert_frame_equal(at.dataframe[i].value, report.wide(recall, level, labels), check_exact=True)
+    published = report.reference_recall()
+    for i, level in enumerate(("instance", "class"), start=2):
+        pd.testing.assert_frame_equal(at.dataframe[i].value, report.wide(published, level, report.REFERENCE_LABELS))
+    assert "published" in " ".join(c.value for c in at.caption).lower()
+    costs = at.dataframe[-1].value
+    assert costs["ms per query"].tolist() == demo_results.costs()["ms_per_query"].tolist()
+
+
+def test_frame_shows_one_resnet50_notice_and_the_experiment_in_use(demo_results):
+    at = open_app()
+    notices = [i.value for i in at.sidebar.info if "ResNet-50 is not shown" in i.value]
+    assert len(notices) == 1 and "EfficientNet-Lite2" in notices[0] and "--resnet50-weights" in notices[0]
+    assert at.multiselect(key="methods").value == [CNN, PHASH]
+    assert at.number_input(key="n_demo").value == 100
+    assert any("100 originals · 608 copies" in c.value for c in at.sidebar.caption)
+    assert any("Skipped files (0)" in e.label for e in at.expander)
+
+
+def test_method_selection_reloads_from_the_cache(demo_results):
+    at = open_app()
+    at.multiselect(key="methods").set_value([PHASH])
+    rerun(at)
+    expected = report.wide(demo_results.recall(), "instance", demo_results.labels)
+    expected = expected[["instance Recall@K, pHash (64-bit)"]]
+    pd.testing.assert_frame_equal(at.dataframe[0].value, expected)
+    assert not at.status, "a fully cached experiment shows no progress box"
+
+
+def choose_folder_source() -> AppTest:
+    at = open_app()
+    at.radio(key="data_source").set_value("A folder on disk")
+    rerun(at)
+    assert "Enter a dataset folder" in at.info[0].value
+    return at
+
+
+def test_missing_folder_is_a_clear_error():
+    at = choose_folder_source()
+    at.text_input(key="data_folder").set_value("/nonexistent/images")
+    rerun(at)
+    assert len(at.error) == 1 and "not found" in at.error[0].value
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    at = choose_folder_source()
+    at.text_input(key="data_folder").set_value(str(tmp_path))
+    rerun(at)
+    assert len(at.error) == 1 and "no image files" in at.error[0].value
+
+
+def test_uploads_without_any_image_are_reported():
+    at = open_app()
+    at.radio(key="data_source").set_value("Images uploaded in the browser")
+    rerun(at)
+    at.file_uploader(key="data_uploads").set_value([("notes.jpg", b"not a picture", "image/jpeg")])
+    rerun(at)
+    assert "None of the uploaded files is a usable image" in at.error[0].value
+    assert any("1 uploaded file(s) skipped" in e.label for e in at.expander)
+
+
+def test_uploaded_images_run_once_with_progress_per_stage(demo_photos):
+    at = open_app()
+    at.radio(key="data_source").set_value("Images uploaded in the browser")
+    rerun(at)
+    photos = [(f"up_{i}.jpg", photo.read_bytes(), "image/jpeg") for i, photo in enumerate(demo_photos[20:24])]
+    at.file_uploader(key="data_uploads").set_value([*photos, ("broken.png", b"\x89PNG broken", "image/png")])
+    rerun(at)
+    (status,) = at.status
+    assert status.label == "Experiment ready" and status.state == "complete"
+    done = [m.value for m in status.markdown]
+    assert done[0].startswith("✓ sample originals: 4/4 in ") and done[1].startswith("✓ copies: 4/4 in ")
+    assert sum("EfficientNet-Lite2" in line for line in done) == 2  # originals, then copies
+    assert "only 4 usable images" in at.sidebar.warning[0].value
+    assert any("1 uploaded file(s) skipped" in e.label for e in at.expander)
+    (summary,) = [dict(d.value.itertuples(index=False)) for d in at.dataframe
+                  if list(d.value.columns) == ["item", "value"]]
+    assert summary["Originals"] == "4" and summary["Skipped files"] == "1"
+    rerun(at)
+    assert not at.status, "the second run comes from the cache"
+
+
+# -- augmentation lab ---------------------------------------------------------------------------
+def modified_image_url(at: AppTest) -> str:
+    (image,) = [i for i in at.image if i.captions == ["Modified"]]
+    return image.value[0]
+
+
+def test_lab_ops_change_the_chain_and_the_modified_image():
+    at = open_app("augmentation_lab")
+    assert at.code[0].value == "rotate(angle=0) → jpeg(quality=55)"
+    before = modified_image_url(at)
+    at.multiselect(key="lab_ops").set_value(["jpeg", "rotate", "occlude"])
+    rerun(at)
+    assert at.code[0].value.startswith("jpeg(quality=55) → rotate(angle=0) → occlude(")  # order of selection
+    assert modified_image_url(at) != before
+    at.slider(key="lab_param_rotate_angle").set_value(9.5)
+    rerun(at)
+    assert "rotate(angle=9.5)" in at.code[0].value
+    assert len(at.get("download_button")) == 1
+
+
+def test_lab_roll_and_pick_original():
+    at = open_app("augmentation_lab")
+    at.button(key="lab_roll").click()
+    rerun(at)
+    assert at.code[0].value != "rotate(angle=0) → jpeg(quality=55)"
+    assert -15 <= at.slider(key="lab_param_rotate_angle").value <= 15
+    assert 30 <= at.slider(key="lab_param_jpeg_quality").value <= 80
+    at.button(key="lab_pick_15_15.JPEG").click()
+    rerun(at)
+    assert at.selectbox(key="lab_original").value == "15_15.JPEG"
+    assert any(c.startswith("Original: 15_15.JPEG") for c in image_captions(at))
+
+
+def test_lab_ranks_the_true_original_for_each_method(demo_results):
+    at = open_app("augmentation_lab")
+    text = markdown_text(at)
+    for label in demo_results.labels.values():
+        assert f"**{label}**: true original ranks **#1** of 100" in text
+    captions = image_captions(at)
+    assert sum(c.startswith("✅ true original · #1 0_0.JPEG") for c in captions) == 2  # one per method
+
+
+# -- per-transformation breakdown ---------------------------------------------------------------
+def test_breakdown_k_slider_and_level(demo_results):
+    at = open_app("per_transformation")
+    for k in (1, 7):
+        at.slider(key="pt_k").set_value(k)
+        rerun(at)
+        shown = at.dataframe[0].value
+        expected = evaluate.recall_at_k(demo_results.per_query, [k])
+        for method, label in demo_results.labels.items():
+            for level in ("instance", "class"):
+                value = expected.query("method == @method and level == @level")["recall"].item()
+                assert shown.loc[label, f"{level} Recall@{k}"] == value
+    at.radio(key="pt_level").set_value("class")
+    rerun(at)
+    assert at.dataframe[1].value.index.name == "class Recall@7 by op"
+
+
+def test_breakdown_names_the_hardest_op_for_phash(demo_results):
+    at = open_app("per_transformation")
+    per_op = demo_results.per_op([1]).query("method == 'phash' and level == 'instance'")
+    worst = per_op.loc[per_op["recall"].idxmin(), "op"]
+    assert f"Hardest op for **pHash (64-bit)**: **{worst} (" in markdown_text(at)
+
+
+def test_breakdown_op_filter(demo_results):
+    at = open_app("per_transformation")
+    at.multiselect(key="pt_include").set_value(["blur"])
+    at.multiselect(key="pt_exclude").set_value(["jpeg"])
+    rerun(at)
+    kept = evaluate.filter_by_ops(demo_results.per_query, ["blur"], ["jpeg"])
+    assert f"**{len(kept) // 2}** queries per method match the filter." in markdown_text(at)
+    at.multiselect(key="pt_exclude").set_value(["blur"])
+    rerun(at)
+    assert "No query matches this op filter." in at.warning[0].value
+
+
+# -- method comparison --------------------------------------------------------------------------
+def test_comparison_matrix_matches_the_ranks(demo_results):
+    at = open_app("method_comparison")
+    assert at.selectbox(key="cmp_a").value == CNN and at.selectbox(key="cmp_b").value == PHASH
+    for k in (1, 10):
+        at.slider(key="cmp_k").set_value(k)
+        rerun(at)
+        a, b = ranks(demo_results, CNN) <= k, ranks(demo_results, PHASH) <= k
+        matrix = at.dataframe[0].value.to_numpy()
+        expected = [[(a & b).sum(), (a & ~b).sum()], [(~a & b).sum(), (~a & ~b).sum()]]
+        assert matrix.tolist() == np.array(expected).tolist()
+
+
+def test_comparison_cell_opens_examples(demo_results):
+    at = open_app("method_comparison")
+    a, b = ranks(demo_results, CNN) <= 1, ranks(demo_results, PHASH) <= 1
+    at.segmented_control(key="cmp_cell").set_value("neither")
+    rerun(at)
+    neither = list(a[~a & ~b].index)
+    queries = [c.removeprefix("query ") for c in image_captions(at) if c.startswith("query ")]
+    assert queries == neither[:8]
+    at.segmented_control(key="cmp_cell").set_value("both")
+    rerun(at)
+    assert len([c for c in image_captions(at) if c.startswith("query ")]) == 8
+    assert len(at.get("vega_lite_chart")) == 3  # two score histograms and the recall curves
+
+
+# -- failure gallery ----------------------------------------------------------------------------
+def test_failure_gallery_counts_pages_and_filters(demo_results):
+    at = open_app("failure_gallery")
+    at.selectbox(key="fail_method").set_value(PHASH)
+    rerun(at)
+    failed = ranks(demo_results, PHASH) > 1
+    assert f"**{int(failed.sum())}** failures among 608 queries" in markdown_text(at)
+    assert len(image_captions(at)) == 10 * 5  # query, true original, top-3 per card
+    first_page = at.markdown[1].value
+    at.pagination(key="fail_page").set_value(2)
+    rerun(at)
+    assert at.markdown[1].value != first_page
+    at.multiselect(key="fail_ops").set_value(["rotate"])
+    rerun(at)
+    with_rotate = evaluate.filter_by_ops(demo_results.per_query.query("method == 'phash'"), ["rotate"])
+    n = int((with_rotate["rank"].astype("Float64").fillna(np.inf) > 1).sum())
+    assert f"**{n}** failures among 608 queries" in markdown_text(at)
+    assert all("rotate(" in c.value for c in at.caption if c.value.startswith("Chain: "))
+
+
+# -- search -------------------------------------------------------------------------------------
+def test_search_an_uploaded_photo_finds_itself(demo_photos):
+    at = open_app("search")
+    at.file_uploader(key="search_upload").set_value((demo_photos[3].name, demo_photos[3].read_bytes(), "image/jpeg"))
+    rerun(at)
+    tops = [c for c in image_captions(at) if "#1 " in c]
+    assert len(tops) == 2 and all("3_3.JPEG" in c for c in tops)
+    at.slider(key="search_k").set_value(3)
+    rerun(at)
+    assert sum(c.split(" · ")[0].endswith((".JPEG",)) for c in image_captions(at) if "#" in c) == 2 * 3
+
+
+def test_search_rejects_a_non_image():
+    at = open_app("search")
+    at.file_uploader(key="search_upload").set_value(("notes.jpg", b"not a picture", "image/jpeg"))
+    rerun(at)
+    assert at.error[0].value.startswith("Cannot use notes.jpg: not an image")
+
+
+def test_search_a_copy_reports_the_engines_rank(demo_results):
+    at = open_app("search")
+    at.radio(key="search_origin").set_value("A copy from the experiment")
+    rerun(at)
+    query = demo_results.experiment.manifest["file"].iloc[40]
+    at.selectbox(key="search_copy").set_value(query)
+    rerun(at)
+    text = markdown_text(at)
+    for method, label in demo_results.labels.items():
+        rank = ranks(demo_results, method)[query]
+        assert f"**{label}**: top 5 by" in text and f"true original ranks #{int(rank)}" in text
