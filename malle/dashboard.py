@@ -28,7 +28,7 @@ from . import cache, evaluate, report
 from .augment import (COPY_JPEG_QUALITY, OPS, AugmentConfig, ParamSpec, Step, apply_chain, chain_from_json,
                       chain_to_json, describe_chain)
 from .descriptors import DESCRIPTORS, resnet50_weights_available, resolve_methods
-from .descriptors.cnn import ENV_RESNET50_WEIGHTS, resnet50_hub_checkpoint
+from .descriptors import ENV_RESNET50_WEIGHTS, resnet50_hub_checkpoint
 from .experiment import Experiment, ExperimentConfig, Results
 from .imageio import IMAGE_SUFFIXES, BadImage, encode_jpeg, load_rgb
 

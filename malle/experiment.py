@@ -169,8 +169,10 @@ class Experiment:
 
         def build(tmp: Path, meta: dict) -> None:
             start = time.perf_counter()
-            db = desc.encode_files([self.originals_dir / f for f in self.originals["file"]], progress=self.progress)
-            queries = desc.encode_files([self.copies_dir / f for f in self.manifest["file"]], progress=self.progress)
+            db = desc.encode_files([self.originals_dir / f for f in self.originals["file"]], progress=self.progress,
+                                   desc=f"{desc.label}: originals")
+            queries = desc.encode_files([self.copies_dir / f for f in self.manifest["file"]], progress=self.progress,
+                                        desc=f"{desc.label}: copies")
             seconds = time.perf_counter() - start
             cache.write_npy(tmp / "originals.npy", db)
             cache.write_npy(tmp / "queries.npy", queries)

@@ -6,6 +6,7 @@ wHash) give packed 64-bit codes scored by Hamming distance.
 """
 
 from malle.descriptors.base import Descriptor, WeightsUnavailable
+from malle.descriptors.cnn import ENV_RESNET50_WEIGHTS, resnet50_hub_checkpoint
 from malle.descriptors.registry import (
     DEFAULT_METHODS,
     DESCRIPTORS,
@@ -17,9 +18,11 @@ from malle.descriptors.registry import (
 __all__ = [
     "DEFAULT_METHODS",
     "DESCRIPTORS",
+    "ENV_RESNET50_WEIGHTS",
     "Descriptor",
     "WeightsUnavailable",
     "create_descriptor",
+    "resnet50_hub_checkpoint",
     "resnet50_weights_available",
     "resolve_methods",
 ]

@@ -52,10 +52,11 @@ class Descriptor(ABC):
         """Everything that identifies this descriptor's outputs, for cache keys."""
 
     def encode_files(
-        self, paths: Sequence[Path], batch_size: int = 32, progress: ProgressFactory | None = None
+        self, paths: Sequence[Path], batch_size: int = 32, progress: ProgressFactory | None = None,
+        desc: str | None = None,
     ) -> np.ndarray:
-        """Load each file with ``load_rgb`` (``BadImage`` propagates) and encode."""
-        bar = open_progress(progress, len(paths), self.label)
+        """Load each file with ``load_rgb`` (``BadImage`` propagates) and encode; ``desc`` labels progress."""
+        bar = open_progress(progress, len(paths), desc or self.label)
         try:
             chunks = []
             for start in range(0, len(paths), batch_size):

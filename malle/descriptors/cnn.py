@@ -96,9 +96,10 @@ class CNNDescriptor(Descriptor):
         return self._encode_pipelined(images, batch_size, self.preprocess, open_progress(None, 0, ""))
 
     def encode_files(
-        self, paths: Sequence[Path], batch_size: int = 32, progress: ProgressFactory | None = None
+        self, paths: Sequence[Path], batch_size: int = 32, progress: ProgressFactory | None = None,
+        desc: str | None = None,
     ) -> np.ndarray:
-        bar = open_progress(progress, len(paths), self.label)
+        bar = open_progress(progress, len(paths), desc or self.label)
         try:
             return self._encode_pipelined(paths, batch_size, self._preprocess_file, bar)
         finally:

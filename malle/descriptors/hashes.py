@@ -40,10 +40,11 @@ class ImageHashDescriptor(Descriptor):
         return self._stack([self._pack(image)[None, :] for image in images])
 
     def encode_files(
-        self, paths: Sequence[Path], batch_size: int = 32, progress: ProgressFactory | None = None
+        self, paths: Sequence[Path], batch_size: int = 32, progress: ProgressFactory | None = None,
+        desc: str | None = None,
     ) -> np.ndarray:
         # batch_size is irrelevant for per-image hashing; kept for the shared signature.
-        bar = open_progress(progress, len(paths), self.label)
+        bar = open_progress(progress, len(paths), desc or self.label)
         codes = []
         try:
             with ThreadPoolExecutor(max_workers=FILE_WORKERS) as pool:
