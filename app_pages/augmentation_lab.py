@@ -6,7 +6,7 @@ from malle import dashboard as dash
 from malle.augment import OPS, chain_from_json, describe_chain
 
 BROWSE_PER_PAGE = 12
-DEFAULT_OPS = ["rotate", "jpeg"]
+DEFAULT_OPS = ["watermark", "rotate", "jpeg"]  # the watermark makes the first view visibly modified
 
 ctx = dash.context()
 exp, labels = ctx.experiment, ctx.labels

@@ -31,15 +31,20 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_server(script: Path, cache_root: Path, log_path: Path, timeout_s: float = 120) -> Iterator[str]:
-    """Serve ``script`` on a free loopback port with ``MALLE_CACHE=cache_root``; yield its URL."""
+def streamlit_server(script: Path, cache_root: Path, log_path: Path, timeout_s: float = 120,
+                     drop_env: tuple[str, ...] = ()) -> Iterator[str]:
+    """Serve ``script`` on a free loopback port with ``MALLE_CACHE=cache_root``; yield its URL.
+
+    ``drop_env`` names variables of this process that the server must not inherit.
+    """
+    env = {key: value for key, value in os.environ.items() if key not in drop_env}
     port = free_port()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-            cwd=script.parent, env={**os.environ, "MALLE_CACHE": str(cache_root)}, stdout=log, stderr=subprocess.STDOUT)
+            cwd=script.parent, env={**env, "MALLE_CACHE": str(cache_root)}, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
             wait_healthy(url, timeout_s)

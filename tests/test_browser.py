@@ -30,7 +30,9 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
 @pytest.fixture(scope="module")
 def app_url(demo_cache):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with streamlit_server(ROOT / "streamlit_app.py", demo_cache, SHOTS.parent / "streamlit.log") as url:
+    # Served as a user starts it: no test-only override of where ResNet-50 weights are.
+    with streamlit_server(ROOT / "streamlit_app.py", demo_cache, SHOTS.parent / "streamlit.log",
+                          drop_env=("MALLE_RESNET50_WEIGHTS",)) as url:
         yield url
 
 
