@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import publish  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from malle.browser import CHROMIUM, chromium, settle, streamlit_server  # noqa: E402
@@ -83,10 +85,7 @@ def main() -> int:
     lines += [f"Cached page runs, best of {args.repeats} (frame + page, in-process AppTest); reference app: "
               f"{reference * 1000:.0f} ms", "", "| page | ms | ratio to reference |", "|---|---|---|"]
     lines += [f"| {name} | {sec * 1000:.0f} | {sec / reference:.1f}× |" for name, sec in pages.items()]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(text)
+    publish(lines, args.report)
     return 0
 
 

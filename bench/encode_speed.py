@@ -21,6 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import publish  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from malle.descriptors import create_descriptor  # noqa: E402
 from malle.imageio import load_rgb  # noqa: E402
 from malle.sampling import demo_root  # noqa: E402
@@ -91,10 +93,7 @@ def main() -> int:
              "| method | measure | reference img/s | measured img/s | ratio |", "|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['measure']} | {r['reference_img_s']:.1f} | {r['measured_img_s']:.1f} | "
               f"{r['ratio']:.2f}× |" for r in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(text)
+    publish(lines, args.report)
     return 0
 
 

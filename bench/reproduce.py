@@ -22,12 +22,12 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import publish  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from malle import report  # noqa: E402
 from malle.experiment import Experiment, ExperimentConfig  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "imagenet-200x5" / "val"
-# Which published column each measured method is set beside.
-PUBLISHED_PEER = {"resnet50": "resnet50", "efficientnet_lite2": "resnet50", "phash": "phash"}
 
 
 def machine() -> str:
@@ -82,11 +82,7 @@ def main() -> int:
         "**Time per stage** (seconds as first computed; `cached` = taken from the cache in this run)\n\n"
         + markdown(timings, "{:.1f}"),
     ]
-    text = "\n\n".join(sections) + "\n"
-    print(text)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(text)
-    print(f"written to {args.report}")
+    publish(["\n\n".join(sections)], args.report)
     return 0
 
 

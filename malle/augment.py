@@ -30,6 +30,7 @@ from torchvision.transforms import InterpolationMode
 
 from malle.cache import write_bytes
 from malle.imageio import BadImage, encode_jpeg, load_rgb
+from malle.naming import unique_name
 
 COPY_JPEG_QUALITY = 95  # storage quality of copies; the jpeg op compresses harder on purpose
 WATERMARK_TEXT = "Malle Project"
@@ -419,12 +420,7 @@ def copy_filename(class_token: str, instance_token: str, chain: Sequence[Step], 
         if not TOKEN.fullmatch(token):
             raise ValueError(f"filename token must be non-empty without '_': {token!r}")
     stem = "_".join([class_token, instance_token, *(step.op for step in chain)])
-    name, n = f"{stem}{COPY_SUFFIX}", 1
-    while name in taken:
-        n += 1
-        name = f"{stem}-{n}{COPY_SUFFIX}"
-    taken.add(name)
-    return name
+    return unique_name(stem, COPY_SUFFIX, taken)
 
 
 def parse_copy_filename(name: str) -> tuple[str, str, list[str]]:

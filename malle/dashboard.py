@@ -27,10 +27,11 @@ from PIL import Image
 from . import cache, evaluate, report
 from .augment import (COPY_JPEG_QUALITY, OPS, AugmentConfig, ParamSpec, Step, apply_chain, chain_from_json,
                       chain_to_json, describe_chain)
-from .descriptors import DESCRIPTORS, resnet50_weights_available, resolve_methods
-from .descriptors import ENV_RESNET50_WEIGHTS, resnet50_hub_checkpoint
+from .descriptors import (DESCRIPTORS, ENV_RESNET50_WEIGHTS, resnet50_hub_checkpoint, resnet50_weights_available,
+                          resolve_methods)
 from .experiment import Experiment, ExperimentConfig, Results
 from .imageio import IMAGE_SUFFIXES, BadImage, encode_jpeg, load_rgb
+from .naming import unique_name
 
 DEMO, FOLDER, UPLOAD = "Built-in demo photos", "A folder on disk", "Images uploaded in the browser"
 SOURCES = (DEMO, FOLDER, UPLOAD)
@@ -176,12 +177,7 @@ def safe_file_name(name: str, taken: set[str]) -> str:
     """The upload's base name with only safe characters, unique within ``taken``."""
     path = Path(Path(name).name)
     stem = re.sub(r"[^\w.-]+", "-", path.stem, flags=re.ASCII).strip("-.") or "image"
-    candidate, n = f"{stem}{path.suffix.lower()}", 1
-    while candidate in taken:
-        n += 1
-        candidate = f"{stem}-{n}{path.suffix.lower()}"
-    taken.add(candidate)
-    return candidate
+    return unique_name(stem, path.suffix.lower(), taken)
 
 
 def check_upload(name: str, data: bytes, max_mb: int = MAX_UPLOAD_MB) -> Image.Image:

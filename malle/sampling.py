@@ -28,6 +28,7 @@ from PIL import Image
 
 from . import cache
 from .imageio import BadImage, encode_jpeg, has_image_suffix, load_rgb
+from .naming import unique_name
 
 ORIGINAL_SUFFIX = ".JPEG"
 
@@ -99,15 +100,10 @@ def original_name(candidate: Candidate, taken: set[str]) -> tuple[str, str, str]
     """``{class}_{instance}.JPEG``, unique within ``taken``; returns (file, class_token, instance)."""
     stem = candidate.path.stem
     prefix = candidate.label + "_"
-    instance = _token(stem[len(prefix):] if stem.startswith(prefix) else stem)
     class_token = _token(candidate.label)
-    base, n = instance, 1
-    while f"{class_token}_{instance}{ORIGINAL_SUFFIX}" in taken:
-        n += 1
-        instance = f"{base}-{n}"
-    name = f"{class_token}_{instance}{ORIGINAL_SUFFIX}"
-    taken.add(name)
-    return name, class_token, instance
+    instance = _token(stem[len(prefix):] if stem.startswith(prefix) else stem)
+    name = unique_name(f"{class_token}_{instance}", ORIGINAL_SUFFIX, taken)
+    return name, class_token, name[len(class_token) + 1 : -len(ORIGINAL_SUFFIX)]
 
 
 def _check(candidate: Candidate) -> Image.Image | str:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from malle.experiment import Experiment, ExperimentConfig
 from malle.sampling import demo_root
 
 
@@ -85,8 +86,26 @@ def demo_cache(tmp_path_factory) -> Path:
 
     Built once per test session (about a minute on 2 CPU cores) so app tests open fully cached.
     """
-    from malle.experiment import Experiment, ExperimentConfig
-
     root = tmp_path_factory.mktemp("demo-cache")
     Experiment(ExperimentConfig(n=100), root).run()
     return root
+
+
+MISSING_WEIGHTS = "/nonexistent/resnet50.pth"  # makes "ResNet-50 unavailable" independent of the machine
+
+
+@pytest.fixture(scope="session")
+def demo_env(demo_cache):
+    """For the whole session: the app's cache is the pre-built demo cache, and ResNet-50 has no weights."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MALLE_CACHE", str(demo_cache))
+        patch.setenv("MALLE_RESNET50_WEIGHTS", MISSING_WEIGHTS)
+        yield demo_cache
+
+
+@pytest.fixture(scope="session")
+def demo_results(demo_env):
+    """The dashboard's default experiment, loaded from the cache (no recomputation)."""
+    results = Experiment(ExperimentConfig(n=100), demo_env).run()
+    assert results.timings()["cached"].all(), "demo_cache should hold every stage"
+    return results

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from dashboard_fixtures import demo_env, demo_results  # noqa: F401  (session fixtures)
 from streamlit.testing.v1 import AppTest
 
 from malle import evaluate, report

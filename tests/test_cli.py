@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
+from conftest import GOOD_IN_BAD_FOLDER
 
 from malle.cli import main
 
@@ -30,7 +31,6 @@ def test_bad_input_folder_is_processed_with_skips(bad_folder, tmp_path, capsys):
     for name, fragment in expected.items():
         assert fragment in reasons[name]
     assert "Skipped 7 file(s)" in out
-    from conftest import GOOD_IN_BAD_FOLDER
     assert len(pd.read_csv(out_dir / "originals.csv")) == GOOD_IN_BAD_FOLDER
     recall = pd.read_csv(out_dir / "recall.csv")
     assert list(recall.columns) == ["method", "level", "k", "recall"]

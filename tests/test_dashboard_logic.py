@@ -8,7 +8,6 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-from dashboard_fixtures import demo_env, demo_results  # noqa: F401  (session fixtures)
 from PIL import Image
 
 from malle import dashboard as dash
