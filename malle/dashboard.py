@@ -324,6 +324,8 @@ def costs_table(results: Results) -> pd.DataFrame:
         "images/s to encode": costs["images_per_s"],
         "ms per query": costs["ms_per_query"],
         "top-1 tie rate": costs["top1_tie_rate"],
+        "R@1 if ties won": costs["r1_ties_won"],
+        "R@1 if ties lost": costs["r1_ties_lost"],
     })
 
 

@@ -53,13 +53,23 @@ def per_query_table(
             "ops": queries["ops"].to_numpy(),
             "rank": first_match(is_source),
             "class_rank": first_match(same_class),
-            "true_score": true_scores.astype(np.float64),
+            "true_score": _true_scores(hits, is_source, true_scores),
             "best_wrong_score": np.take_along_axis(wrong_scores, first_wrong[:, None], 1)[:, 0],
             "top1": originals["file"].to_numpy()[hits.ids[:, 0]],
             "top1_score": hits.scores[:, 0].astype(np.float64),
             "top1_tied": hits.top1_tied,
         }
     )
+
+
+def _true_scores(hits: Hits, is_source: np.ndarray, computed: np.ndarray) -> np.ndarray:
+    """The true original's score as the search saw it when retrieved, else as computed.
+
+    Taking it from the same FAISS result keeps float scores comparable bit for bit with the others.
+    """
+    found = is_source.any(axis=1)
+    retrieved = np.take_along_axis(hits.scores, is_source.argmax(axis=1)[:, None], axis=1)[:, 0]
+    return np.where(found, retrieved, computed).astype(np.float64)
 
 
 def recall_at_k(per_query: pd.DataFrame, ks: Sequence[int] = KS, by: Sequence[str] = ()) -> pd.DataFrame:
@@ -107,3 +117,16 @@ def filter_by_ops(per_query: pd.DataFrame, include: Sequence[str] = (), exclude:
 def tie_rates(per_query: pd.DataFrame) -> pd.Series:
     """Share of queries whose top-1 score is shared by another original, per method."""
     return per_query.groupby("method", sort=False)["top1_tied"].mean()
+
+
+def recall1_tie_bounds(per_query: pd.DataFrame) -> pd.DataFrame:
+    """Instance Recall@1 if every top-1 tie were won, and if every one were lost, per method.
+
+    Won: the true original shares the best score. Lost: it is top-1 and shares it with nobody.
+    The reported Recall@1 (ties broken by database id) lies between the two.
+    """
+    won = per_query["true_score"] == per_query["top1_score"]
+    lost = (per_query["rank"] == 1).fillna(False).astype(bool) & ~per_query["top1_tied"].astype(bool)
+    table = pd.DataFrame({"method": per_query["method"], "r1_ties_won": won, "r1_ties_lost": lost})
+    return table.groupby("method", sort=False).mean()
+

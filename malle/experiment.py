@@ -30,7 +30,7 @@ from .sampling import DatasetError, dataset_fingerprint, demo_root, discover, se
 from .search import Hits, build_index, load_index, pair_scores, save_index, search
 
 # Bump one when its stage's output changes for the same inputs.
-STAGE_VERSIONS = {"samples": 1, "copies": 1, "embed": 1, "search": 1}
+STAGE_VERSIONS = {"samples": 1, "copies": 1, "embed": 1, "search": 2}
 NEIGHBOURS_KEPT = 20  # top-N neighbours stored per query for the dashboard
 Progress = Callable[..., object]  # tqdm-like: progress(total=, desc=) -> obj with update(n), close()
 
@@ -255,13 +255,14 @@ class Results:
         return evaluate.recall_by_chain_length(self.per_query, ks or self.config.ks)
 
     def costs(self) -> pd.DataFrame:
-        """Per method: encode throughput, search cost and top-1 tie rate (from the cache's records)."""
+        """Per method: encode throughput, search cost, top-1 tie rate and the Recall@1 range ties allow."""
+        bounds = evaluate.recall1_tie_bounds(self.per_query)
         rows = []
         for m in self.methods:
             embed, found = self.experiment.embedding(m).meta, self.experiment.evaluation(m).meta
             rows.append({"method": m, "label": embed["label"], "dim": embed["dim"], "metric": embed["metric"],
                          "images_per_s": embed["images_per_s"], "ms_per_query": found["ms_per_query"],
-                         "top1_tie_rate": found["tie_rate"]})
+                         "top1_tie_rate": found["tie_rate"], **bounds.loc[m].to_dict()})
         return pd.DataFrame(rows)
 
     def timings(self) -> pd.DataFrame:

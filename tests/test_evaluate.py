@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from malle.evaluate import filter_by_ops, per_op_recall, per_query_table, recall_at_k, recall_by_chain_length, tie_rates
+from malle.evaluate import (filter_by_ops, per_op_recall, per_query_table, recall1_tie_bounds, recall_at_k,
+                            recall_by_chain_length, tie_rates)
 from malle.search import Hits
 
 # Database: two originals of class "a", one of class "b".
@@ -60,3 +61,20 @@ def test_filter_by_ops():
     assert list(filter_by_ops(pq, include=["jpeg"])["query"]) == ["q2", "q3"]
     assert list(filter_by_ops(pq, exclude=["jpeg"])["query"]) == ["q1", "q4"]
     assert list(filter_by_ops(pq, include=["blur"], exclude=["jpeg"])["query"]) == ["q1"]
+
+
+def test_recall1_tie_bounds_bracket_the_reported_recall():
+    # q1: true original tied at the top but listed second (a tie lost by id order);
+    # q2: true original alone at the top; q3: tied at the top and listed first; q4: a plain miss.
+    ids = [[1, 0, 2], [0, 1, 2], [2, 0, 1], [0, 2, 1]]
+    scores = [[3, 3, 9], [1, 5, 9], [2, 2, 9], [1, 4, 9]]
+    hits = Hits(np.array(ids), np.array(scores, dtype=np.int32), "hamming")
+    true = np.array([3, 1, 2, 9])  # each query's distance to its true original
+    pq = per_query_table("m", ORIGINALS, QUERIES, hits, true)
+    bounds = recall1_tie_bounds(pq).loc["m"]
+    assert bounds["r1_ties_won"] == pytest.approx(3 / 4)   # q1, q2, q3
+    assert bounds["r1_ties_lost"] == pytest.approx(1 / 4)  # q2 only
+    reported = (pq["rank"] == 1).mean()
+    assert reported == pytest.approx(2 / 4)
+    assert bounds["r1_ties_lost"] <= reported <= bounds["r1_ties_won"]
+
