@@ -342,14 +342,6 @@ def recall_table(results: Results, ks: Sequence[int]) -> pd.DataFrame:
     return results.recall(list(ks))
 
 
-def per_op_table(results: Results, ks: Sequence[int]) -> pd.DataFrame:
-    return results.per_op(list(ks))
-
-
-def chain_length_table(results: Results, ks: Sequence[int]) -> pd.DataFrame:
-    return results.by_chain_length(list(ks))
-
-
 def per_op_wide(per_op: pd.DataFrame, k: int, level: str, labels: dict[str, str]) -> pd.DataFrame:
     """Rows ops (hardest first by mean over methods), columns methods, plus the query count."""
     part = with_labels(level_slice(per_op, k, level), labels)
@@ -408,18 +400,6 @@ def chain_length_wide(by_length: pd.DataFrame, k: int, level: str, labels: dict[
     return table
 
 
-def filtered_recall(per_query: pd.DataFrame, include: Sequence[str], exclude: Sequence[str],
-                    ks: Sequence[int]) -> tuple[pd.DataFrame, int]:
-    """Recall@K over the queries whose chain has every op in ``include`` and none in ``exclude``.
-
-    Returns (long recall table, number of queries per method).
-    """
-    kept = evaluate.filter_by_ops(per_query, include, exclude)
-    if kept.empty:
-        return pd.DataFrame(columns=["method", "level", "k", "recall", "n"]), 0
-    return evaluate.recall_at_k(kept, ks), int(kept.groupby("method").size().max())
-
-
 @dataclass
 class Breakdown:
     """Everything the per-transformation page shows for one op filter and one K."""
@@ -461,9 +441,7 @@ def default_pair(methods: Sequence[str]) -> tuple[str, str]:
 
 def hits(per_query: pd.DataFrame, method: str, k: int, level: str) -> pd.Series:
     """Whether each query (index: query file) hits at K for one method."""
-    part = per_query[per_query["method"] == method].set_index("query")
-    ranks = part[evaluate.LEVELS[level]].astype("Float64").fillna(np.inf)
-    return (ranks <= k).astype(bool)
+    return evaluate.hit_at_k(per_query[per_query["method"] == method].set_index("query"), k, level)
 
 
 def agreement_table(per_query: pd.DataFrame, a: str, b: str, k: int, level: str) -> pd.DataFrame:
@@ -541,10 +519,8 @@ def failures(per_query: pd.DataFrame, method: str, include_ops: Sequence[str] = 
     A rank beyond the search depth (NA) counts as the worst.
     """
     part = evaluate.filter_by_ops(per_query[per_query["method"] == method], include_ops)
-    rank = part["rank"].astype("Float64").fillna(np.inf)
-    failed = part.assign(sort_rank=rank.to_numpy(dtype=float))[(rank > 1).to_numpy(dtype=bool)]
-    failed = failed.sort_values(["sort_rank", "query"], ascending=[False, True])
-    return failed.drop(columns="sort_rank").reset_index(drop=True)
+    failed = part[~evaluate.hit_at_k(part, 1).to_numpy()]
+    return failed.sort_values(["rank", "query"], ascending=[False, True], na_position="first").reset_index(drop=True)
 
 
 def failures_for(results: Results, method: str, include_ops: Sequence[str]) -> pd.DataFrame:
@@ -710,11 +686,6 @@ def search_rankings(results: Results, image_bytes: bytes, source: str | None, to
 
 def original_labels(originals: pd.DataFrame) -> dict[str, str]:
     return {file: f"{file} (class {label})" for file, label in zip(originals["file"], originals["class"])}
-
-
-def chain_steps_table(chain: Sequence[Step]) -> pd.DataFrame:
-    return pd.DataFrame([{"step": i, "op": op_title(s.op), "parameters": json.dumps(s.params)}
-                         for i, s in enumerate(chain, start=1)])
 
 
 # -- Streamlit glue (imports streamlit lazily) -------------------------------------------------

@@ -72,6 +72,14 @@ def _true_scores(hits: Hits, is_source: np.ndarray, computed: np.ndarray) -> np.
     return np.where(found, retrieved, computed).astype(np.float64)
 
 
+def hit_at_k(per_query: pd.DataFrame, k: int, level: str = "instance") -> pd.Series:
+    """Per query: is the true original (instance) or a same-class original (class) in the top K?
+
+    A rank beyond the search depth is missing and counts as a miss.
+    """
+    return (per_query[LEVELS[level]].astype("Float64").fillna(np.inf) <= k).astype(bool)
+
+
 def recall_at_k(per_query: pd.DataFrame, ks: Sequence[int] = KS, by: Sequence[str] = ()) -> pd.DataFrame:
     """Recall@K per method (and per ``by`` columns) at both levels.
 
@@ -79,10 +87,9 @@ def recall_at_k(per_query: pd.DataFrame, ks: Sequence[int] = KS, by: Sequence[st
     """
     keys = ["method", *by]
     rows = []
-    for level, rank_col in LEVELS.items():
-        ranks = per_query[rank_col].astype("Float64").fillna(np.inf)
+    for level in LEVELS:
         for k in ks:
-            hit = (ranks <= k).astype(float).rename("hit")
+            hit = hit_at_k(per_query, k, level).astype(float).rename("hit")
             grouped = pd.concat([per_query[keys], hit], axis=1).groupby(keys, sort=False)["hit"]
             table = grouped.agg(["mean", "size"]).reset_index()
             table = table.rename(columns={"mean": "recall", "size": "n"})

@@ -159,10 +159,14 @@ class Experiment:
         return self.copies.folder / "images"
 
     # -- stage 3 and 4: descriptors and index ------------------------------------------------
+    def _per_method(self, kind: str, method: str, compute: Callable[[str], Stage]) -> Stage:
+        """A method's stage, computed or found in the cache once per experiment."""
+        if (kind, method) not in self._method_stages:
+            self._method_stages[kind, method] = compute(method)
+        return self._method_stages[kind, method]
+
     def embedding(self, method: str) -> Stage:
-        if ("embed", method) not in self._method_stages:
-            self._method_stages["embed", method] = self._embed(method)
-        return self._method_stages["embed", method]
+        return self._per_method("embed", method, self._embed)
 
     def _embed(self, method: str) -> Stage:
         desc = self.descriptor(method)
@@ -197,9 +201,7 @@ class Experiment:
 
     # -- stage 4 and 5: search and per-query evaluation ----------------------------------------
     def evaluation(self, method: str) -> Stage:
-        if ("search", method) not in self._method_stages:
-            self._method_stages["search", method] = self._evaluate(method)
-        return self._method_stages["search", method]
+        return self._per_method("search", method, self._evaluate)
 
     def _evaluate(self, method: str) -> Stage:
         embed = self.embedding(method)

@@ -92,7 +92,7 @@ def test_recall_curve_chart_spec(demo_results):
 
 
 def test_op_heatmap_spec_and_hardest_op(demo_results):
-    per_op = dash.per_op_table(demo_results, (1,))
+    per_op = demo_results.per_op((1,))
     labels = demo_results.labels
     spec = dash.op_heatmap(per_op, 1, "instance", labels).to_dict()
     rect, text = spec["layer"]
@@ -111,7 +111,7 @@ def test_op_heatmap_spec_and_hardest_op(demo_results):
 
 
 def test_chain_length_and_score_charts(demo_results):
-    by_length = dash.chain_length_table(demo_results, (5,))
+    by_length = demo_results.by_chain_length((5,))
     assert chart_fields(dash.chain_length_chart(by_length, 5, "class", demo_results.labels))["x"] == "chain_length"
     table = dash.chain_length_wide(by_length, 5, "class", demo_results.labels)
     assert table["queries"].sum() == 608 and list(table.index) == [1, 2, 3, 4, 5]

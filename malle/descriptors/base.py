@@ -58,14 +58,18 @@ class Descriptor(ABC):
         """Load each file with ``load_rgb`` (``BadImage`` propagates) and encode; ``desc`` labels progress."""
         bar = open_progress(progress, len(paths), desc or self.label)
         try:
-            chunks = []
-            for start in range(0, len(paths), batch_size):
-                batch = paths[start : start + batch_size]
-                chunks.append(self.encode([load_rgb(p) for p in batch]))
-                bar.update(len(batch))
-            return self._stack(chunks)
+            return self._encode_paths(paths, batch_size, bar)
         finally:
             bar.close()
+
+    def _encode_paths(self, paths: Sequence[Path], batch_size: int, bar) -> np.ndarray:
+        """Decode a batch, encode it; subclasses override to overlap decoding with encoding."""
+        chunks = []
+        for start in range(0, len(paths), batch_size):
+            batch = paths[start : start + batch_size]
+            chunks.append(self.encode([load_rgb(p) for p in batch]))
+            bar.update(len(batch))
+        return self._stack(chunks)
 
     def compare(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """(len(a), len(b)) scores: cosine similarity or integer Hamming distance."""

@@ -30,7 +30,6 @@ from malle.cache import file_digest
 from malle.descriptors.base import (
     METRIC_IP,
     Descriptor,
-    ProgressFactory,
     WeightsUnavailable,
     open_progress,
 )
@@ -95,15 +94,8 @@ class CNNDescriptor(Descriptor):
     def encode(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         return self._encode_pipelined(images, batch_size, self.preprocess, open_progress(None, 0, ""))
 
-    def encode_files(
-        self, paths: Sequence[Path], batch_size: int = 32, progress: ProgressFactory | None = None,
-        desc: str | None = None,
-    ) -> np.ndarray:
-        bar = open_progress(progress, len(paths), desc or self.label)
-        try:
-            return self._encode_pipelined(paths, batch_size, self._preprocess_file, bar)
-        finally:
-            bar.close()
+    def _encode_paths(self, paths: Sequence[Path], batch_size: int, bar) -> np.ndarray:
+        return self._encode_pipelined(paths, batch_size, self._preprocess_file, bar)
 
     def fingerprint(self) -> dict:
         return {

@@ -15,7 +15,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from malle.descriptors.base import METRIC_HAMMING, Descriptor, ProgressFactory, open_progress
+from malle.descriptors.base import METRIC_HAMMING, Descriptor
 from malle.imageio import load_rgb
 
 HASH_SIDE = 8  # imagehash's default hash_size: an 8x8 bit grid
@@ -39,21 +39,14 @@ class ImageHashDescriptor(Descriptor):
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self._stack([self._pack(image)[None, :] for image in images])
 
-    def encode_files(
-        self, paths: Sequence[Path], batch_size: int = 32, progress: ProgressFactory | None = None,
-        desc: str | None = None,
-    ) -> np.ndarray:
-        # batch_size is irrelevant for per-image hashing; kept for the shared signature.
-        bar = open_progress(progress, len(paths), desc or self.label)
+    def _encode_paths(self, paths: Sequence[Path], batch_size: int, bar) -> np.ndarray:
+        # Hashing is per image, so batch_size does not apply; decode on a small thread pool instead.
         codes = []
-        try:
-            with ThreadPoolExecutor(max_workers=FILE_WORKERS) as pool:
-                # map yields in input order and re-raises a worker's BadImage here.
-                for code in pool.map(self._pack_file, paths):
-                    codes.append(code[None, :])
-                    bar.update(1)
-        finally:
-            bar.close()
+        with ThreadPoolExecutor(max_workers=FILE_WORKERS) as pool:
+            # map yields in input order and re-raises a worker's BadImage here.
+            for code in pool.map(self._pack_file, paths):
+                codes.append(code[None, :])
+                bar.update(1)
         return self._stack(codes)
 
     def fingerprint(self) -> dict:
