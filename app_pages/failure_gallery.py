@@ -2,12 +2,13 @@
 
 import streamlit as st
 
-from malle import dashboard as dash
 from malle.augment import OPS
+from malle.dashboard import failures, widgets
+from malle.dashboard.shared import Thumb, n_pages, op_title, page_rows
 
 PER_PAGE = 10
 
-ctx = dash.context()
+ctx = widgets.context()
 exp, labels, methods = ctx.experiment, ctx.labels, ctx.methods
 
 st.title("Failure gallery")
@@ -15,27 +16,26 @@ st.caption("Queries whose true original is not the nearest neighbour (instance l
 
 left, right = st.columns(2)
 method = left.selectbox("Method", methods, format_func=labels.get, key="fail_method")
-ops = right.multiselect("Only chains containing all of", list(OPS), format_func=dash.op_title, key="fail_ops")
+ops = right.multiselect("Only chains containing all of", list(OPS), format_func=op_title, key="fail_ops")
 
-failed = ctx.cached(dash.failures_for, method, tuple(ops))
+failed = ctx.cached(failures.failures, method, tuple(ops))
 total = int((ctx.results.per_query["method"] == method).sum())
 st.markdown(f"**{len(failed)}** failures among {total} queries for {labels[method]}.")
 if failed.empty:
     st.success("No failure matches this filter.")
     st.stop()
 
-pages = dash.n_pages(len(failed), PER_PAGE)
+pages = n_pages(len(failed), PER_PAGE)
 if st.session_state.get("fail_page", 1) > pages:  # the filter shrank the gallery
     st.session_state["fail_page"] = 1
 page = st.pagination(pages, key="fail_page") if pages > 1 else 1
 st.caption(f"Page {page} of {pages}")
 
-score_name, _ = ctx.score_info(method)
 ids, scores = ctx.neighbours(method)
-for card in dash.failure_cards(exp, dash.page_rows(failed, page, PER_PAGE), ids, scores, score_name):
+for card in failures.failure_cards(exp, method, page_rows(failed, page, PER_PAGE), ids, scores):
     st.markdown(f"**{card.query}**: true original ranked **#{card.rank or 'beyond search depth'}**")
     st.caption(f"Chain: {card.chain}")
-    query = dash.Thumb(card.query_path, "query")
-    source = dash.Thumb(card.source_path, f"✅ true original {card.source_path.name}", True)
-    dash.thumbnail_grid([query, source, *card.neighbours], columns=5)
+    query = Thumb(card.query_path, "query")
+    source = Thumb(card.source_path, f"✅ true original {card.source_path.name}", True)
+    widgets.thumbnail_grid([query, source, *card.neighbours], columns=5)
     st.divider()

@@ -2,11 +2,13 @@
 
 import streamlit as st
 
-from malle import dashboard as dash
+from malle.dashboard import comparison, widgets
+from malle.dashboard.shared import LEVELS, recall_table
+from malle.dashboard.overview import recall_curve_chart
 
 EXAMPLES = 8
 
-ctx = dash.context()
+ctx = widgets.context()
 exp, labels, methods = ctx.experiment, ctx.labels, ctx.methods
 
 st.title("Method comparison")
@@ -14,38 +16,37 @@ if len(methods) < 2:
     st.warning("Pick at least two methods in the sidebar to compare them.")
     st.stop()
 
-default_a, default_b = dash.default_pair(methods)
+default_a, default_b = comparison.default_pair(methods)
 col_a, col_b, col_level, col_k = st.columns([2, 2, 1, 2])
 a = col_a.selectbox("Method A", methods, index=methods.index(default_a), format_func=labels.get, key="cmp_a")
 b = col_b.selectbox("Method B", methods, index=methods.index(default_b), format_func=labels.get, key="cmp_b")
-level = col_level.radio("Level", dash.LEVELS, key="cmp_level")
+level = col_level.radio("Level", LEVELS, key="cmp_level")
 k = col_k.slider("K", min_value=1, max_value=20, value=1, key="cmp_k")
 if a == b:
     st.warning("Pick two different methods.")
     st.stop()
 
 st.subheader(f"Agreement at {level} Recall@{k}")
-table = ctx.cached(dash.agreement_for, a, b, k, level)
-st.dataframe(dash.agreement_matrix(table, labels[a], labels[b]), key="cmp_matrix")
-counts = dash.agreement_counts(table)
+table = ctx.cached(comparison.agreement_table, a, b, k, level)
+st.dataframe(comparison.agreement_matrix(table, labels[a], labels[b]), key="cmp_matrix")
+counts = comparison.agreement_counts(table)
 cell = st.segmented_control(
-    "Show example queries from", dash.AGREEMENT_CELLS, default="only_a", key="cmp_cell",
-    format_func=lambda c: f"{dash.cell_title(c, labels[a], labels[b])} ({counts[c]})")
+    "Show example queries from", comparison.AGREEMENT_CELLS, default="only_a", key="cmp_cell",
+    format_func=lambda c: f"{comparison.cell_title(c, labels[a], labels[b])} ({counts[c]})")
 if cell:
     examples = table[table["cell"] == cell].head(EXAMPLES)
     st.caption(f"Up to {EXAMPLES} queries, each followed by its true original.")
-    dash.thumbnail_grid(dash.query_and_original_thumbs(exp, examples), columns=4)
+    widgets.thumbnail_grid(comparison.query_and_original_thumbs(exp, examples), columns=4)
 
 st.subheader("True original's score against the best wrong original's")
 st.caption("Units differ: CNNs score by cosine similarity (higher = more similar), hashes by Hamming distance "
            "in bits (lower = more similar). A method separates well when the two histograms do not overlap.")
 for col, method in zip(st.columns(2), (a, b)):
-    score_name, higher = ctx.score_info(method)
-    col.altair_chart(dash.score_chart(ctx.results.per_query, method, labels[method], score_name, higher),
-                     width="stretch")
-    rate = dash.separation_rate(ctx.results.per_query, method, higher)
+    metric = ctx.metric(method)
+    col.altair_chart(comparison.score_chart(ctx.results.per_query, method, labels[method], metric), width="stretch")
+    rate = comparison.separation_rate(ctx.results.per_query, method, metric)
     col.caption(f"True original strictly better than every wrong one for {rate:.1%} of queries.")
 
 st.subheader("Recall@K curves")
-recall = ctx.cached(dash.recall_table, tuple(range(1, 21)))
-st.altair_chart(dash.recall_curve_chart(dash.pair_recall(recall, (a, b)), labels), width="stretch")
+recall = ctx.cached(recall_table, tuple(range(1, 21)))
+st.altair_chart(recall_curve_chart(comparison.pair_recall(recall, (a, b)), labels), width="stretch")

@@ -2,48 +2,50 @@
 
 import streamlit as st
 
-from malle import dashboard as dash
+from malle.dashboard import overview as logic
+from malle.dashboard import widgets
+from malle.dashboard.shared import LEVELS, recall_table
 
-ctx = dash.context()
+ctx = widgets.context()
 exp, labels = ctx.experiment, ctx.labels
-recall = ctx.cached(dash.recall_table, tuple(exp.config.ks))
+recall = ctx.cached(recall_table, tuple(exp.config.ks))
 
 st.title("Overview")
 st.caption("Each modified copy is a query; its original is among the database of originals. "
            "Recall@K is the share of queries whose original (instance level) or any original of its class "
            "(class level) is among the K nearest neighbours.")
-st.info(dash.cnn_caption(ctx.methods))
+st.info(logic.reference_caption(ctx.methods))
 
 st.subheader("Recall@K measured in this experiment")
-tables = dash.headline_tables(recall, labels)
-for level in dash.LEVELS:
+tables = logic.headline_tables(recall, labels)
+for level in LEVELS:
     st.markdown(f"**{level.capitalize()} level**")
-    dash.show_table(tables[level], key=f"overview_recall_{level}")
+    widgets.show_table(tables[level], key=f"overview_recall_{level}")
 
-st.altair_chart(dash.recall_curve_chart(ctx.cached(dash.recall_table, tuple(range(1, 21))), labels),
-                width="stretch")
+st.altair_chart(logic.recall_curve_chart(ctx.cached(recall_table, tuple(range(1, 21))), labels), width="stretch")
 
 st.subheader("Published reference numbers (not measured here)")
 st.caption("As published by the reference experiment: ResNet-50 and pHash on 200 ImageNet originals. "
-           + dash.cnn_caption(ctx.methods))
-published = dash.published_tables()
-for level in dash.LEVELS:
+           + logic.reference_caption(ctx.methods))
+published = logic.published_tables()
+for level in LEVELS:
     st.markdown(f"**{level.capitalize()} level (published)**")
-    dash.show_table(published[level], key=f"overview_published_{level}")
+    widgets.show_table(published[level], key=f"overview_published_{level}")
 with st.expander("Measured here next to published"):
-    dash.show_table(dash.versus_published(recall, ctx.methods, labels), key="overview_versus", hide_index=True)
+    widgets.show_table(logic.versus_published(recall, ctx.methods, labels), key="overview_versus", hide_index=True)
 
 st.subheader("Dataset and configuration")
-skipped = dash.all_skipped(exp, ctx.upload_skipped)
-st.dataframe(dash.dataset_summary(exp, ctx.source, len(ctx.upload_skipped)), hide_index=True,
+skipped = logic.all_skipped(exp, ctx.upload_skipped)
+st.dataframe(logic.dataset_summary(exp, ctx.source, len(ctx.upload_skipped)), hide_index=True,
              key="overview_dataset")
 with st.expander(f"Skipped files ({len(skipped)})"):
     if skipped.empty:
         st.write("No file was skipped.")
     else:
+        st.caption("Paths are relative to the dataset folder.")
         st.dataframe(skipped, hide_index=True, key="overview_skipped")
 
 st.subheader("Cost per method")
 st.caption("Encoding throughput on this machine's CPU, exact search time per query, and how often the "
            "top-1 score is shared by another original (ties are broken by database id).")
-dash.show_table(ctx.cached(dash.costs_table), key="overview_costs", fmt="%.3f", hide_index=True)
+widgets.show_table(ctx.cached(logic.costs_table), key="overview_costs", fmt="%.3f", hide_index=True)

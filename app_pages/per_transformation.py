@@ -2,10 +2,12 @@
 
 import streamlit as st
 
-from malle import dashboard as dash
 from malle.augment import OPS
+from malle.dashboard import per_transformation as logic
+from malle.dashboard import widgets
+from malle.dashboard.shared import LEVELS, op_title
 
-ctx = dash.context()
+ctx = widgets.context()
 labels = ctx.labels
 
 st.title("Per-transformation breakdown")
@@ -13,26 +15,26 @@ st.caption("A query counts for an op when that op is anywhere in its chain, so a
            "counts for all three.")
 
 left, mid, right = st.columns([1, 2, 2])
-level = left.radio("Level", dash.LEVELS, key="pt_level")
+level = left.radio("Level", LEVELS, key="pt_level")
 k = mid.slider("K", min_value=1, max_value=20, value=1, key="pt_k")
-include = right.multiselect("Only queries whose chain contains all of", list(OPS), format_func=dash.op_title,
+include = right.multiselect("Only queries whose chain contains all of", list(OPS), format_func=op_title,
                             key="pt_include")
-exclude = right.multiselect("…and none of", list(OPS), format_func=dash.op_title, key="pt_exclude")
+exclude = right.multiselect("…and none of", list(OPS), format_func=op_title, key="pt_exclude")
 
-found = ctx.cached(dash.breakdown, tuple(include), tuple(exclude), k)
+found = ctx.cached(logic.breakdown, tuple(include), tuple(exclude), k)
 if found is None:
     st.warning("No query matches this op filter.")
     st.stop()
 
 st.markdown(f"**{found.n_queries}** queries per method match the filter.")
-dash.show_table(dash.recall_at_k_wide(found.recall, k, labels), key="pt_recall")
-for sentence in dash.hardest_op_sentences(found.per_op, k, level, labels):
+widgets.show_table(logic.recall_at_k_wide(found.recall, k, labels), key="pt_recall")
+for sentence in logic.hardest_op_sentences(found.per_op, k, level, labels):
     st.markdown(sentence)
 
 st.subheader(f"{level.capitalize()} Recall@{k} per op")
-st.altair_chart(dash.op_heatmap(found.per_op, k, level, labels), width="stretch")
-dash.show_table(dash.per_op_wide(found.per_op, k, level, labels), key="pt_per_op")
+st.altair_chart(logic.op_heatmap(found.per_op, k, level, labels), width="stretch")
+widgets.show_table(logic.per_op_wide(found.per_op, k, level, labels), key="pt_per_op")
 
 st.subheader(f"{level.capitalize()} Recall@{k} by chain length")
-st.altair_chart(dash.chain_length_chart(found.by_length, k, level, labels), width="stretch")
-dash.show_table(dash.chain_length_wide(found.by_length, k, level, labels), key="pt_by_length")
+st.altair_chart(logic.chain_length_chart(found.by_length, k, level, labels), width="stretch")
+widgets.show_table(logic.chain_length_wide(found.by_length, k, level, labels), key="pt_by_length")

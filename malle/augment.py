@@ -11,6 +11,7 @@ set means the same thing on any image size.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -29,37 +30,124 @@ from PIL import Image, ImageDraw, ImageFont
 from torchvision.transforms import InterpolationMode
 
 from malle.cache import write_bytes
-from malle.imageio import BadImage, encode_jpeg, load_rgb
+from malle.errors import BadImage, ConfigError
+from malle.imageio import MAX_ASPECT, encode_jpeg, load_rgb
 from malle.naming import unique_name
 
 COPY_JPEG_QUALITY = 95  # storage quality of copies; the jpeg op compresses harder on purpose
 WATERMARK_TEXT = "Malle Project"
 MANIFEST_COLUMNS = ["file", "source", "class", "copy_index", "chain_length", "ops", "chain", "chain_lengths"]
 COPY_SUFFIX = ".JPEG"
+# No op makes a side longer than this: 20 x the largest resize target, far below JPEG's 65,535.
+MAX_OUTPUT_SIDE = MAX_ASPECT * 384
 
 Size = tuple[int, int]  # (width, height), Pillow's order
 
 
+class Distribution(ABC):
+    """How ``make_params`` draws one parameter; values are JSON-exact so replays match."""
+
+    @abstractmethod
+    def sample(self, rng: np.random.Generator) -> Any: ...
+
+    @abstractmethod
+    def values_within(self, low: float, high: float) -> bool:
+        """Whether every value this draws lies in [low, high]."""
+
+
+@dataclass(frozen=True)
+class Uniform(Distribution):
+    low: float
+    high: float
+
+    def sample(self, rng):
+        # Rounded so the value survives a JSON round trip exactly.
+        return round(float(rng.uniform(self.low, self.high)), 4)
+
+    def values_within(self, low, high):
+        return low <= self.low <= self.high <= high
+
+
+@dataclass(frozen=True)
+class IntUniform(Distribution):
+    low: int
+    high: int
+
+    def sample(self, rng):
+        return int(rng.integers(self.low, self.high + 1))
+
+    def values_within(self, low, high):
+        return low <= self.low <= self.high <= high
+
+
+@dataclass(frozen=True)
+class OneOf(Distribution):
+    choices: tuple
+
+    def sample(self, rng):
+        return int(rng.choice(self.choices))
+
+    def values_within(self, low, high):
+        return all(low <= c <= high for c in self.choices)
+
+
+@dataclass(frozen=True)
+class Fixed(Distribution):
+    """The reference experiment fixes some parameters (watermark size, occluder side)."""
+
+    value: Any
+
+    def sample(self, rng):
+        return self.value
+
+    def values_within(self, low, high):
+        return low <= self.value <= high
+
+
 @dataclass(frozen=True)
 class ParamSpec:
-    """One parameter of an op, described well enough for a UI to build a control."""
+    """One parameter of an op: the range a UI offers and the distribution ``make_params`` draws from.
+
+    ``sample`` is None only for a parameter that an op derives itself (blur's kernel
+    follows the image size). Ranges are checked once, here.
+    """
 
     name: str
-    kind: str  # "int" | "float" | "choice"
+    kind: str  # "int" | "float" | "choice": the UI control
     default: Any
     low: float | None = None  # inclusive range for int/float
     high: float | None = None
     choices: tuple = ()  # for "choice"
     help: str = ""
+    sample: Distribution | None = None
+
+    def __post_init__(self):
+        if self.kind == "choice":
+            low, high = min(self.choices), max(self.choices)
+            if self.default not in self.choices:
+                raise ValueError(f"{self.name}: default {self.default!r} is not among {self.choices}")
+        else:
+            low, high = self.low, self.high
+            if not low <= self.default <= high:
+                raise ValueError(f"{self.name}: default {self.default} outside [{low}, {high}]")
+        if self.sample is not None and not self.sample.values_within(low, high):
+            raise ValueError(f"{self.name}: sampling {self.sample} leaves the range [{low}, {high}]")
 
 
-def _uniform(rng: np.random.Generator, low: float, high: float) -> float:
-    # Rounded so the value survives a JSON round trip exactly.
-    return round(float(rng.uniform(low, high)), 4)
+def float_param(name: str, low: float, high: float, default: float, help: str = "",
+                sample: Distribution | None = None) -> ParamSpec:
+    """A float parameter drawn uniformly from its whole range unless ``sample`` says otherwise."""
+    return ParamSpec(name, "float", default, low, high, help=help, sample=sample or Uniform(low, high))
 
 
-def _integer(rng: np.random.Generator, low: int, high: int) -> int:
-    return int(rng.integers(low, high + 1))
+def int_param(name: str, low: int, high: int, default: int, help: str = "",
+              sample: Distribution | None = None) -> ParamSpec:
+    return ParamSpec(name, "int", default, low, high, help=help, sample=sample or IntUniform(low, high))
+
+
+def choice_param(name: str, choices: tuple, default: Any, help: str = "", derived: bool = False) -> ParamSpec:
+    """``derived``: the op sets this parameter itself in ``make_params``."""
+    return ParamSpec(name, "choice", default, choices=choices, help=help, sample=None if derived else OneOf(choices))
 
 
 def _offset(fraction: float, free: int) -> int:
@@ -71,7 +159,7 @@ FRACTION_HELP = "fraction of the free range (0 = left/top, 1 = right/bottom)"
 
 
 def _fraction_spec(name: str) -> ParamSpec:
-    return ParamSpec(name, "float", 0.5, 0.0, 1.0, help=f"{name} position as a {FRACTION_HELP}")
+    return float_param(name, 0.0, 1.0, 0.5, help=f"{name} position as a {FRACTION_HELP}")
 
 
 class Op(ABC):
@@ -79,9 +167,13 @@ class Op(ABC):
     label: ClassVar[str]
     params: ClassVar[tuple[ParamSpec, ...]]
 
-    @abstractmethod
     def make_params(self, rng: np.random.Generator, size: Size) -> dict:
-        """Sample parameters for an input of ``size`` (width, height)."""
+        """Sample parameters for an input of ``size`` (width, height), in ``params`` order.
+
+        Derived from the specs' distributions; an op overrides this only where a
+        parameter depends on the image (blur's kernel on its size).
+        """
+        return {spec.name: spec.sample.sample(rng) for spec in self.params if spec.sample is not None}
 
     @abstractmethod
     def apply(self, img: Image.Image, params: dict) -> Image.Image:
@@ -105,10 +197,7 @@ CROP_HELP = "side of the square crop; pads black if larger"
 class CenterCrop(Op):
     name = "centercrop"
     label = "Center crop"
-    params = (ParamSpec("size", "choice", 256, choices=CROP_SIZES, help=CROP_HELP),)
-
-    def make_params(self, rng, size):
-        return {"size": int(rng.choice(CROP_SIZES))}
+    params = (choice_param("size", CROP_SIZES, 256, help=CROP_HELP),)
 
     def apply(self, img, params):
         side = int(params["size"])
@@ -122,13 +211,10 @@ class RandomCrop(Op):
     name = "randomcrop"
     label = "Random crop"
     params = (
-        ParamSpec("size", "choice", 256, choices=CROP_SIZES, help=CROP_HELP),
+        choice_param("size", CROP_SIZES, 256, help=CROP_HELP),
         _fraction_spec("x"),
         _fraction_spec("y"),
     )
-
-    def make_params(self, rng, size):
-        return {"size": int(rng.choice(CROP_SIZES)), "x": _uniform(rng, 0, 1), "y": _uniform(rng, 0, 1)}
 
     def apply(self, img, params):
         side = int(params["size"])
@@ -151,10 +237,7 @@ def _padded_offset(fraction: float, dim: int, side: int) -> int:
 class Resize(Op):
     name = "resize"
     label = "Random resize"
-    params = (ParamSpec("size", "int", 256, 256, 384, help="shorter side after resizing; aspect is kept"),)
-
-    def make_params(self, rng, size):
-        return {"size": _integer(rng, 256, 384)}
+    params = (int_param("size", 256, 384, 256, help="shorter side after resizing; aspect is kept"),)
 
     def apply(self, img, params):
         width, height = self.output_size(img.size, params)
@@ -162,20 +245,19 @@ class Resize(Op):
 
     def output_size(self, size, params):
         # torchvision Resize(int): the shorter side becomes `size`, the longer is truncated.
+        # The longer side is also capped, so no input shape can make this op ask for a huge
+        # image (inputs are at most 1:MAX_ASPECT, so the cap only guards images from elsewhere).
         short = int(params["size"])
         width, height = size
         if width <= height:
-            return short, int(short * height / width)
-        return int(short * width / height), short
+            return short, min(int(short * height / width), MAX_OUTPUT_SIDE)
+        return min(int(short * width / height), MAX_OUTPUT_SIDE), short
 
 
 class Rotate(Op):
     name = "rotate"
     label = "Rotation"
-    params = (ParamSpec("angle", "float", 0.0, -15.0, 15.0, help="degrees, counter-clockwise; corners fill black"),)
-
-    def make_params(self, rng, size):
-        return {"angle": _uniform(rng, -15.0, 15.0)}
+    params = (float_param("angle", -15.0, 15.0, 0.0, help="degrees, counter-clockwise; corners fill black"),)
 
     def apply(self, img, params):
         angle = float(params["angle"])
@@ -195,12 +277,12 @@ class Blur(Op):
     name = "blur"
     label = "Gaussian blur"
     params = (
-        ParamSpec("kernel", "choice", 5, choices=BLUR_KERNELS, help="kernel side; sampled from the shorter side"),
-        ParamSpec("sigma", "float", 1.0, 0.1, 2.0, help="standard deviation in pixels"),
+        choice_param("kernel", BLUR_KERNELS, 5, help="kernel side; sampled from the shorter side", derived=True),
+        float_param("sigma", 0.1, 2.0, 1.0, help="standard deviation in pixels"),
     )
 
     def make_params(self, rng, size):
-        return {"kernel": blur_kernel_for(size), "sigma": _uniform(rng, 0.1, 2.0)}
+        return {"kernel": blur_kernel_for(size), **super().make_params(rng, size)}
 
     def apply(self, img, params):
         kernel, sigma = int(params["kernel"]), float(params["sigma"])
@@ -211,12 +293,9 @@ class Color(Op):
     name = "color"
     label = "Brightness & contrast"
     params = (
-        ParamSpec("brightness", "float", 1.0, 0.8, 1.2, help="1 keeps the image unchanged"),
-        ParamSpec("contrast", "float", 1.0, 0.6, 1.4, help="1 keeps the image unchanged"),
+        float_param("brightness", 0.8, 1.2, 1.0, help="1 keeps the image unchanged"),
+        float_param("contrast", 0.6, 1.4, 1.0, help="1 keeps the image unchanged"),
     )
-
-    def make_params(self, rng, size):
-        return {"brightness": _uniform(rng, 0.8, 1.2), "contrast": _uniform(rng, 0.6, 1.4)}
 
     def apply(self, img, params):
         brighter = F.adjust_brightness(img, float(params["brightness"]))
@@ -227,12 +306,9 @@ class Hue(Op):
     name = "hue"
     label = "Hue & saturation"
     params = (
-        ParamSpec("hue", "float", 0.0, -0.5, 0.5, help="shift of the hue circle; ±0.5 is the opposite hue"),
-        ParamSpec("saturation", "float", 1.0, 0.6, 1.4, help="1 keeps the image unchanged"),
+        float_param("hue", -0.5, 0.5, 0.0, help="shift of the hue circle; ±0.5 is the opposite hue"),
+        float_param("saturation", 0.6, 1.4, 1.0, help="1 keeps the image unchanged"),
     )
-
-    def make_params(self, rng, size):
-        return {"hue": _uniform(rng, -0.5, 0.5), "saturation": _uniform(rng, 0.6, 1.4)}
 
     def apply(self, img, params):
         shifted = F.adjust_hue(img, float(params["hue"]))
@@ -245,12 +321,9 @@ class Watermark(Op):
     params = (
         _fraction_spec("x"),
         _fraction_spec("y"),
-        ParamSpec("font_size", "int", 80, 10, 200, help=f"size of the text {WATERMARK_TEXT!r}"),
-        ParamSpec("opacity", "int", 120, 0, 255, help="alpha of the white text out of 255"),
+        int_param("font_size", 10, 200, 80, help=f"size of the text {WATERMARK_TEXT!r}", sample=Fixed(80)),
+        int_param("opacity", 0, 255, 120, help="alpha of the white text out of 255", sample=Fixed(120)),
     )
-
-    def make_params(self, rng, size):
-        return {"x": _uniform(rng, 0, 1), "y": _uniform(rng, 0, 1), "font_size": 80, "opacity": 120}
 
     def apply(self, img, params):
         # Pillow's built-in scalable font: identical output on every machine.
@@ -269,10 +342,7 @@ class Watermark(Op):
 class Jpeg(Op):
     name = "jpeg"
     label = "JPEG"
-    params = (ParamSpec("quality", "int", 55, 30, 80, help="JPEG quality; lower means stronger artefacts"),)
-
-    def make_params(self, rng, size):
-        return {"quality": _integer(rng, 30, 80)}
+    params = (int_param("quality", 30, 80, 55, help="JPEG quality; lower means stronger artefacts"),)
 
     def apply(self, img, params):
         data = encode_jpeg(img, int(params["quality"]))
@@ -284,13 +354,10 @@ class Occlude(Op):
     name = "occlude"
     label = "Occlusion"
     params = (
-        ParamSpec("size", "int", 80, 1, 512, help="side of the black square; clipped to the image"),
+        int_param("size", 1, 512, 80, help="side of the black square; clipped to the image", sample=Fixed(80)),
         _fraction_spec("x"),
         _fraction_spec("y"),
     )
-
-    def make_params(self, rng, size):
-        return {"size": 80, "x": _uniform(rng, 0, 1), "y": _uniform(rng, 0, 1)}
 
     def apply(self, img, params):
         side = int(params["size"])
@@ -335,26 +402,29 @@ def sample_chain(
 ) -> list[Step]:
     """k distinct ops in random order, k uniform on lengths[0]..min(lengths[1], len(ops))."""
     _check_lengths(lengths, ops)
-    longest = min(lengths[1], len(ops))
-    k = _integer(rng, lengths[0], longest)
-    chosen = [ops[i] for i in rng.permutation(len(ops))[:k]]
+    k = IntUniform(lengths[0], min(lengths[1], len(ops))).sample(rng)
+    return sample_params(rng, [ops[i] for i in rng.permutation(len(ops))[:k]], size)
+
+
+def sample_params(rng: np.random.Generator, ops: Sequence[str], size: Size) -> list[Step]:
+    """Random parameters for ops applied in this order, each sampled against the size it will see."""
     chain = []
-    for name in chosen:
+    for name in ops:
         op = get_op(name)
         params = op.make_params(rng, size)
         chain.append(Step(name, params))
-        size = op.output_size(size, params)  # later ops sample against the size they will see
+        size = op.output_size(size, params)
     return chain
 
 
 def _check_lengths(lengths: tuple[int, int], ops: Sequence[str]) -> None:
     if len(set(ops)) != len(ops):
-        raise ValueError(f"ops must be distinct, got {list(ops)}")
+        raise ConfigError(f"ops must be distinct, got {list(ops)}")
     for name in ops:
         get_op(name)
     low, high = lengths
     if not 1 <= low <= min(high, len(ops)):
-        raise ValueError(f"chain lengths {low}..{high} impossible with {len(ops)} op(s)")
+        raise ConfigError(f"chain lengths {low}..{high} impossible with {len(ops)} op(s)")
 
 
 def chain_to_json(chain: Sequence[Step]) -> str:
@@ -397,7 +467,7 @@ class AugmentConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         # Fail at configuration time, not halfway through a long run.
         if not self.copies or any(int(n) < 1 for n in self.copies):
-            raise ValueError(f"copies must be positive counts, got {self.copies}")
+            raise ConfigError(f"copies must be positive counts, got {self.copies}")
         _check_lengths(self.chain_lengths, self.ops)
 
     def describe(self) -> str:
@@ -454,10 +524,7 @@ def make_copies(
     bar = progress(total=len(records), desc="copies") if progress else None
     try:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            jobs = [
-                pool.submit(_copies_of, i, row, Path(originals_dir), Path(out_dir), config, seed)
-                for i, row in enumerate(records)
-            ]
+            jobs = [pool.submit(_copies_of, row, Path(originals_dir), Path(out_dir), config, seed) for row in records]
             rows = []
             # Collect in submission order: the manifest never depends on thread scheduling.
             for job in jobs:
@@ -478,10 +545,18 @@ def _check_unique_identities(originals: pd.DataFrame) -> None:
         raise ValueError(f"originals share class_token+instance: {sorted(dupes['file'])[:5]}")
 
 
-def _copies_of(index: int, row: dict, originals_dir: Path, out_dir: Path, config: AugmentConfig, seed: int) -> list:
-    # One generator per original, seeded by its position: its copies do not depend
-    # on how many copies the originals before it received.
-    rng = np.random.default_rng([seed, index])
+def copy_rng(seed: int, original: str) -> np.random.Generator:
+    """One generator per original, seeded by the run seed and the original's file name.
+
+    Its copies then depend on nothing else: not on how many copies other originals
+    got, nor on which other images the dataset holds.
+    """
+    words = np.frombuffer(hashlib.sha256(original.encode()).digest(), dtype=np.uint32)
+    return np.random.default_rng([seed, *words.tolist()])
+
+
+def _copies_of(row: dict, originals_dir: Path, out_dir: Path, config: AugmentConfig, seed: int) -> list:
+    rng = copy_rng(seed, row["file"])
     n_copies = int(rng.choice(config.copies))
     try:
         img = load_rgb(originals_dir / row["file"])

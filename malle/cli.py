@@ -1,8 +1,14 @@
-"""Headless command line: ``python -m malle run --data DIR`` and ``python -m malle demo``."""
+"""Headless command line.
+
+    python -m malle run --data DIR        the experiment on a dataset folder
+    python -m malle demo                  the experiment on the built-in demo photos
+    python -m malle cache info|verify|prune|clear
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections import Counter
 from functools import partial
@@ -10,11 +16,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import report
+from . import cache, report
 from .augment import OPS, AugmentConfig
-from .descriptors import DESCRIPTORS, WeightsUnavailable
+from .descriptors import DESCRIPTORS, weight_options
+from .errors import CacheError, MalleError
 from .experiment import Experiment, ExperimentConfig
-from .sampling import DatasetError
+
+SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -46,36 +54,67 @@ def _names(valid, kind: str):
     return parse
 
 
+def _size(text: str) -> int:
+    """``500M``, ``2G``, ``123456`` (bytes)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size such as 500M or 2G, got {text!r}")
+    return int(float(match[1]) * SIZE_UNITS[match[2].upper()])
+
+
+def _add_experiment_options(p: argparse.ArgumentParser, n_default: int) -> None:
+    p.add_argument("--n", type=int, default=n_default, help=f"number of originals (default {n_default})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-classes", type=int, default=20, help="classes taken whole before the random fill")
+    p.add_argument("--methods", type=_names(list(DESCRIPTORS), "method"), default=None,
+                   help="comma-separated, from: " + ", ".join(DESCRIPTORS) +
+                        " (default: every default method that can run here)")
+    p.add_argument("--copies", type=_int_list, default=(4, 8), help="copies per original, drawn from (4,8)")
+    p.add_argument("--chain-lengths", type=_chain_lengths, default=(1, 5),
+                   help="ops per copy, uniform on LO-HI (default 1-5)")
+    p.add_argument("--ops", type=_names(list(OPS), "op"), default=tuple(OPS), help="ops allowed in chains")
+    for option, cls in weight_options().items():
+        p.add_argument(f"--{option}", type=str, default=None, metavar="PATH",
+                       help=f"a {cls.display_name()} weights file (or ${cls.weights_env})")
+    p.add_argument("--out", type=Path, default=Path("out"), help="folder for the CSV outputs (default out/)")
+    _add_cache_option(p)
+
+
+def _add_cache_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", type=Path, default=None, help="cache folder (default ~/.cache/malle or $MALLE_CACHE)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m malle", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m malle", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the experiment on a dataset folder")
-    run.add_argument("--data", required=True, type=Path,
+    # A str, not a Path: Path('') is '.', which would silently run on the current folder.
+    run.add_argument("--data", required=True, type=str,
                      help="dataset root: ROOT/<class>/<file> or a flat folder of <class>_<name> files")
+    _add_experiment_options(run, 200)
     demo = sub.add_parser("demo", help="run the experiment on the built-in demo photos (ai-benchmark package)")
-    for p, n_default in ((run, 200), (demo, 100)):
-        p.add_argument("--n", type=int, default=n_default, help=f"number of originals (default {n_default})")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--n-classes", type=int, default=20, help="classes taken whole before the random fill")
-        p.add_argument("--methods", type=_names(list(DESCRIPTORS), "method"), default=None,
-                       help="comma-separated, from: " + ", ".join(DESCRIPTORS) +
-                            " (default: resnet50 when its weights are available, efficientnet_lite2, phash)")
-        p.add_argument("--copies", type=_int_list, default=(4, 8), help="copies per original, drawn from (4,8)")
-        p.add_argument("--chain-lengths", type=_chain_lengths, default=(1, 5),
-                       help="ops per copy, uniform on LO-HI (default 1-5)")
-        p.add_argument("--ops", type=_names(list(OPS), "op"), default=tuple(OPS), help="ops allowed in chains")
-        p.add_argument("--resnet50-weights", type=Path, default=None, help="a ResNet-50 state-dict file")
-        p.add_argument("--out", type=Path, default=Path("out"), help="folder for the CSV outputs (default out/)")
-        p.add_argument("--cache", type=Path, default=None, help="cache folder (default ~/.cache/malle or $MALLE_CACHE)")
+    _add_experiment_options(demo, 100)
+    cache_cmd = sub.add_parser("cache", help="inspect and clean the cache")
+    actions = cache_cmd.add_subparsers(dest="action", required=True)
+    for name, text in (("info", "size and entries per stage"), ("verify", "check every entry against its digests"),
+                       ("prune", "remove damaged entries and leftovers of killed runs"),
+                       ("clear", "remove every entry")):
+        action = actions.add_parser(name, help=text)
+        _add_cache_option(action)
+        if name == "prune":
+            action.add_argument("--max-size", type=_size, default=None,
+                                help="then remove least recently used entries until the cache fits, e.g. 5G")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    weights = {cls.name: getattr(args, option.replace("-", "_")) for option, cls in weight_options().items()}
     return ExperimentConfig(
-        data=str(args.data) if getattr(args, "data", None) else None,
+        data=args.data if args.command == "run" else None,
         n=args.n, seed=args.seed, n_classes=args.n_classes, methods=args.methods,
         augment=AugmentConfig(copies=args.copies, chain_lengths=args.chain_lengths, ops=args.ops),
-        resnet50_weights=str(args.resnet50_weights) if args.resnet50_weights else None,
+        weights={method: path for method, path in weights.items() if path},
     )
 
 
@@ -87,22 +126,27 @@ def _skip_summary(skipped) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.n < 1:
-        print("malle: error: --n must be at least 1", file=sys.stderr)
-        return 2
     say = partial(print, file=sys.stderr)
     try:
-        experiment = Experiment(config_from_args(args), args.cache, progress=partial(tqdm, leave=False), log=say)
-        results = experiment.run()
-    except WeightsUnavailable as err:
-        say(str(err))
-        return 2
-    except (DatasetError, ValueError) as err:
+        if args.command == "cache":
+            return cache_command(args)
+        return run_command(args, say)
+    except MalleError as err:
         say(f"malle: error: {err}")
         return 2
     except KeyboardInterrupt:
         say("malle: interrupted; completed stages stay cached, nothing half-written is kept")
         return 130
+
+
+def run_command(args: argparse.Namespace, say) -> int:
+    config = config_from_args(args)
+    # Both folders are checked before any computation, so a typo costs nothing.
+    cache_root = cache.ensure_writable_dir(args.cache or cache.default_root(), "--cache")
+    cache.ensure_writable_dir(args.out, "--out")
+    cache.sweep_leftovers(cache_root)
+    experiment = Experiment(config, cache_root, log=say)
+    results = experiment.run(progress=partial(tqdm, leave=False))
     print(f"Data: {experiment.data_root} | originals: {len(experiment.originals)} | "
           f"copies: {len(experiment.manifest)} | chain lengths: {experiment.config.augment.describe()} | "
           f"seed: {args.seed}")
@@ -113,4 +157,36 @@ def main(argv: list[str] | None = None) -> int:
         print(_skip_summary(experiment.skipped) + f" Reasons per file: {args.out / 'skipped.csv'}")
     written = results.write(args.out)
     print(f"Wrote {len(written)} files to {args.out}/")
+    return 0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.1f} MB"
+
+
+def cache_command(args: argparse.Namespace) -> int:
+    root = Path(args.cache or cache.default_root()).expanduser()
+    if root.exists() and not root.is_dir():
+        raise CacheError(f"--cache {root} is a file, not a folder")
+    if args.action == "info":
+        table = cache.info(root)
+        print(f"Cache: {root}")
+        if table.empty:
+            print("(empty)")
+            return 0
+        print(table.assign(size=table["bytes"].map(_mb)).drop(columns="bytes").to_string(index=False))
+        print(f"Total: {_mb(cache.total_bytes(root))}")
+        return 0
+    if args.action == "verify":
+        entries = cache.entries(root)
+        damaged = [(e, p) for e in entries if (p := cache.problem_with(e.folder)) is not None]
+        for entry, problem in damaged:
+            print(f"{entry.name}: {problem}")
+        print(f"{len(entries)} entries verified, {len(damaged)} damaged"
+              + (" (each is rebuilt on its next use; `cache prune` removes them now)" if damaged else ""))
+        return 1 if damaged else 0
+    removed = cache.prune(root, args.max_size) if args.action == "prune" else cache.clear(root)
+    for name in removed:
+        print(f"removed {name}")
+    print(f"{len(removed)} removed; the cache now holds {_mb(cache.total_bytes(root))}")
     return 0

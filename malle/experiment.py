@@ -9,30 +9,44 @@ method recomputes only that method's folders::
     copies/<key>/    images/*.JPEG     manifest.parquet
     embed/<key>/     originals.npy  queries.npy  index.faiss   (one per method)
     search/<key>/    per_query.parquet  neighbour_ids.npy  neighbour_scores.npy
+
+Every key is computed before any stage runs (from the dataset's file list, the
+configuration, the library versions that produce pixels, and each descriptor's
+cheap fingerprint), so a fully cached run builds no model and reads no weights.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, features
 
 from . import cache, evaluate
 from .augment import AugmentConfig, make_copies
-from .descriptors import Descriptor, create_descriptor, resolve_methods
-from .sampling import DatasetError, dataset_fingerprint, demo_root, discover, select, write_originals
-from .search import Hits, build_index, load_index, pair_scores, save_index, search
+from .descriptors import Descriptor, Unavailable, create_descriptor, resolve_methods
+from .descriptors.base import package_versions
+from .errors import ConfigError, DatasetError
+from .sampling import dataset_fingerprint, demo_root, discover, select, write_originals
+from .search import Hits, save_index, search
+from .tables import row_ids
 
 # Bump one when its stage's output changes for the same inputs.
-STAGE_VERSIONS = {"samples": 1, "copies": 1, "embed": 1, "search": 2}
+STAGE_VERSIONS = {"samples": 2, "copies": 2, "embed": 2, "search": 3}
 NEIGHBOURS_KEPT = 20  # top-N neighbours stored per query for the dashboard
 Progress = Callable[..., object]  # tqdm-like: progress(total=, desc=) -> obj with update(n), close()
+
+
+def pixel_versions() -> dict[str, str]:
+    """Libraries whose upgrade can change the pixels of originals and copies (decoders, encoders, ops, RNG)."""
+    return {**package_versions(("Pillow", "torchvision", "torch", "numpy")), "libjpeg": str(features.version("jpg"))}
 
 
 @dataclass(frozen=True)
@@ -44,13 +58,40 @@ class ExperimentConfig:
     methods: tuple[str, ...] | None = None  # None: the defaults (see descriptors.resolve_methods)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     ks: tuple[int, ...] = evaluate.KS
-    resnet50_weights: str | None = None
+    weights: tuple[tuple[str, str], ...] = ()  # (method, weights file) for descriptors that take one
     depth: int = 1000  # ranks beyond this are reported as missing
+
+    def __post_init__(self):
+        # Dicts and lists (from JSON or callers) become tuples so configs compare equal.
+        object.__setattr__(self, "weights", tuple(sorted(dict(self.weights).items())))
+        if self.methods is not None:
+            object.__setattr__(self, "methods", tuple(self.methods))
+        object.__setattr__(self, "ks", tuple(self.ks))
+        checks = [
+            (self.data is None or str(self.data).strip() != "", "--data must name a folder (got an empty string)"),
+            (self.n >= 1, f"--n must be at least 1 (got {self.n})"),
+            (self.seed >= 0, f"--seed must be 0 or more (got {self.seed})"),
+            (self.n_classes >= 0, f"--n-classes must be 0 or more (got {self.n_classes})"),
+            (self.depth >= 1, f"depth must be at least 1 (got {self.depth})"),
+            (all(k >= 1 for k in self.ks), f"every K must be at least 1 (got {self.ks})"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def weights_for(self, method: str) -> str | None:
+        return dict(self.weights).get(method)
 
     def as_dict(self) -> dict:
         out = asdict(self)
         out["augment"] = self.augment.as_dict()
+        out["weights"] = dict(self.weights)
         return out
+
+    @classmethod
+    def from_dict(cls, fields: Mapping) -> ExperimentConfig:
+        fields = dict(fields)
+        return cls(**{**fields, "augment": AugmentConfig(**fields["augment"])})
 
 
 @dataclass
@@ -61,56 +102,88 @@ class Stage:
 
 
 class Experiment:
-    """The cached engine. Stages run lazily; ``run()`` runs them all."""
+    """The cached engine. Stages run lazily, each at most once per experiment; ``run()`` runs them all.
+
+    One instance may serve several threads (dashboard sessions): each stage is
+    obtained under its own lock, so reading a finished stage never waits for
+    another stage that is still being built.
+    """
 
     def __init__(self, config: ExperimentConfig, cache_root: Path | str | None = None,
-                 progress: Progress | None = None, log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, allowed_roots: Sequence[Path] | None = None):
         self.config = config
-        self.root = Path(cache_root) if cache_root else cache.default_root()
-        self.progress = progress
+        self.root = Path(cache_root).expanduser() if cache_root else cache.default_root()
         self.log = log or (lambda message: None)
         self.data_root = Path(config.data).expanduser() if config.data else demo_root()
-        self.methods, notices = resolve_methods(config.methods, config.resnet50_weights)
-        for notice in notices:
-            self.log(notice)
+        self.allowed_roots = allowed_roots  # None: links may lead anywhere (the CLI's choice)
+        self.methods, self.unavailable = resolve_methods(config.methods, dict(config.weights))
+        for skipped in self.unavailable:
+            self.log(skipped.notice())
         self._descriptors: dict[str, Descriptor] = {}
-        self._method_stages: dict[tuple[str, str], Stage] = {}  # what this run computed or found cached
+        self._stages: dict[tuple[str, str], Stage] = {}
+        self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------------------
     def check(self) -> None:
-        """Fail before any work if ResNet-50 was asked for and its weights cannot be had.
+        """Fail before any work if a method's weights cannot be had and a stage of it must be computed.
 
-        Loads them into the descriptor the run then uses, so they are read once.
+        Loads them into the descriptor the run then uses, so they are read once; a method
+        whose embeddings are cached loads nothing.
         """
-        if "resnet50" in self.methods:
-            self.descriptor("resnet50").load()
-
-    def _stage(self, kind: str, key_parts: Sequence, build: Callable[[Path, dict], None]) -> Stage:
-        key = cache.fingerprint(kind, STAGE_VERSIONS[kind], *key_parts)
-        folder = self.root / kind / key
-        cached = cache.is_complete(folder)
-        if not cached:
-            meta: dict = {}
-            start = time.perf_counter()
-            with cache.building(folder, meta) as tmp:
-                build(tmp, meta)
-                meta["seconds"] = time.perf_counter() - start
-        return Stage(folder, cache.read_json(folder / cache.DONE_MARK), cached)
+        for method in self.methods:
+            if not (self.embed_folder(method) / cache.DONE_MARK).is_file():
+                self.descriptor(method).load()
 
     def descriptor(self, method: str) -> Descriptor:
         if method not in self._descriptors:
-            options = {"weights": self.config.resnet50_weights} if method == "resnet50" else {}
-            self._descriptors[method] = create_descriptor(method, **options)
+            self._descriptors[method] = create_descriptor(method, weights=self.config.weights_for(method))
         return self._descriptors[method]
 
-    # -- stage 1: originals ---------------------------------------------------------------
+    def _lock(self, kind: str, method: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks[kind, method]
+
+    def _obtain(self, kind: str, method: str, folder: Path, build: Callable[[Path, dict], None]) -> Stage:
+        with self._lock(kind, method):
+            if (kind, method) not in self._stages:
+                found = cache.obtain(folder, build, self.log)
+                self._stages[kind, method] = Stage(folder, found.meta, found.cached)
+            return self._stages[kind, method]
+
+    def _folder(self, kind: str, *key_parts) -> Path:
+        return self.root / kind / cache.fingerprint(kind, STAGE_VERSIONS[kind], *key_parts)
+
+    # -- cache keys, computed without running anything ----------------------------------------
     @cached_property
-    def samples(self) -> Stage:
+    def discovered(self):
+        """(candidate images, files passed over) in the dataset folder."""
+        return discover(self.data_root, self.allowed_roots)
+
+    @cached_property
+    def samples_folder(self) -> Path:
         cfg = self.config
-        candidates, passed_over = discover(self.data_root)
+        fingerprint = dataset_fingerprint(self.discovered[0])
+        return self._folder("samples", fingerprint, cfg.n, cfg.seed, cfg.n_classes, pixel_versions())
+
+    @cached_property
+    def copies_folder(self) -> Path:
+        return self._folder("copies", self.samples_folder.name, self.config.augment.as_dict(), self.config.seed,
+                            pixel_versions())
+
+    def embed_folder(self, method: str) -> Path:
+        return self._folder("embed", self.copies_folder.name, self.descriptor(method).fingerprint())
+
+    def search_folder(self, method: str) -> Path:
+        return self._folder("search", self.embed_folder(method).name, self.config.depth)
+
+    # -- stage 1: originals ---------------------------------------------------------------
+    def samples(self, progress: Progress | None = None) -> Stage:
+        cfg = self.config
 
         def build(tmp: Path, meta: dict) -> None:
-            picked, bad = select(candidates, cfg.n, cfg.n_classes, cfg.seed, self.progress)
+            candidates, passed_over = self.discovered
+            picked, bad = select(candidates, cfg.n, cfg.n_classes, cfg.seed, progress)
             if not picked:
                 raise DatasetError(f"no usable image in {self.data_root} ({len(bad)} files could not be read)")
             originals = write_originals(picked, tmp / "originals")
@@ -118,81 +191,74 @@ class Experiment:
             cache.write_table(tmp / "skipped.csv", pd.DataFrame(passed_over + bad, columns=["path", "reason"]))
             meta.update(items=len(originals), dataset=str(self.data_root))
 
-        key = (dataset_fingerprint(candidates, self.data_root), cfg.n, cfg.seed, cfg.n_classes)
-        stage = self._stage("samples", key, build)
-        if stage.meta["items"] < cfg.n:
+        first = ("samples", "") not in self._stages
+        stage = self._obtain("samples", "", self.samples_folder, build)
+        if first and stage.meta["items"] < cfg.n:
             self.log(f"The dataset has only {stage.meta['items']} usable images (asked for {cfg.n}); using them all.")
         return stage
 
     @cached_property
     def originals(self) -> pd.DataFrame:
         """The database, in id order (sorted by file name)."""
-        return cache.read_table(self.samples.folder / "originals.parquet")
+        return cache.read_table(self.samples().folder / "originals.parquet")
 
     @cached_property
     def skipped(self) -> pd.DataFrame:
-        return cache.read_table(self.samples.folder / "skipped.csv").astype(str)
+        """Files passed over, with paths relative to the dataset folder."""
+        return cache.read_table(self.samples().folder / "skipped.csv").astype(str)
 
     @property
     def originals_dir(self) -> Path:
-        return self.samples.folder / "originals"
+        return self.samples().folder / "originals"
 
     # -- stage 2: modified copies ---------------------------------------------------------
-    @cached_property
-    def copies(self) -> Stage:
+    def copies(self, progress: Progress | None = None) -> Stage:
         cfg = self.config
 
         def build(tmp: Path, meta: dict) -> None:
             manifest = make_copies(self.originals, self.originals_dir, tmp / "images", cfg.augment, cfg.seed,
-                                   self.progress)
+                                   progress)
             cache.write_table(tmp / "manifest.parquet", manifest)
             meta.update(items=len(manifest), chain_lengths=cfg.augment.describe())
 
-        return self._stage("copies", (self.samples.folder.name, cfg.augment.as_dict(), cfg.seed), build)
+        self.samples(progress)
+        return self._obtain("copies", "", self.copies_folder, build)
 
     @cached_property
     def manifest(self) -> pd.DataFrame:
-        return cache.read_table(self.copies.folder / "manifest.parquet")
+        return cache.read_table(self.copies().folder / "manifest.parquet")
 
     @property
     def copies_dir(self) -> Path:
-        return self.copies.folder / "images"
+        return self.copies().folder / "images"
 
     # -- stage 3 and 4: descriptors and index ------------------------------------------------
-    def _per_method(self, kind: str, method: str, compute: Callable[[str], Stage]) -> Stage:
-        """A method's stage, computed or found in the cache once per experiment."""
-        if (kind, method) not in self._method_stages:
-            self._method_stages[kind, method] = compute(method)
-        return self._method_stages[kind, method]
-
-    def embedding(self, method: str) -> Stage:
-        return self._per_method("embed", method, self._embed)
-
-    def _embed(self, method: str) -> Stage:
+    def embedding(self, method: str, progress: Progress | None = None) -> Stage:
         desc = self.descriptor(method)
 
         def build(tmp: Path, meta: dict) -> None:
             start = time.perf_counter()
-            db = desc.encode_files([self.originals_dir / f for f in self.originals["file"]], progress=self.progress,
+            db = desc.encode_files([self.originals_dir / f for f in self.originals["file"]], progress=progress,
                                    desc=f"{desc.label}: originals")
-            queries = desc.encode_files([self.copies_dir / f for f in self.manifest["file"]], progress=self.progress,
+            queries = desc.encode_files([self.copies_dir / f for f in self.manifest["file"]], progress=progress,
                                         desc=f"{desc.label}: copies")
             seconds = time.perf_counter() - start
             cache.write_npy(tmp / "originals.npy", db)
             cache.write_npy(tmp / "queries.npy", queries)
-            save_index(build_index(db, desc.metric), tmp / "index.faiss")
+            save_index(desc.metric.build_index(db), tmp / "index.faiss", desc.metric)
             n = len(db) + len(queries)
-            meta.update(method=method, label=desc.label, metric=desc.metric, dim=desc.dim, items=n,
-                        encode_seconds=seconds, images_per_s=n / seconds if seconds else float("nan"))
+            meta.update(method=method, label=desc.label, family=desc.family, metric=desc.metric.name, dim=desc.dim,
+                        items=n, encode_seconds=seconds, images_per_s=n / seconds if seconds else float("nan"))
 
-        return self._stage("embed", (self.copies.folder.name, desc.fingerprint()), build)
+        self.copies(progress)
+        return self._obtain("embed", method, self.embed_folder(method), build)
 
     def codes(self, method: str) -> tuple[np.ndarray, np.ndarray]:
         folder = self.embedding(method).folder
         return cache.read_npy(folder / "originals.npy"), cache.read_npy(folder / "queries.npy")
 
     def index(self, method: str):
-        return load_index(self.embedding(method).folder / "index.faiss", self.descriptor(method).metric)
+        return self.descriptor(method).metric.read_index(self.embedding(method).folder / "index.faiss")
 
     def query(self, method: str, images: Sequence[Image.Image], k: int = 5) -> Hits:
         """Search new images (uploads, lab results) against a method's cached index."""
@@ -200,11 +266,7 @@ class Experiment:
         return search(self.index(method), desc.encode(list(images)), k, desc.metric)
 
     # -- stage 4 and 5: search and per-query evaluation ----------------------------------------
-    def evaluation(self, method: str) -> Stage:
-        return self._per_method("search", method, self._evaluate)
-
-    def _evaluate(self, method: str) -> Stage:
-        embed = self.embedding(method)
+    def evaluation(self, method: str, progress: Progress | None = None) -> Stage:
         metric = self.descriptor(method).metric
 
         def build(tmp: Path, meta: dict) -> None:
@@ -212,8 +274,7 @@ class Experiment:
             start = time.perf_counter()
             hits = search(self.index(method), queries, self.config.depth, metric)
             seconds = time.perf_counter() - start
-            source_ids = pd.Index(self.originals["file"]).get_indexer(self.manifest["source"])
-            true_scores = pair_scores(queries, db[source_ids], metric)
+            true_scores = metric.pair_scores(queries, db[row_ids(self.originals["file"], self.manifest["source"])])
             table = evaluate.per_query_table(method, self.originals, self.manifest, hits, true_scores)
             cache.write_table(tmp / "per_query.parquet", table)
             cache.write_npy(tmp / "neighbour_ids.npy", hits.ids[:, :NEIGHBOURS_KEPT])
@@ -221,16 +282,20 @@ class Experiment:
             meta.update(method=method, items=len(queries), search_seconds=seconds,
                         ms_per_query=1000 * seconds / max(len(queries), 1), tie_rate=float(hits.top1_tied.mean()))
 
-        return self._stage("search", (embed.folder.name, self.config.depth), build)
+        self.embedding(method, progress)
+        return self._obtain("search", method, self.search_folder(method), build)
 
     def neighbours(self, method: str) -> tuple[np.ndarray, np.ndarray]:
         """Top-N database ids and scores per query (rows follow the manifest)."""
         folder = self.evaluation(method).folder
         return cache.read_npy(folder / "neighbour_ids.npy"), cache.read_npy(folder / "neighbour_scores.npy")
 
-    def run(self) -> Results:
+    def run(self, progress: Progress | None = None) -> Results:
+        """Every stage, computed or taken from the cache; ``progress`` reports the computed ones."""
         self.check()
-        per_query = [cache.read_table(self.evaluation(m).folder / "per_query.parquet") for m in self.methods]
+        cache.sweep_leftovers(self.root)
+        per_query = [cache.read_table(self.evaluation(m, progress).folder / "per_query.parquet")
+                     for m in self.methods]
         return Results(self, pd.concat(per_query, ignore_index=True))
 
 
@@ -242,6 +307,10 @@ class Results:
         self.config = experiment.config
         self.methods = list(experiment.methods)
         self.per_query = per_query
+
+    @property
+    def unavailable(self) -> list[Unavailable]:
+        return self.experiment.unavailable
 
     @property
     def labels(self) -> dict[str, str]:
@@ -262,15 +331,16 @@ class Results:
         rows = []
         for m in self.methods:
             embed, found = self.experiment.embedding(m).meta, self.experiment.evaluation(m).meta
-            rows.append({"method": m, "label": embed["label"], "dim": embed["dim"], "metric": embed["metric"],
-                         "images_per_s": embed["images_per_s"], "ms_per_query": found["ms_per_query"],
-                         "top1_tie_rate": found["tie_rate"], **bounds.loc[m].to_dict()})
+            rows.append({"method": m, "label": embed["label"], "family": embed["family"], "dim": embed["dim"],
+                         "metric": embed["metric"], "images_per_s": embed["images_per_s"],
+                         "ms_per_query": found["ms_per_query"], "top1_tie_rate": found["tie_rate"],
+                         **bounds.loc[m].to_dict()})
         return pd.DataFrame(rows)
 
     def timings(self) -> pd.DataFrame:
         """Seconds per stage as first computed, and whether this run took it from the cache."""
         exp = self.experiment
-        stages = [("samples", "", exp.samples), ("copies", "", exp.copies)]
+        stages = [("samples", "", exp.samples()), ("copies", "", exp.copies())]
         for m in self.methods:
             stages += [("embed", m, exp.embedding(m)), ("search", m, exp.evaluation(m))]
         return pd.DataFrame([{"stage": s, "method": m, "seconds": st.meta["seconds"], "items": st.meta["items"],
@@ -294,5 +364,6 @@ class Results:
             cache.write_table(out / name, table)
         cache.write_json(out / "config.json", {**self.config.as_dict(), "methods": self.methods,
                                                "data": str(self.experiment.data_root),
-                                               "chain_lengths": self.config.augment.describe()})
+                                               "chain_lengths": self.config.augment.describe(),
+                                               "unavailable": [u.__dict__ for u in self.unavailable]})
         return [out / name for name in [*tables, "config.json"]]

@@ -13,12 +13,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import BadImage
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 MIN_SIDE = 8  # smaller than this carries no usable content for any descriptor
+# Longer side over shorter side. Beyond 1:20 a picture is a strip (a banner, a scan line)
+# that no op or descriptor treats meaningfully, and resizing its short side to a few hundred
+# pixels would ask for an enormous long side.
+MAX_ASPECT = 20
 
-
-class BadImage(ValueError):
-    """A file that cannot be used as an image; ``str(err)`` is the reason."""
+__all__ = ["BadImage", "MAX_ASPECT", "MIN_SIDE", "encode_jpeg", "has_image_suffix", "load_rgb", "to_rgb"]
 
 
 def has_image_suffix(path: Path) -> bool:
@@ -39,6 +43,7 @@ def load_rgb(source: Path | str | bytes) -> Image.Image:
             # Pillow warns between the limit and twice the limit; treat both as bombs.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(fp) as img:
+                check_shape(img.size)  # before decoding: a strip can be huge yet pass the bomb limit
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 rgb = to_rgb(img)
@@ -50,12 +55,22 @@ def load_rgb(source: Path | str | bytes) -> Image.Image:
         raise BadImage("not an image Pillow can identify") from None
     except FileNotFoundError:
         raise BadImage("file not found") from None
+    except PermissionError:
+        raise BadImage("not readable (permission denied)") from None
     except (OSError, SyntaxError, ValueError) as err:
         # Truncated and corrupt files surface as OSError / SyntaxError in Pillow.
         raise BadImage(f"corrupt or truncated image ({err})") from None
-    if min(rgb.size) < MIN_SIDE:
-        raise BadImage(f"too small ({rgb.width}x{rgb.height}, need at least {MIN_SIDE} px a side)")
+    check_shape(rgb.size)  # EXIF rotation swaps the sides, nothing more
     return rgb
+
+
+def check_shape(size: tuple[int, int]) -> None:
+    """Raise ``BadImage`` for an image too small or too elongated to use."""
+    short, long = sorted(size)
+    if short < MIN_SIDE:
+        raise BadImage(f"too small ({size[0]}x{size[1]}, need at least {MIN_SIDE} px a side)")
+    if long > MAX_ASPECT * short:
+        raise BadImage(f"extreme aspect ratio ({size[0]}x{size[1]}, more than 1:{MAX_ASPECT})")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

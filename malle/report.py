@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
+
+from .descriptors import DESCRIPTORS
 
 # Published instance/class Recall@K of the reference experiment (200 ImageNet originals).
 _PUBLISHED = {
@@ -16,6 +18,18 @@ _PUBLISHED = {
     11: (0.9822, 0.6855, 0.9839, 0.7033),
 }
 REFERENCE_LABELS = {"resnet50": "ResNet-50 (published)", "phash": "pHash (published)"}
+
+
+def reference_pairs(methods: Sequence[str]) -> dict[str, str]:
+    """{method run here: published method it stands next to}: the same method when it ran,
+    else the first method of the same family (an ImageNet CNN for ResNet-50, a hash for pHash)."""
+    pairs = {}
+    for published in REFERENCE_LABELS:
+        family = DESCRIPTORS[published].family
+        same = [m for m in methods if m == published] or [m for m in methods if DESCRIPTORS[m].family == family]
+        if same and same[0] not in pairs:
+            pairs[same[0]] = published
+    return pairs
 
 
 def reference_recall() -> pd.DataFrame:

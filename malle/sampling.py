@@ -15,9 +15,9 @@ the next candidate in the same deterministic order takes its place.
 from __future__ import annotations
 
 import importlib.util
-import re
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,20 +27,24 @@ import pandas as pd
 from PIL import Image
 
 from . import cache
-from .imageio import BadImage, encode_jpeg, has_image_suffix, load_rgb
-from .naming import unique_name
+from .errors import BadImage, DatasetError
+from .imageio import encode_jpeg, has_image_suffix, load_rgb
+from .naming import token, unique_name
 
 ORIGINAL_SUFFIX = ".JPEG"
+# Bytes of the class and instance parts of a file name; copies append their op names.
+CLASS_TOKEN_BYTES = 48
+INSTANCE_TOKEN_BYTES = 64
 
-
-class DatasetError(ValueError):
-    """The dataset folder is missing, empty or holds no usable image."""
+__all__ = ["Candidate", "DatasetError", "demo_root", "discover", "select", "write_originals"]
 
 
 @dataclass(frozen=True)
 class Candidate:
     path: Path
     label: str  # the class
+    rel: str = ""  # path relative to the dataset root, shown instead of the full path
+    stat: tuple[int, int, int] = (0, 0, 0)  # size, mtime_ns, ctime_ns: the dataset fingerprint
 
 
 def class_from_filename(name: str) -> str:
@@ -49,32 +53,100 @@ def class_from_filename(name: str) -> str:
     return stem.split("_", 1)[0] if "_" in stem else stem
 
 
-def discover(root: Path) -> tuple[list[Candidate], list[dict]]:
-    """List candidate images under ``root`` (sorted) and the files passed over, with reasons."""
+def discover(root: Path, allowed: Sequence[Path] | None = None) -> tuple[list[Candidate], list[dict]]:
+    """List candidate images under ``root`` (sorted) and the files passed over, with reasons.
+
+    The walk keeps its own stack (no recursion limit on deep trees), skips hidden
+    entries, records unreadable folders and broken links instead of failing, visits
+    each real folder once (link loops), and with ``allowed`` follows no link that
+    leads outside those folders. Skipped paths are relative to ``root``.
+    """
     root = Path(root)
     if not root.exists():
         raise DatasetError(f"dataset folder not found: {root}")
     if not root.is_dir():
         raise DatasetError(f"dataset path is not a folder: {root}")
-    candidates, skipped = [], []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue  # hidden files and folders (.DS_Store, .ipynb_checkpoints) are not data
-        if not has_image_suffix(path):
-            skipped.append({"path": str(path), "reason": f"not an image file name (suffix '{path.suffix}')"})
-            continue
-        label = rel.parts[0] if len(rel.parts) > 1 else class_from_filename(path.name)
-        candidates.append(Candidate(path, label))
-    if not candidates:
+    walk = _Walk(root, [Path(a).resolve() for a in allowed] if allowed is not None else None)
+    walk.run()
+    if not walk.candidates:
         raise DatasetError(f"no image files in {root}")
-    return candidates, skipped
+    return sorted(walk.candidates, key=lambda c: c.path.parts), walk.skipped
 
 
-def dataset_fingerprint(candidates: list[Candidate], root: Path) -> str:
-    """Cheap content key: relative names, sizes and modification times."""
-    stats = [(str(c.path.relative_to(root)), c.path.stat().st_size, c.path.stat().st_mtime_ns) for c in candidates]
-    return cache.fingerprint(stats)
+class _Walk:
+    def __init__(self, root: Path, allowed: list[Path] | None):
+        self.root, self.allowed = root, allowed
+        self.candidates: list[Candidate] = []
+        self.skipped: list[dict] = []
+        self.visited: set[tuple[int, int]] = set()
+
+    def skip(self, path: Path, reason: str) -> None:
+        self.skipped.append({"path": self.rel(path), "reason": reason})
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def run(self) -> None:
+        stack = [self.root]
+        while stack:
+            folder = stack.pop()
+            try:
+                info = os.stat(folder)
+                if (info.st_dev, info.st_ino) in self.visited:
+                    continue  # a link back into a folder already walked
+                self.visited.add((info.st_dev, info.st_ino))
+                with os.scandir(folder) as listing:
+                    entries = list(listing)
+            except OSError as err:
+                self.skip(folder, f"folder not readable ({err.strerror or err})")
+                continue
+            stack += [Path(e.path) for e in entries if self.visit(e)]
+
+    def visit(self, entry: os.DirEntry) -> bool:
+        """Record a file entry; True when it is a folder to walk."""
+        path = Path(entry.path)
+        if entry.name.startswith("."):
+            return False  # hidden files and folders (.DS_Store, .ipynb_checkpoints) are not data
+        if entry.is_symlink() and not self.link_ok(path):
+            return False
+        try:
+            if entry.is_dir():
+                return True
+            if not entry.is_file():
+                self.skip(path, "not a regular file")
+                return False
+            info = entry.stat()
+        except OSError as err:
+            self.skip(path, f"not readable ({err.strerror or err})")
+            return False
+        if not has_image_suffix(path):
+            self.skip(path, f"not an image file name (suffix '{path.suffix}')")
+            return False
+        rel = path.relative_to(self.root)
+        label = rel.parts[0] if len(rel.parts) > 1 else class_from_filename(path.name)
+        self.candidates.append(Candidate(path, label, rel.as_posix(),
+                                         (info.st_size, info.st_mtime_ns, info.st_ctime_ns)))
+        return False
+
+    def link_ok(self, path: Path) -> bool:
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError) as err:  # RuntimeError: a link loop on Python < 3.13
+            self.skip(path, f"broken or unreadable link ({getattr(err, 'strerror', None) or err})")
+            return False
+        if self.allowed is not None and not any(target.is_relative_to(a) for a in self.allowed):
+            self.skip(path, "link leads outside the allowed folders")
+            return False
+        return True
+
+
+def dataset_fingerprint(candidates: list[Candidate]) -> str:
+    """Content key from the walk's own stat calls: relative names, sizes, mtimes and ctimes.
+
+    The ctime catches a file rewritten in place with its old size and mtime restored:
+    restoring the mtime itself sets the ctime, which no unprivileged tool can set back.
+    """
+    return cache.fingerprint([(c.rel, *c.stat) for c in candidates])
 
 
 def priority_order(candidates: list[Candidate], n_classes: int, seed: int) -> list[Candidate]:
@@ -91,17 +163,12 @@ def priority_order(candidates: list[Candidate], n_classes: int, seed: int) -> li
     return first + [rest[i] for i in rng.permutation(len(rest))]
 
 
-def _token(text: str) -> str:
-    """A filename token: no ``_`` (it separates tokens) and nothing unsafe."""
-    return re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-") or "x"
-
-
 def original_name(candidate: Candidate, taken: set[str]) -> tuple[str, str, str]:
     """``{class}_{instance}.JPEG``, unique within ``taken``; returns (file, class_token, instance)."""
     stem = candidate.path.stem
     prefix = candidate.label + "_"
-    class_token = _token(candidate.label)
-    instance = _token(stem[len(prefix):] if stem.startswith(prefix) else stem)
+    class_token = token(candidate.label, CLASS_TOKEN_BYTES)
+    instance = token(stem[len(prefix):] if stem.startswith(prefix) else stem, INSTANCE_TOKEN_BYTES)
     name = unique_name(f"{class_token}_{instance}", ORIGINAL_SUFFIX, taken)
     return name, class_token, name[len(class_token) + 1 : -len(ORIGINAL_SUFFIX)]
 
@@ -133,7 +200,7 @@ def select(
             start += len(batch)
             for cand, result in zip(batch, pool.map(_check, batch)):
                 if isinstance(result, str):
-                    skipped.append({"path": str(cand.path), "reason": result})
+                    skipped.append({"path": cand.rel or str(cand.path), "reason": result})
                 else:
                     picked.append((cand, result))
                     if bar:
@@ -155,7 +222,7 @@ def write_originals(picked: list[tuple[Candidate, Image.Image]], folder: Path) -
         else:
             cache.write_bytes(folder / name, encode_jpeg(img))
         rows.append({"file": name, "class": cand.label, "class_token": class_token, "instance": instance,
-                     "source_path": str(cand.path), "width": img.width, "height": img.height})
+                     "source_path": cand.rel or str(cand.path), "width": img.width, "height": img.height})
     return pd.DataFrame(rows).sort_values("file", ignore_index=True)
 
 

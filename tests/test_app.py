@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from malle import evaluate, report
+from malle.dashboard import frame
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 CNN, PHASH = "efficientnet_lite2", "phash"
@@ -65,7 +66,7 @@ def test_frame_shows_one_resnet50_notice_and_the_experiment_in_use(demo_results)
     assert len(notices) == 1 and "EfficientNet-Lite2" in notices[0] and "--resnet50-weights" in notices[0]
     assert at.multiselect(key="methods").value == [CNN, PHASH]
     assert at.number_input(key="n_demo").value == 100
-    assert any("100 originals · 608 copies" in c.value for c in at.sidebar.caption)
+    assert any("100 originals · 576 copies" in c.value for c in at.sidebar.caption)
     assert any("Skipped files (0)" in e.label for e in at.expander)
 
 
@@ -81,7 +82,7 @@ def test_method_selection_reloads_from_the_cache(demo_results):
 
 def choose_folder_source() -> AppTest:
     at = open_app()
-    at.radio(key="data_source").set_value("A folder on disk")
+    at.radio(key="data_source").set_value(frame.FOLDER)
     rerun(at)
     assert "Enter a dataset folder" in at.info[0].value
     return at
@@ -94,7 +95,8 @@ def test_missing_folder_is_a_clear_error():
     assert len(at.error) == 1 and "not found" in at.error[0].value
 
 
-def test_empty_folder_is_a_clear_error(tmp_path):
+def test_empty_folder_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("MALLE_ALLOWED_ROOTS", str(tmp_path))
     at = choose_folder_source()
     at.text_input(key="data_folder").set_value(str(tmp_path))
     rerun(at)
@@ -103,7 +105,7 @@ def test_empty_folder_is_a_clear_error(tmp_path):
 
 def test_uploads_without_any_image_are_reported():
     at = open_app()
-    at.radio(key="data_source").set_value("Images uploaded in the browser")
+    at.radio(key="data_source").set_value(frame.UPLOAD)
     rerun(at)
     at.file_uploader(key="data_uploads").set_value([("notes.jpg", b"not a picture", "image/jpeg")])
     rerun(at)
@@ -113,7 +115,7 @@ def test_uploads_without_any_image_are_reported():
 
 def test_uploaded_images_run_once_with_progress_per_stage(demo_photos):
     at = open_app()
-    at.radio(key="data_source").set_value("Images uploaded in the browser")
+    at.radio(key="data_source").set_value(frame.UPLOAD)
     rerun(at)
     photos = [(f"up_{i}.jpg", photo.read_bytes(), "image/jpeg") for i, photo in enumerate(demo_photos[20:24])]
     at.file_uploader(key="data_uploads").set_value([*photos, ("broken.png", b"\x89PNG broken", "image/png")])
@@ -246,7 +248,7 @@ def test_failure_gallery_counts_pages_and_filters(demo_results):
     at.selectbox(key="fail_method").set_value(PHASH)
     rerun(at)
     failed = ranks(demo_results, PHASH) > 1
-    assert f"**{int(failed.sum())}** failures among 608 queries" in markdown_text(at)
+    assert f"**{int(failed.sum())}** failures among 576 queries" in markdown_text(at)
     assert len(image_captions(at)) == 10 * 5  # query, true original, top-3 per card
     first_page = at.markdown[1].value
     at.pagination(key="fail_page").set_value(2)
@@ -256,7 +258,7 @@ def test_failure_gallery_counts_pages_and_filters(demo_results):
     rerun(at)
     with_rotate = evaluate.filter_by_ops(demo_results.per_query.query("method == 'phash'"), ["rotate"])
     n = int((with_rotate["rank"].astype("Float64").fillna(np.inf) > 1).sum())
-    assert f"**{n}** failures among 608 queries" in markdown_text(at)
+    assert f"**{n}** failures among 576 queries" in markdown_text(at)
     assert all("rotate(" in c.value for c in at.caption if c.value.startswith("Chain: "))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from malle.browser import CHROMIUM, ROOT, chromium, settle, streamlit_server
+from malle.testing.browser import CHROMIUM, ROOT, chromium, settle, streamlit_server
 
 SHOTS = ROOT / "test-output" / "screenshots"
 PAGES = {

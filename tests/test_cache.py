@@ -19,13 +19,15 @@ def test_folder_without_done_mark_is_not_trusted_and_is_replaced(tmp_path):
     target = tmp_path / "abc"
     target.mkdir()
     (target / "stale.npy").write_bytes(b"junk")
-    assert not cache.is_complete(target)
+    assert cache.problem_with(target) == "incomplete (no done.json)"
     meta = {}
     with cache.building(target, meta) as tmp:
         cache.write_npy(tmp / "x.npy", np.arange(3))
         meta["items"] = 3
-    assert cache.is_complete(target) and not (target / "stale.npy").exists()
-    assert cache.read_json(target / cache.DONE_MARK) == {"items": 3}
+    assert cache.problem_with(target) is None and not (target / "stale.npy").exists()
+    assert cache.read_meta(target) == {"items": 3}
+    record = cache.read_json(target / cache.DONE_MARK)
+    assert record["artifacts"] == {"x.npy": [(target / "x.npy").stat().st_size, cache.file_digest(target / "x.npy")]}
 
 
 def test_round_trips_without_pickle(tmp_path):

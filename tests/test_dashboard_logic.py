@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import io
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from malle import dashboard as dash
 from malle import evaluate, report
 from malle.augment import OPS, chain_from_json
+from malle.dashboard import comparison, failures, frame, lab, overview, per_transformation, search, shared
+from malle.errors import BadImage
 from malle.experiment import ExperimentConfig
+from malle.metrics import HAMMING
 
 
 def ranks(results, method: str, level: str = "instance") -> pd.Series:
@@ -30,28 +33,28 @@ def chart_fields(chart) -> dict[str, str]:
 # -- agreement ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("k,level", [(1, "instance"), (5, "instance"), (3, "class")])
 def test_agreement_counts_add_up_and_match_the_ranks(demo_results, k, level):
-    table = dash.agreement_for(demo_results, "efficientnet_lite2", "phash", k, level)
-    counts = dash.agreement_counts(table)
+    table = comparison.agreement_table(demo_results, "efficientnet_lite2", "phash", k, level)
+    counts = comparison.agreement_counts(table)
     a, b = ranks(demo_results, "efficientnet_lite2", level) <= k, ranks(demo_results, "phash", level) <= k
-    assert sum(counts.values()) == len(a) == 608
+    assert sum(counts.values()) == len(a) == 576
     assert counts == {"both": int((a & b).sum()), "only_a": int((a & ~b).sum()),
                       "only_b": int((~a & b).sum()), "neither": int((~a & ~b).sum())}
-    matrix = dash.agreement_matrix(table, "A", "B")
+    matrix = comparison.agreement_matrix(table, "A", "B")
     assert matrix.to_numpy().tolist() == [[counts["both"], counts["only_a"]], [counts["only_b"], counts["neither"]]]
     only_a = table[table["cell"] == "only_a"]["query"]
     assert a[only_a].all() and not b[only_a].any()
 
 
 def test_default_pair_is_the_cnn_against_phash():
-    assert dash.default_pair(["phash", "efficientnet_lite2"]) == ("efficientnet_lite2", "phash")
-    assert dash.default_pair(["efficientnet_lite2", "phash", "resnet50"]) == ("resnet50", "phash")
-    assert dash.default_pair(["dhash", "ahash"]) == ("dhash", "ahash")
+    assert comparison.default_pair(["phash", "efficientnet_lite2"]) == ("efficientnet_lite2", "phash")
+    assert comparison.default_pair(["efficientnet_lite2", "phash", "resnet50"]) == ("resnet50", "phash")
+    assert comparison.default_pair(["dhash", "ahash"]) == ("dhash", "ahash")
 
 
 # -- failures -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["efficientnet_lite2", "phash"])
 def test_failures_are_exactly_the_queries_not_ranked_first(demo_results, method):
-    failed = dash.failures_for(demo_results, method, ())
+    failed = failures.failures(demo_results, method, ())
     rank = ranks(demo_results, method)
     assert set(failed["query"]) == set(rank[rank > 1].index)
     order = failed["rank"].astype("Float64").fillna(np.inf).to_numpy()
@@ -60,11 +63,11 @@ def test_failures_are_exactly_the_queries_not_ranked_first(demo_results, method)
 
 def test_failure_op_filter_and_cards(demo_results):
     exp = demo_results.experiment
-    failed = dash.failures_for(demo_results, "phash", ("rotate",))
+    failed = failures.failures(demo_results, "phash", ("rotate",))
     assert len(failed) and failed["ops"].str.split("|").map(lambda ops: "rotate" in ops).all()
-    assert len(failed) < len(dash.failures_for(demo_results, "phash", ()))
+    assert len(failed) < len(failures.failures(demo_results, "phash", ()))
     ids, scores = exp.neighbours("phash")
-    cards = dash.failure_cards(exp, dash.page_rows(failed, 1, 10), ids, scores, "Hamming distance")
+    cards = failures.failure_cards(exp, "phash", shared.page_rows(failed, 1, 10), ids, scores)
     assert len(cards) == min(10, len(failed))
     for card, row in zip(cards, failed.itertuples()):
         assert card.query_path.is_file() and card.source_path.name == row.source
@@ -76,14 +79,14 @@ def test_failure_op_filter_and_cards(demo_results):
 
 def test_pagination_helpers():
     table = pd.DataFrame({"x": range(23)})
-    assert dash.n_pages(23, 10) == 3 and dash.n_pages(0, 10) == 1
-    assert dash.page_rows(table, 3, 10)["x"].tolist() == [20, 21, 22]
+    assert shared.n_pages(23, 10) == 3 and shared.n_pages(0, 10) == 1
+    assert shared.page_rows(table, 3, 10)["x"].tolist() == [20, 21, 22]
 
 
 # -- charts and tables --------------------------------------------------------------------------
 def test_recall_curve_chart_spec(demo_results):
-    recall = dash.recall_table(demo_results, range(1, 21))
-    chart = dash.recall_curve_chart(recall, demo_results.labels)
+    recall = shared.recall_table(demo_results, range(1, 21))
+    chart = overview.recall_curve_chart(recall, demo_results.labels)
     assert chart_fields(chart) == {"x": "k", "y": "recall", "color": "label", "strokeDash": "level"}
     spec = chart.to_dict()
     values = spec["datasets"][spec["data"]["name"]]
@@ -94,7 +97,7 @@ def test_recall_curve_chart_spec(demo_results):
 def test_op_heatmap_spec_and_hardest_op(demo_results):
     per_op = demo_results.per_op((1,))
     labels = demo_results.labels
-    spec = dash.op_heatmap(per_op, 1, "instance", labels).to_dict()
+    spec = per_transformation.op_heatmap(per_op, 1, "instance", labels).to_dict()
     rect, text = spec["layer"]
     assert rect["mark"]["type"] == "rect" and text["mark"]["type"] == "text"
     for layer in (rect, text):
@@ -102,50 +105,50 @@ def test_op_heatmap_spec_and_hardest_op(demo_results):
     assert rect["encoding"]["color"]["field"] == "recall" and text["encoding"]["text"]["field"] == "recall"
     phash = per_op[(per_op["method"] == "phash") & (per_op["level"] == "instance")]
     worst = phash.loc[phash["recall"].idxmin()]
-    sentences = dash.hardest_op_sentences(per_op, 1, "instance", labels)
-    assert f"Hardest op for **pHash (64-bit)**: **{dash.op_title(worst['op'])}**" in " ".join(sentences)
-    wide = dash.per_op_wide(per_op, 1, "instance", labels)
-    assert len(wide) == len(OPS) and wide.index[0] == dash.op_title(
+    sentences = per_transformation.hardest_op_sentences(per_op, 1, "instance", labels)
+    assert f"Hardest op for **pHash (64-bit)**: **{shared.op_title(worst['op'])}**" in " ".join(sentences)
+    wide = per_transformation.per_op_wide(per_op, 1, "instance", labels)
+    assert len(wide) == len(OPS) and wide.index[0] == shared.op_title(
         per_op[per_op["level"] == "instance"].groupby("op")["recall"].mean().idxmin())
-    assert wide.loc[dash.op_title(worst["op"]), labels["phash"]] == worst["recall"]
+    assert wide.loc[shared.op_title(worst["op"]), labels["phash"]] == worst["recall"]
 
 
 def test_chain_length_and_score_charts(demo_results):
     by_length = demo_results.by_chain_length((5,))
-    assert chart_fields(dash.chain_length_chart(by_length, 5, "class", demo_results.labels))["x"] == "chain_length"
-    table = dash.chain_length_wide(by_length, 5, "class", demo_results.labels)
-    assert table["queries"].sum() == 608 and list(table.index) == [1, 2, 3, 4, 5]
-    chart = dash.score_chart(demo_results.per_query, "phash", "pHash", "Hamming distance", False)
+    assert chart_fields(per_transformation.chain_length_chart(by_length, 5, "class", demo_results.labels))["x"] == "chain_length"
+    table = per_transformation.chain_length_wide(by_length, 5, "class", demo_results.labels)
+    assert table["queries"].sum() == 576 and list(table.index) == [1, 2, 3, 4, 5]
+    chart = comparison.score_chart(demo_results.per_query, "phash", "pHash", HAMMING)
     fields = chart_fields(chart)
     assert fields["x"] == "score" and fields["color"] == "kind"
     assert "lower = more similar" in chart.to_dict()["title"]
 
 
 def test_filtered_breakdown_recomputes_on_the_kept_queries(demo_results):
-    found = dash.breakdown(demo_results, ("blur",), ("jpeg",), 3)
+    found = per_transformation.breakdown(demo_results, ("blur",), ("jpeg",), 3)
     kept = evaluate.filter_by_ops(demo_results.per_query, ["blur"], ["jpeg"])
     assert found.n_queries == len(kept) // 2
     expected = evaluate.recall_at_k(kept, [3])
     pd.testing.assert_frame_equal(found.recall.reset_index(drop=True), expected)
     assert set(found.per_op["op"]) == set(OPS) - {"jpeg"}
-    assert dash.breakdown(demo_results, ("blur",), ("blur",), 1) is None
+    assert per_transformation.breakdown(demo_results, ("blur",), ("blur",), 1) is None
 
 
 def test_headline_tables_are_the_cli_tables(demo_results):
     recall = demo_results.recall()
-    tables = dash.headline_tables(recall, demo_results.labels)
-    for level in dash.LEVELS:
+    tables = overview.headline_tables(recall, demo_results.labels)
+    for level in shared.LEVELS:
         pd.testing.assert_frame_equal(tables[level], report.wide(recall, level, demo_results.labels))
-    assert dash.published_tables()["instance"].loc[1].tolist() == [0.9425, 0.5486]
+    assert overview.published_tables()["instance"].loc[1].tolist() == [0.9425, 0.5486]
 
 
 def test_costs_and_dataset_summary(demo_results):
     exp = demo_results.experiment
-    costs = dash.costs_table(demo_results)
+    costs = overview.costs_table(demo_results)
     assert costs["method"].tolist() == list(demo_results.labels.values())
     assert (costs["images/s to encode"] > 0).all()
-    summary = dict(dash.dataset_summary(exp, dash.DEMO, 2).itertuples(index=False))
-    assert summary["Originals"] == "100" and summary["Modified copies (queries)"] == "608"
+    summary = dict(overview.dataset_summary(exp, frame.DEMO.label, 2).itertuples(index=False))
+    assert summary["Originals"] == "100" and summary["Modified copies (queries)"] == "576"
     assert summary["Skipped files"] == str(len(exp.skipped) + 2) and summary["Seed"] == "0"
 
 
@@ -153,7 +156,7 @@ def test_costs_and_dataset_summary(demo_results):
 def test_controls_follow_the_param_specs():
     for op in OPS.values():
         for spec in op.params:
-            control = dash.control_for(spec)
+            control = lab.control_for(spec)
             if spec.kind == "choice":
                 assert control.widget == "selectbox" and spec.default in control.options
             else:
@@ -161,11 +164,11 @@ def test_controls_follow_the_param_specs():
 
 
 def test_rolled_params_fit_their_controls():
-    rolled = dash.roll_params(list(OPS), (512, 384), np.random.default_rng(1))
+    rolled = lab.roll_params(list(OPS), (512, 384), np.random.default_rng(1))
     assert list(rolled) == list(OPS)
     for name, params in rolled.items():
         for spec in OPS[name].params:
-            value = dash.fit_to_control(params[spec.name], dash.control_for(spec))
+            value = lab.fit_to_control(params[spec.name], lab.control_for(spec))
             if spec.kind == "choice":
                 assert value in spec.choices
             else:
@@ -174,11 +177,11 @@ def test_rolled_params_fit_their_controls():
 
 def test_lab_ranks_a_lightly_modified_original_first(demo_results):
     original = demo_results.experiment.originals["file"].iloc[7]
-    chain = dash.chain_json(["rotate", "jpeg"], {"rotate": {"angle": 4.0}, "jpeg": {"quality": 70}})
-    modified, rankings = dash.lab_rankings(demo_results, original, chain)
+    chain = lab.chain_json(["rotate", "jpeg"], {"rotate": {"angle": 4.0}, "jpeg": {"quality": 70}})
+    modified, rankings = lab.lab_rankings(demo_results, original, chain)
     assert [s.op for s in chain_from_json(chain)] == ["rotate", "jpeg"]
     assert Image.open(io.BytesIO(modified)).format == "JPEG"
-    assert modified == dash.lab_modify(demo_results.experiment.originals_dir / original, chain)  # deterministic
+    assert modified == lab.lab_modify(demo_results.experiment.originals_dir / original, chain)  # deterministic
     for ranking in rankings:
         assert ranking.rank == 1 and ranking.table["is_true"].iloc[0] and len(ranking.table) == 5
 
@@ -187,7 +190,7 @@ def test_search_rankings_for_a_stored_copy_match_the_engine(demo_results):
     exp = demo_results.experiment
     row = exp.manifest.iloc[11]
     data = (exp.copies_dir / row["file"]).read_bytes()
-    for ranking in dash.search_rankings(demo_results, data, row["source"], 3):
+    for ranking in search.search_rankings(demo_results, data, row["source"], 3):
         stored = ranks(demo_results, ranking.method)[row["file"]]
         assert ranking.rank == stored
         assert len(ranking.table) == 3
@@ -195,9 +198,9 @@ def test_search_rankings_for_a_stored_copy_match_the_engine(demo_results):
 
 def test_thumbnail_is_a_small_jpeg(demo_results):
     exp = demo_results.experiment
-    data = dash.thumbnail_jpeg(exp.originals_dir / exp.originals["file"].iloc[0])
+    data = shared.thumbnail_jpeg(exp.originals_dir / exp.originals["file"].iloc[0])
     img = Image.open(io.BytesIO(data))
-    assert img.format == "JPEG" and max(img.size) == dash.THUMB_PX
+    assert img.format == "JPEG" and max(img.size) == shared.THUMB_PX
 
 
 # -- uploads ------------------------------------------------------------------------------------
@@ -209,25 +212,25 @@ def test_save_uploads_keeps_images_and_rejects_the_rest_with_reasons(tmp_path, d
     files = [("a_1.jpg", jpeg_bytes(demo_photos[0])), ("notes.txt", b"hello"),
              ("fake.jpg", b"not a picture"), ("a_1.jpg", jpeg_bytes(demo_photos[1])),
              ("../../evil name.PNG", _png())]
-    saved = dash.save_uploads(files, tmp_path)
+    saved = frame.save_uploads(files, tmp_path)
     assert saved.saved == ["a_1.jpg", "a_1-2.jpg", "evil-name.png"]
     assert sorted(p.name for p in saved.folder.iterdir()) == sorted(saved.saved)
     assert saved.folder.parent.parent == tmp_path / "uploads"
     reasons = dict(saved.skipped.itertuples(index=False))
     assert "not an image file type" in reasons["notes.txt"]
     assert "not an image" in reasons["fake.jpg"]
-    again = dash.save_uploads(list(reversed(files)), tmp_path)  # same bytes, any order: same folder
+    again = frame.save_uploads(list(reversed(files)), tmp_path)  # same bytes, any order: same folder
     assert again.folder == saved.folder and again.saved == saved.saved
 
 
 def test_save_uploads_with_nothing_usable(tmp_path):
-    saved = dash.save_uploads([("fake.jpg", b"not a picture")], tmp_path)
+    saved = frame.save_uploads([("fake.jpg", b"not a picture")], tmp_path)
     assert saved.folder is None and len(saved.skipped) == 1
 
 
 def test_check_upload_refuses_oversized_files():
-    with pytest.raises(dash.BadImage, match="larger than 1 MB"):
-        dash.check_upload("big.png", b"0" * (2**20 + 1), max_mb=1)
+    with pytest.raises(BadImage, match="larger than 1 MB"):
+        frame.check_upload("big.png", b"0" * (2**20 + 1), max_mb=1)
 
 
 def _png() -> bytes:
@@ -238,29 +241,33 @@ def _png() -> bytes:
 
 # -- configuration and notices ------------------------------------------------------------------
 def test_config_key_round_trips():
-    config = ExperimentConfig(data="/data", n=50, seed=3, methods=("phash",), resnet50_weights="w.pth")
-    assert dash.config_from_key(dash.config_key(config)) == config
-    assert dash.config_from_key(dash.config_key(ExperimentConfig())) == ExperimentConfig()
+    config = ExperimentConfig(data="/data", n=50, seed=3, methods=("phash",), weights={"resnet50": "w.pth"})
+    assert frame.config_from_key(frame.config_key(config)) == config
+    assert frame.config_from_key(frame.config_key(ExperimentConfig())) == ExperimentConfig()
 
 
-def test_resnet50_notice_says_how_to_get_weights(demo_env):
-    notice = dash.resnet50_notice()
-    for needed in ("--resnet50-weights PATH", "MALLE_RESNET50_WEIGHTS", "EfficientNet-Lite2", "resnet50-"):
+def test_missing_resnet50_is_one_structured_notice_that_says_how_to_get_weights(demo_env):
+    [skipped] = frame.unavailable_notices()
+    assert skipped.method == "resnet50" and "/nonexistent/resnet50.pth" in skipped.reason
+    notice = frame.notice_text(skipped, ["efficientnet_lite2", "phash"])
+    for needed in ("--resnet50-weights PATH", "MALLE_RESNET50_WEIGHTS", "EfficientNet-Lite2"):
         assert needed in notice
-    options, defaults = dash.method_options()
+    options, defaults = frame.method_options()
     assert "resnet50" not in options and defaults == ["efficientnet_lite2", "phash"]
-    assert dash.engine_notices(["ResNet-50 skipped: x", "only 5 images", "only 5 images"]) == ["only 5 images"]
+    assert frame.engine_notices([skipped.notice(), "only 5 images", "only 5 images"], [skipped]) == ["only 5 images"]
 
 
 def test_app_args_ignore_foreign_options():
-    assert dash.parse_app_args(["-x", "tests", "--resnet50-weights", "w.pth"]).resnet50_weights == "w.pth"
-    assert dash.parse_app_args([]).resnet50_weights is None
+    args = frame.parse_app_args(["-x", "tests", "--resnet50-weights", "w.pth", "--allowed-root", "/data"])
+    assert frame.weights_from_args(args) == {"resnet50": "w.pth"}
+    assert frame.allowed_roots(args) == [Path("/data").resolve()]
+    assert frame.weights_from_args(frame.parse_app_args([])) == {}
 
 
 # -- progress -----------------------------------------------------------------------------------
 def test_progress_draws_only_from_the_creating_thread():
     shown, finished = [], []
-    reporter = dash.ProgressReporter(lambda *a: shown.append(a), lambda *a: finished.append(a[:3]), min_step=0.1)
+    reporter = frame.ProgressReporter(lambda *a: shown.append(a), lambda *a: finished.append(a[:3]), min_step=0.1)
     bar = reporter(total=100, desc="copies")
 
     def work():

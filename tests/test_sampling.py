@@ -85,5 +85,5 @@ def test_write_originals_copies_jpegs_verbatim(tree_dataset, tmp_path):
     picked, _ = select(cands, n=3, n_classes=1, seed=0)
     table = write_originals(picked, tmp_path)
     for row in table.itertuples():
-        assert (tmp_path / row.file).read_bytes() == open(row.source_path, "rb").read()
+        assert (tmp_path / row.file).read_bytes() == (tree_dataset / row.source_path).read_bytes()
     assert list(table["file"]) == sorted(table["file"])

@@ -5,24 +5,27 @@ rows scored by cosine similarity; perceptual hashes (pHash, dHash, aHash,
 wHash) give packed 64-bit codes scored by Hamming distance.
 """
 
-from malle.descriptors.base import Descriptor, WeightsUnavailable
-from malle.descriptors.cnn import ENV_RESNET50_WEIGHTS, resnet50_hub_checkpoint
+from malle.descriptors.base import Descriptor, Unavailable, WeightsStatus, WeightsUnavailable
 from malle.descriptors.registry import (
     DEFAULT_METHODS,
     DESCRIPTORS,
+    available_methods,
     create_descriptor,
-    resnet50_weights_available,
+    descriptor_class,
     resolve_methods,
+    weight_options,
 )
 
 __all__ = [
     "DEFAULT_METHODS",
     "DESCRIPTORS",
-    "ENV_RESNET50_WEIGHTS",
     "Descriptor",
+    "Unavailable",
+    "WeightsStatus",
     "WeightsUnavailable",
+    "available_methods",
     "create_descriptor",
-    "resnet50_hub_checkpoint",
-    "resnet50_weights_available",
+    "descriptor_class",
     "resolve_methods",
+    "weight_options",
 ]

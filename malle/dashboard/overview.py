@@ -1,0 +1,100 @@
+"""Overview page: the headline comparison, the published reference, the data and the costs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import altair as alt
+import pandas as pd
+
+from malle import report
+from malle.descriptors import DESCRIPTORS
+from malle.experiment import Experiment, Results
+
+from .shared import LEVELS, with_labels
+
+
+def headline_tables(recall: pd.DataFrame, labels: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """Instance and class Recall@K in the reference format: rows K, one column per method."""
+    return {level: report.wide(recall, level, labels) for level in LEVELS}
+
+
+def published_tables() -> dict[str, pd.DataFrame]:
+    return headline_tables(report.reference_recall(), report.REFERENCE_LABELS)
+
+
+def recall_curve_chart(recall: pd.DataFrame, labels: dict[str, str], title: str = "Recall@K vs K") -> alt.Chart:
+    """One line per method and level: colour = method, dash = level."""
+    data = with_labels(recall, labels)
+    return alt.Chart(data, title=title).mark_line(point=True).encode(
+        x=alt.X("k:Q", title="K"),
+        y=alt.Y("recall:Q", title="Recall@K", scale=alt.Scale(zero=False)),
+        color=alt.Color("label:N", title="method"),
+        strokeDash=alt.StrokeDash("level:N", title="level"),
+        tooltip=["label:N", "level:N", "k:Q", alt.Tooltip("recall:Q", format=".4f")],
+    )
+
+
+def reference_caption(methods: Sequence[str]) -> str:
+    """How the methods here relate to the published ones."""
+    sentences = []
+    pairs = report.reference_pairs(methods)
+    for published, published_label in report.REFERENCE_LABELS.items():
+        here = next((m for m, ref in pairs.items() if ref == published), None)
+        family = DESCRIPTORS[published].family
+        if here == published:
+            sentences.append(f"The {family} {DESCRIPTORS[here].display_name()} is the published method.")
+        elif here:
+            sentences.append(f"The {family} in this experiment is {DESCRIPTORS[here].display_name()}, not "
+                             f"{published_label}: compare it with the published numbers with care.")
+        else:
+            sentences.append(f"No {family} is selected to compare with {published_label}.")
+    return " ".join(sentences)
+
+
+def dataset_summary(exp: Experiment, source: str, extra_skipped: int = 0) -> pd.DataFrame:
+    cfg, manifest = exp.config, exp.manifest
+    per_original = manifest.groupby("source").size()
+    rows = [
+        ("Data source", source),
+        ("Folder", str(exp.data_root)),
+        ("Originals", len(exp.originals)),
+        ("Classes", exp.originals["class"].nunique()),
+        ("Modified copies (queries)", len(manifest)),
+        ("Copies per original", f"drawn from {', '.join(map(str, cfg.augment.copies))} "
+                                f"(mean {per_original.mean():.2f})"),
+        ("Ops per copy (chain length)", cfg.augment.describe()),
+        ("Ops", ", ".join(cfg.augment.ops)),
+        ("Seed", cfg.seed),
+        ("Methods", ", ".join(exp.methods)),
+        ("Skipped files", len(exp.skipped) + extra_skipped),
+        ("Cache", str(exp.root)),
+    ]
+    return pd.DataFrame(rows, columns=["item", "value"]).astype({"value": str})
+
+
+def versus_published(recall: pd.DataFrame, methods: Sequence[str], labels: dict[str, str]) -> pd.DataFrame:
+    """Measured next to published: each published method next to its counterpart here."""
+    table = report.versus_reference(recall, report.reference_pairs(methods))
+    return table.assign(method=table["method"].map(labels),
+                        reference_method=table["reference_method"].map(report.REFERENCE_LABELS))
+
+
+def all_skipped(exp: Experiment, upload_skipped: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([upload_skipped, exp.skipped], ignore_index=True)[["path", "reason"]]
+
+
+def costs_table(results: Results) -> pd.DataFrame:
+    costs = results.costs()
+    metrics = {m: results.experiment.descriptor(m).metric for m in costs["method"]}
+    return pd.DataFrame({
+        "method": costs["label"],
+        "family": costs["family"],
+        "dimensions": costs["dim"],
+        "metric": costs["method"].map(lambda m: metrics[m].score_name),
+        "images/s to encode": costs["images_per_s"],
+        "ms per query": costs["ms_per_query"],
+        "top-1 tie rate": costs["top1_tie_rate"],
+        "R@1 if ties won": costs["r1_ties_won"],
+        "R@1 if ties lost": costs["r1_ties_lost"],
+    })

@@ -1,0 +1,100 @@
+"""Per-transformation page: which ops (and how many of them) hurt which method."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import altair as alt
+import pandas as pd
+
+from malle import evaluate
+from malle.experiment import Results
+
+from .shared import LEVELS, level_slice, op_title, with_labels
+
+
+def per_op_wide(per_op: pd.DataFrame, k: int, level: str, labels: dict[str, str]) -> pd.DataFrame:
+    """Rows ops (hardest first by mean over methods), columns methods, plus the query count."""
+    part = with_labels(level_slice(per_op, k, level), labels)
+    table = part.pivot(index="op", columns="label", values="recall")[list(dict.fromkeys(part["label"]))]
+    table["queries"] = part.groupby("op")["n"].first()
+    table = table.loc[table.drop(columns="queries").mean(axis=1).sort_values().index]
+    table.index = [op_title(op) for op in table.index]
+    table.index.name = f"{level} Recall@{k} by op"
+    return table
+
+
+def op_heatmap(per_op: pd.DataFrame, k: int, level: str, labels: dict[str, str]) -> alt.LayerChart:
+    """op × method, colour = recall, with the value written in each cell; hardest ops on top."""
+    data = with_labels(level_slice(per_op, k, level), labels).assign(op_title=lambda d: d["op"].map(op_title))
+    order = data.groupby("op_title")["recall"].mean().sort_values().index.tolist()
+    base = alt.Chart(data, title=f"{level} Recall@{k} per op").encode(
+        x=alt.X("label:N", title="method", axis=alt.Axis(labelAngle=0, labelLimit=400)),
+        y=alt.Y("op_title:N", title="op in the chain", sort=order, axis=alt.Axis(labelLimit=250)))
+    cells = base.mark_rect().encode(
+        color=alt.Color("recall:Q", title=f"Recall@{k}", scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1])),
+        tooltip=["op_title:N", "label:N", alt.Tooltip("recall:Q", format=".4f"), alt.Tooltip("n:Q", title="queries")])
+    text = base.mark_text(fontSize=13).encode(
+        text=alt.Text("recall:Q", format=".2f"),
+        color=alt.condition("datum.recall > 0.3 && datum.recall < 0.8", alt.value("black"), alt.value("white")))
+    return alt.layer(cells, text)
+
+
+def hardest_ops(per_op: pd.DataFrame, k: int, level: str) -> pd.DataFrame:
+    """Per method, the op whose queries have the lowest Recall@K."""
+    part = level_slice(per_op, k, level).sort_values(["recall", "op"])
+    return part.groupby("method", sort=False).head(1).reset_index(drop=True)
+
+
+def hardest_op_sentences(per_op: pd.DataFrame, k: int, level: str, labels: dict[str, str]) -> list[str]:
+    return [f"Hardest op for **{labels.get(row.method, row.method)}**: **{op_title(row.op)}**, "
+            f"{level} Recall@{k} = {row.recall:.4f} over {row.n} queries containing it."
+            for row in hardest_ops(per_op, k, level).itertuples()]
+
+
+def chain_length_chart(by_length: pd.DataFrame, k: int, level: str, labels: dict[str, str]) -> alt.Chart:
+    data = with_labels(level_slice(by_length, k, level), labels)
+    return alt.Chart(data, title=f"{level} Recall@{k} by number of ops").mark_line(point=True).encode(
+        x=alt.X("chain_length:O", title="ops in the chain"),
+        y=alt.Y("recall:Q", title=f"Recall@{k}", scale=alt.Scale(zero=False)),
+        color=alt.Color("label:N", title="method"),
+        tooltip=["label:N", "chain_length:O", alt.Tooltip("recall:Q", format=".4f"),
+                 alt.Tooltip("n:Q", title="queries")],
+    )
+
+
+def chain_length_wide(by_length: pd.DataFrame, k: int, level: str, labels: dict[str, str]) -> pd.DataFrame:
+    part = with_labels(level_slice(by_length, k, level), labels)
+    table = part.pivot(index="chain_length", columns="label", values="recall")[list(dict.fromkeys(part["label"]))]
+    table["queries"] = part.groupby("chain_length")["n"].first()
+    table.index.name = "ops in the chain"
+    return table
+
+
+@dataclass
+class Breakdown:
+    """Everything the per-transformation page shows for one op filter and one K."""
+
+    n_queries: int  # per method, after the filter
+    recall: pd.DataFrame  # method, level, k, recall, n
+    per_op: pd.DataFrame  # op, method, level, k, recall, n
+    by_length: pd.DataFrame  # chain_length, method, level, k, recall, n
+
+
+def breakdown(results: Results, include: Sequence[str], exclude: Sequence[str], k: int) -> Breakdown | None:
+    """Recall@K overall, per op and per chain length over the filtered queries; None if none match."""
+    kept = evaluate.filter_by_ops(results.per_query, include, exclude)
+    if kept.empty:
+        return None
+    return Breakdown(int(kept.groupby("method").size().max()), evaluate.recall_at_k(kept, [k]),
+                     evaluate.per_op_recall(kept, [k]), evaluate.recall_by_chain_length(kept, [k]))
+
+
+def recall_at_k_wide(recall: pd.DataFrame, k: int, labels: dict[str, str]) -> pd.DataFrame:
+    """Rows methods, columns levels: one K at a glance."""
+    part = with_labels(recall[recall["k"] == k], labels)
+    table = part.pivot(index="label", columns="level", values="recall")[list(LEVELS)]
+    table.columns = [f"{level} Recall@{k}" for level in table.columns]
+    table.index.name = "method"
+    return table.loc[list(dict.fromkeys(part["label"]))]

@@ -1,0 +1,136 @@
+"""Every Streamlit call in ``malle``: caching, session state, and the widgets pages share.
+
+The pages in ``app_pages/`` and the frame in ``streamlit_app.py`` use these; the
+logic they draw lives in the other modules of this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from malle import cache
+from malle.augment import OPS, ParamSpec
+from malle.experiment import Experiment, Results
+from malle.metrics import Metric
+
+from .frame import ResultsStore, open_experiment
+from .lab import control_for, param_key, rolled_state
+from .shared import THUMB_PX, Thumb, thumbnail_jpeg
+
+CONTEXT_KEY = "malle_context"
+CACHE_SIZE_TTL_S = 60  # walking a large cache takes a while; its size need not be live
+
+
+# -- caches -----------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=512)
+def thumbnail(path: Path | str) -> bytes:
+    return thumbnail_jpeg(str(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def _cached_result(key: str, name: str, args: tuple, _func: Callable, _results: Results) -> Any:
+    return _func(_results, *args)
+
+
+@st.cache_resource(show_spinner=False)
+def experiment_handle(key: str, cache_root: str, roots: tuple[str, ...]) -> tuple[Experiment, list[str]]:
+    return open_experiment(key, cache_root, roots)
+
+
+@st.cache_resource(show_spinner=False)
+def results_store() -> ResultsStore:
+    """Finished experiments shared by every session of this server process."""
+    return ResultsStore()
+
+
+@st.cache_data(show_spinner=False, ttl=CACHE_SIZE_TTL_S)
+def cache_size(root: str) -> int:
+    return cache.total_bytes(Path(root))
+
+
+# -- what the frame hands to every page -------------------------------------------------------------
+@dataclass
+class AppContext:
+    key: str
+    source: str
+    experiment: Experiment
+    results: Results
+    upload_skipped: pd.DataFrame
+
+    @property
+    def methods(self) -> list[str]:
+        return self.results.methods
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.cached(lambda results: results.labels, name="labels")
+
+    def cached(self, func: Callable, *args: Any, name: str | None = None) -> Any:
+        """``func(results, *args)`` through st.cache_data, keyed by experiment, function and args."""
+        return _cached_result(self.key, name or f"{func.__module__}.{func.__qualname__}", args, _func=func,
+                              _results=self.results)
+
+    def metric(self, method: str) -> Metric:
+        return self.experiment.descriptor(method).metric
+
+    def neighbours(self, method: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.cached(lambda results, m: results.experiment.neighbours(m), method, name="neighbours")
+
+
+def set_context(ctx: AppContext) -> None:
+    st.session_state[CONTEXT_KEY] = ctx
+
+
+def context() -> AppContext:
+    """The experiment the frame loaded in this run (pages run after the frame)."""
+    return st.session_state[CONTEXT_KEY]
+
+
+# -- widgets ------------------------------------------------------------------------------------------
+def thumbnail_grid(thumbs: Sequence[Thumb], columns: int = 5) -> None:
+    for start in range(0, len(thumbs), columns):
+        for col, thumb in zip(st.columns(columns), thumbs[start:start + columns]):
+            # A fixed width: with "content" width a long caption would stretch its image.
+            col.image(thumbnail(thumb.path), caption=thumb.caption, width=THUMB_PX)
+
+
+def set_state(key: str, value: Any) -> None:
+    """Widget callback: put ``value`` into another widget's state (e.g. a thumbnail's "Use" button)."""
+    st.session_state[key] = value
+
+
+def param_widget(container: Any, op: str, spec: ParamSpec) -> Any:
+    """One parameter's widget; its value lives in session state under param_key(op, name)."""
+    key, control = param_key(op, spec.name), control_for(spec)
+    if key not in st.session_state:
+        st.session_state[key] = control.default
+    if control.widget == "selectbox":
+        return container.selectbox(spec.name, control.options, key=key, help=spec.help)
+    return container.slider(spec.name, control.low, control.high, step=control.step, key=key, help=spec.help)
+
+
+def roll_into_state(ops: Sequence[str], size: tuple[int, int]) -> None:
+    """Button callback: fresh random parameters for the chosen ops, written into their widgets."""
+    st.session_state.update(rolled_state(ops, size, np.random.default_rng()))
+
+
+def params_from_state(ops: Sequence[str]) -> dict[str, dict]:
+    return {op: {spec.name: st.session_state.get(param_key(op, spec.name), spec.default) for spec in OPS[op].params}
+            for op in ops}
+
+
+def number_columns(table: pd.DataFrame, fmt: str = "%.4f") -> dict:
+    """column_config showing every float column with ``fmt`` (the reference tables use 4 decimals)."""
+    return {c: st.column_config.NumberColumn(format=fmt) for c in table.columns
+            if pd.api.types.is_float_dtype(table[c])}
+
+
+def show_table(table: pd.DataFrame, key: str, fmt: str = "%.4f", **options: Any) -> None:
+    st.dataframe(table, column_config=number_columns(table, fmt), key=key, **options)

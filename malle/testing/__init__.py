@@ -1,0 +1,1 @@
+"""Harnesses for Malle's own tests and benchmarks; not used by the engine or the dashboard."""
