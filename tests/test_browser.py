@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from malle.testing.browser import CHROMIUM, ROOT, chromium, settle, streamlit_server
+from urllib.parse import urlparse
+
+from malle.testing.browser import CHROMIUM, ROOT, chromium, listening_addresses, settle, streamlit_server
 
 SHOTS = ROOT / "test-output" / "screenshots"
 PAGES = {
@@ -61,6 +63,11 @@ def open_page(page, app_url: str, name: str) -> None:
     settle(page)
     assert page.locator("h1").first.inner_text().strip() == title
     assert_no_exception(page, name)
+
+
+def test_server_listens_on_loopback_only(app_url):
+    """Started as a user starts it (no --server.address), it must not listen on every interface."""
+    assert listening_addresses(urlparse(app_url).port) == {"127.0.0.1"}
 
 
 def test_every_page_renders_without_exception(page, app_url):

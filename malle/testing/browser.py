@@ -42,8 +42,9 @@ def streamlit_server(script: Path, cache_root: Path, log_path: Path, timeout_s: 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
+            # No --server.address: where it listens is the project's own config's choice, which a test checks.
             [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
             cwd=script.parent, env={**env, "MALLE_CACHE": str(cache_root)}, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -62,6 +63,27 @@ def wait_healthy(url: str, timeout_s: float) -> None:
                 return
         time.sleep(0.3)
     raise TimeoutError(f"streamlit at {url} did not become healthy within {timeout_s:.0f} s")
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a socket listening on ``port``, read from the kernel's tables."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        with contextlib.suppress(OSError), open(table) as fh:
+            for line in list(fh)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    found.add(_address(address, width))
+    return found
+
+
+def _address(hex_address: str, width: int) -> str:
+    raw = bytes.fromhex(hex_address)
+    if width == 8:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    # IPv6 is stored as four little-endian 32-bit words.
+    return socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
 
 
 @contextlib.contextmanager

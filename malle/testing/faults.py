@@ -318,9 +318,13 @@ def in_place_edit(lab: Lab) -> Outcome:
     return judge(lab, name, "same", run, reference=clean.per_query() if clean.code == 0 else None)
 
 
+def methods_of(args: tuple) -> str:
+    return args[args.index("--methods") + 1]
+
+
 def kill_during(lab: Lab, kind: str, args: tuple = BASE_ARGS, reference: pd.DataFrame | None = None) -> Outcome:
     """SIGKILL a real run while it builds ``kind``, then rerun on the same cache."""
-    name = f"kill -9 while building {kind}"
+    name = f"kill -9 while building {kind} ({methods_of(args)})"
     data, _, out = lab.fresh("kill")
     cache_dir = out.parent / "kill-cache"
     proc = spawn_cli(data, cache_dir, out, args)
@@ -344,7 +348,7 @@ def kill_during(lab: Lab, kind: str, args: tuple = BASE_ARGS, reference: pd.Data
 
 def concurrent_runs(lab: Lab, args: tuple = BASE_ARGS, reference: pd.DataFrame | None = None) -> Outcome:
     """Two real processes on one empty cache, the second started 1 s after the first."""
-    name = "two processes on one cache, started 1 s apart"
+    name = f"two processes on one cache, started 1 s apart ({methods_of(args)})"
     data, _, out = lab.fresh("twin")
     cache_dir = out.parent / "shared-cache"
     start = time.perf_counter()
