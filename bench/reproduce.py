@@ -68,8 +68,8 @@ def main() -> int:
         return 0
     cache_root = args.cache or Path(tempfile.mkdtemp(prefix="malle-bench-"))
     config = ExperimentConfig(data=str(args.data), n=args.n, seed=args.seed, methods=tuple(args.methods.split(",")))
-    experiment = Experiment(config, cache_root, progress=partial(tqdm, leave=False), log=print)
-    results = experiment.run()
+    experiment = Experiment(config, cache_root, log=print)
+    results = experiment.run(progress=partial(tqdm, leave=False))
 
     costs = results.costs()
     timings = results.timings()

@@ -67,6 +67,7 @@ def test_frame_shows_one_resnet50_notice_and_the_experiment_in_use(demo_results)
     assert at.multiselect(key="methods").value == [CNN, PHASH]
     assert at.number_input(key="n_demo").value == 100
     assert any("100 originals · 576 copies" in c.value for c in at.sidebar.caption)
+    assert any(c.value.startswith("Cache: `") and " MB;" in c.value for c in at.sidebar.caption)
     assert any("Skipped files (0)" in e.label for e in at.expander)
 
 

