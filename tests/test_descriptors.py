@@ -182,7 +182,7 @@ def test_efficientnet_weights_are_real_imagenet_weights(effnet):
     assert probs.argmax(dim=1).tolist() == list(KNOWN_CLASSES.values())
     assert (probs.max(dim=1).values > 0.2).all(), probs.max(dim=1)
     # The checks discriminate: random weights give a near-uniform softmax and one class for every photo.
-    assert (untrained_probs.max(dim=1).values < 0.05).all()
+    assert (untrained_probs.max(dim=1).values < 0.1).all()
     assert untrained_probs.argmax(dim=1).tolist() != list(KNOWN_CLASSES.values())
 
 
