@@ -14,6 +14,12 @@ st.title("Overview")
 st.caption("Each modified copy is a query; its original is among the database of originals. "
            "Recall@K is the share of queries whose original (instance level) or any original of its class "
            "(class level) is among the K nearest neighbours.")
+
+for group in ctx.cached(logic.headline_cards):
+    st.markdown(f"**{group.family.capitalize()}s**")
+    for column, card in zip(st.columns(max(len(group.cards), 3)), group.cards):
+        column.metric(card.label, f"R@1 {card.r1:.4f}", border=True,
+                      delta=f"R@10 {card.r10:.4f} · {card.images_per_s:,.0f} img/s", delta_color="off")
 st.info(logic.reference_caption(ctx.methods))
 
 st.subheader("Recall@K measured in this experiment")
@@ -45,7 +51,11 @@ with st.expander(f"Skipped files ({len(skipped)})"):
         st.caption("Paths are relative to the dataset folder.")
         st.dataframe(skipped, hide_index=True, key="overview_skipped")
 
+st.subheader("What each method is")
+st.dataframe(ctx.cached(logic.methods_table), hide_index=True, key="overview_methods")
+
 st.subheader("Cost per method")
-st.caption("Encoding throughput on this machine's CPU, exact search time per query, and how often the "
-           "top-1 score is shared by another original (ties are broken by database id).")
+st.caption("Encoding throughput on this machine's CPU, exact search time per query, how often the "
+           "top-1 score is shared by another original (ties are broken by database id), and for PDQ the share "
+           "of hashes below Meta's quality threshold of 50.")
 widgets.show_table(ctx.cached(logic.costs_table), key="overview_costs", fmt="%.3f", hide_index=True)

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from common import publish  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from malle import report  # noqa: E402
+from malle.descriptors import available_methods  # noqa: E402
 from malle.experiment import Experiment, ExperimentConfig  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "imagenet-200x5" / "val"
@@ -57,7 +58,7 @@ def side_by_side(results) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--methods", default="efficientnet_lite2,phash")
+    parser.add_argument("--methods", default=None, help="comma-separated; default: every method that can run here")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=None, help="default: a fresh temp folder, so stages are timed")
@@ -67,7 +68,8 @@ def main() -> int:
         print(f"SKIP: reproduction dataset not found at {args.data} (it lives in ../shared, outside the repo)")
         return 0
     cache_root = args.cache or Path(tempfile.mkdtemp(prefix="malle-bench-"))
-    config = ExperimentConfig(data=str(args.data), n=args.n, seed=args.seed, methods=tuple(args.methods.split(",")))
+    methods = tuple(args.methods.split(",")) if args.methods else tuple(available_methods())
+    config = ExperimentConfig(data=str(args.data), n=args.n, seed=args.seed, methods=methods)
     experiment = Experiment(config, cache_root, log=print)
     results = experiment.run(progress=partial(tqdm, leave=False))
 
@@ -78,7 +80,8 @@ def main() -> int:
         f"{len(experiment.originals)} | copies: {len(experiment.manifest)} | chain lengths: "
         f"{config.augment.describe()} | seed: {args.seed}\n\nMachine: {machine()}",
         side_by_side(results),
-        "**Cost per method**\n\n" + markdown(costs, "{:.3f}"),
+        "**What each method is**\n\n" + markdown(results.methods_table()),
+        "**Cost per method**\n\n" + markdown(costs.drop(columns=["label"]), "{:.3f}"),
         "**Time per stage** (seconds as first computed; `cached` = taken from the cache in this run)\n\n"
         + markdown(timings, "{:.1f}"),
     ]

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from . import cache, report
 from .augment import OPS, AugmentConfig
-from .descriptors import DESCRIPTORS, weight_options
+from .descriptors import DEFAULT_METHODS, DESCRIPTORS, weight_options
 from .errors import CacheError, MalleError
 from .experiment import Experiment, ExperimentConfig
 
@@ -68,7 +68,7 @@ def _add_experiment_options(p: argparse.ArgumentParser, n_default: int) -> None:
     p.add_argument("--n-classes", type=int, default=20, help="classes taken whole before the random fill")
     p.add_argument("--methods", type=_names(list(DESCRIPTORS), "method"), default=None,
                    help="comma-separated, from: " + ", ".join(DESCRIPTORS) +
-                        " (default: every default method that can run here)")
+                        f" (default: {', '.join(DEFAULT_METHODS)}, each when it can run here)")
     p.add_argument("--copies", type=_int_list, default=(4, 8), help="copies per original, drawn from (4,8)")
     p.add_argument("--chain-lengths", type=_chain_lengths, default=(1, 5),
                    help="ops per copy, uniform on LO-HI (default 1-5)")

@@ -35,11 +35,11 @@ from .descriptors import Descriptor, Unavailable, create_descriptor, resolve_met
 from .descriptors.base import package_versions
 from .errors import ConfigError, DatasetError
 from .sampling import dataset_fingerprint, demo_root, discover, select, write_originals
-from .search import Hits, save_index, search
+from .search import Hits, best_pair_scores, save_index, search
 from .tables import row_ids
 
 # Bump one when its stage's output changes for the same inputs.
-STAGE_VERSIONS = {"samples": 2, "copies": 2, "embed": 2, "search": 3}
+STAGE_VERSIONS = {"samples": 2, "copies": 2, "embed": 3, "search": 3}
 NEIGHBOURS_KEPT = 20  # top-N neighbours stored per query for the dashboard
 Progress = Callable[..., object]  # tqdm-like: progress(total=, desc=) -> obj with update(n), close()
 
@@ -47,6 +47,20 @@ Progress = Callable[..., object]  # tqdm-like: progress(total=, desc=) -> obj wi
 def pixel_versions() -> dict[str, str]:
     """Libraries whose upgrade can change the pixels of originals and copies (decoders, encoders, ops, RNG)."""
     return {**package_versions(("Pillow", "torchvision", "torch", "numpy")), "libjpeg": str(features.version("jpg"))}
+
+
+def quality_summary(desc: Descriptor, qualities: Sequence[np.ndarray | None], folder: Path) -> dict:
+    """For methods with a quality score: store it and count the codes below the method's threshold."""
+    kept = [q for q in qualities if q is not None]
+    if not kept or desc.quality_threshold is None:
+        return {}
+    for name, quality in zip(("originals_quality.npy", "queries_quality.npy"), qualities):
+        if quality is not None:
+            cache.write_npy(folder / name, quality)
+    everything = np.concatenate(kept)
+    low = int((everything < desc.quality_threshold).sum())
+    return {"low_quality": low, "low_quality_share": low / max(len(everything), 1),
+            "quality_threshold": desc.quality_threshold}
 
 
 @dataclass(frozen=True)
@@ -137,7 +151,9 @@ class Experiment:
 
     def descriptor(self, method: str) -> Descriptor:
         if method not in self._descriptors:
-            self._descriptors[method] = create_descriptor(method, weights=self.config.weights_for(method))
+            desc = create_descriptor(method, weights=self.config.weights_for(method))
+            desc.digest_memo = self.root / "digests"
+            self._descriptors[method] = desc
         return self._descriptors[method]
 
     def _lock(self, kind: str, method: str) -> threading.Lock:
@@ -238,17 +254,19 @@ class Experiment:
 
         def build(tmp: Path, meta: dict) -> None:
             start = time.perf_counter()
-            db = desc.encode_files([self.originals_dir / f for f in self.originals["file"]], progress=progress,
-                                   desc=f"{desc.label}: originals")
-            queries = desc.encode_files([self.copies_dir / f for f in self.manifest["file"]], progress=progress,
-                                        desc=f"{desc.label}: copies")
+            db = desc.encode_files_scored([self.originals_dir / f for f in self.originals["file"]],
+                                          progress=progress, desc=f"{desc.label}: originals")
+            queries = desc.encode_files_scored([self.copies_dir / f for f in self.manifest["file"]],
+                                               progress=progress, desc=f"{desc.label}: copies", queries=True)
             seconds = time.perf_counter() - start
-            cache.write_npy(tmp / "originals.npy", db)
-            cache.write_npy(tmp / "queries.npy", queries)
-            save_index(desc.metric.build_index(db), tmp / "index.faiss", desc.metric)
-            n = len(db) + len(queries)
+            cache.write_npy(tmp / "originals.npy", db.codes)
+            cache.write_npy(tmp / "queries.npy", queries.codes)
+            save_index(desc.metric.build_index(db.codes), tmp / "index.faiss", desc.metric)
+            n = len(db.codes) + len(queries.codes)
             meta.update(method=method, label=desc.label, family=desc.family, metric=desc.metric.name, dim=desc.dim,
-                        items=n, encode_seconds=seconds, images_per_s=n / seconds if seconds else float("nan"))
+                        precision=desc.precision, items=n, encode_seconds=seconds,
+                        images_per_s=n / seconds if seconds else float("nan"),
+                        **quality_summary(desc, [db.quality, queries.quality], tmp))
 
         self.copies(progress)
         return self._obtain("embed", method, self.embed_folder(method), build)
@@ -263,7 +281,7 @@ class Experiment:
     def query(self, method: str, images: Sequence[Image.Image], k: int = 5) -> Hits:
         """Search new images (uploads, lab results) against a method's cached index."""
         desc = self.descriptor(method)
-        return search(self.index(method), desc.encode(list(images)), k, desc.metric)
+        return search(self.index(method), desc.encode_queries(list(images)), k, desc.metric)
 
     # -- stage 4 and 5: search and per-query evaluation ----------------------------------------
     def evaluation(self, method: str, progress: Progress | None = None) -> Stage:
@@ -274,7 +292,7 @@ class Experiment:
             start = time.perf_counter()
             hits = search(self.index(method), queries, self.config.depth, metric)
             seconds = time.perf_counter() - start
-            true_scores = metric.pair_scores(queries, db[row_ids(self.originals["file"], self.manifest["source"])])
+            true_scores = best_pair_scores(metric, queries, db[row_ids(self.originals["file"], self.manifest["source"])])
             table = evaluate.per_query_table(method, self.originals, self.manifest, hits, true_scores)
             cache.write_table(tmp / "per_query.parquet", table)
             cache.write_npy(tmp / "neighbour_ids.npy", hits.ids[:, :NEIGHBOURS_KEPT])
@@ -325,6 +343,10 @@ class Results:
     def by_chain_length(self, ks: Sequence[int] | None = None) -> pd.DataFrame:
         return evaluate.recall_by_chain_length(self.per_query, ks or self.config.ks)
 
+    def methods_table(self) -> pd.DataFrame:
+        """What each method is: label, family, precision, weights and their licence."""
+        return pd.DataFrame([self.experiment.descriptor(m).provenance() for m in self.methods])
+
     def costs(self) -> pd.DataFrame:
         """Per method: encode throughput, search cost, top-1 tie rate and the Recall@1 range ties allow."""
         bounds = evaluate.recall1_tie_bounds(self.per_query)
@@ -332,9 +354,10 @@ class Results:
         for m in self.methods:
             embed, found = self.experiment.embedding(m).meta, self.experiment.evaluation(m).meta
             rows.append({"method": m, "label": embed["label"], "family": embed["family"], "dim": embed["dim"],
-                         "metric": embed["metric"], "images_per_s": embed["images_per_s"],
-                         "ms_per_query": found["ms_per_query"], "top1_tie_rate": found["tie_rate"],
-                         **bounds.loc[m].to_dict()})
+                         "metric": embed["metric"], "precision": embed["precision"],
+                         "images_per_s": embed["images_per_s"], "ms_per_query": found["ms_per_query"],
+                         "top1_tie_rate": found["tie_rate"], **bounds.loc[m].to_dict(),
+                         "low_quality_share": embed.get("low_quality_share", float("nan"))})
         return pd.DataFrame(rows)
 
     def timings(self) -> pd.DataFrame:
@@ -358,6 +381,7 @@ class Results:
             "manifest.csv": self.experiment.manifest,
             "originals.csv": self.experiment.originals,
             "costs.csv": self.costs(),
+            "methods.csv": self.methods_table(),
             "timings.csv": self.timings(),
         }
         for name, table in tables.items():

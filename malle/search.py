@@ -61,7 +61,14 @@ def _order(ids: np.ndarray, scores: np.ndarray, metric: Metric) -> np.ndarray:
 
 
 def search(index, queries: np.ndarray, k: int, metric: Metric) -> Hits:
-    """Exact top-``k`` for every query, ties broken by database id."""
+    """Exact top-``k`` for every query, ties broken by database id.
+
+    ``queries`` is (n, width), or (n, variants, width) for methods that match a query
+    by its best variant (PDQ's 8 orientations): each variant is searched exactly and
+    every database item keeps its best score over the variants.
+    """
+    if queries.ndim == 3:
+        return _best_of_variants([search(index, queries[:, v], k, metric) for v in range(queries.shape[1])], k)
     n_total = index.ntotal
     k = min(k, n_total)
     if len(queries) == 0 or k == 0:
@@ -82,3 +89,32 @@ def search(index, queries: np.ndarray, k: int, metric: Metric) -> Hits:
         pending = pending[~settled]
         width = min(n_total, width * 2)
     return Hits(ids, scores, metric)
+
+
+def _best_of_variants(per_variant: list[Hits], k: int) -> Hits:
+    """Merge per-variant top-k lists: best score per database id, then (score, id) order.
+
+    Exact: an item in the merged top-k is in the top-k of the variant where it scores
+    best, and every variant's list holds its complete tie group at the k-th place.
+    """
+    metric = per_variant[0].metric
+    ids = np.concatenate([h.ids for h in per_variant], axis=1)
+    scores = np.concatenate([h.scores for h in per_variant], axis=1)
+    order = _order(ids, scores, metric)  # best first, so the first time an id appears is its best score
+    ids, scores = np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
+    out_ids = np.full((len(ids), min(k, ids.shape[1])), -1, dtype=np.int64)
+    out_scores = np.zeros(out_ids.shape, dtype=metric.score_dtype)
+    for row in range(len(ids)):
+        _, first = np.unique(ids[row], return_index=True)
+        keep = np.sort(first)[: out_ids.shape[1]]
+        out_ids[row, : len(keep)], out_scores[row, : len(keep)] = ids[row, keep], scores[row, keep]
+    return Hits(out_ids, out_scores, metric)
+
+
+def best_pair_scores(metric: Metric, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Score of each query against one database row, the best variant's for multi-variant queries."""
+    if queries.ndim == 2:
+        return metric.pair_scores(queries, rows)
+    per_variant = np.stack([metric.pair_scores(queries[:, v], rows) for v in range(queries.shape[1])], axis=1)
+    best = np.argmin(metric.sort_key(per_variant), axis=1)
+    return np.take_along_axis(per_variant, best[:, None], 1)[:, 0]

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs on a fresh machine, then run all of it.
-#   bash scripts/test.sh [pytest args]
+# Install everything the test suite needs on a fresh machine, then run all of it, on Python 3.12.
+#   bash scripts/test.sh [pytest args]        (MALLE_PYTHON=/path/to/python3.12 to choose the interpreter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+PY="${MALLE_PYTHON:-python3.12}"
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
+  echo "scripts/test.sh: Malle needs Python 3.12, and '$PY' is missing or another version." >&2
+  echo "Install it (for example: pyenv install 3.12) or set MALLE_PYTHON=/path/to/python3.12." >&2
+  exit 1
+fi
 
 # Debian's headless Chromium for the browser test (Playwright cannot download a browser here),
 # and an emoji font so its screenshots show the dashboard's markers.
@@ -12,5 +19,5 @@ if ! command -v chromium >/dev/null 2>&1 || [ ! -d /usr/share/fonts/truetype/not
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null
 fi
 
-python -m pip install -q -r requirements-dev.txt
-python -m pytest "$@"
+"$PY" -m pip install -q -r requirements-dev.txt
+"$PY" -m pytest "$@"

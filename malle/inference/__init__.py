@@ -1,0 +1,1 @@
+"""Compiled inference engines, kept apart from the descriptors that use them."""
