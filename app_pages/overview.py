@@ -16,7 +16,7 @@ st.caption("Each modified copy is a query; its original is among the database of
            "(class level) is among the K nearest neighbours.")
 
 for group in ctx.cached(logic.headline_cards):
-    st.markdown(f"**{group.family.capitalize()}s**")
+    st.markdown(f"**{group.title}**")
     for column, card in zip(st.columns(max(len(group.cards), 3)), group.cards):
         column.metric(card.label, f"R@1 {card.r1:.4f}", border=True,
                       delta=f"R@10 {card.r10:.4f} · {card.images_per_s:,.0f} img/s", delta_color="off")

@@ -51,12 +51,12 @@ def forward(model, batches, channels_last: bool):
 
 def cnn_rows(name: str, paths: list[Path], batch_size: int) -> list[dict]:
     desc = create_descriptor(name, **({"weights": "random"} if name == "resnet50" else {}))
-    model = desc.load()
+    model = desc.model
     tensors = [desc.preprocess(load_rgb(p)) for p in paths]
     batches = [torch.stack(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)]
     contiguous = rate(lambda: forward(model, batches, False), len(paths))
     channels_last = rate(lambda: forward(model, batches, True), len(paths))
-    desc.load()  # restore channels_last, as the descriptor keeps it
+    desc.model.to(memory_format=torch.channels_last)  # restore channels_last, as the descriptor keeps it
 
     def decode_then_embed():
         images = [load_rgb(p) for p in paths]

@@ -147,12 +147,15 @@ class Experiment:
         """
         for method in self.methods:
             if not (self.embed_folder(method) / cache.DONE_MARK).is_file():
-                self.descriptor(method).load()
+                desc = self.descriptor(method)
+                desc.load()
+                for notice in desc.notices:
+                    self.log(notice)
 
     def descriptor(self, method: str) -> Descriptor:
         if method not in self._descriptors:
             desc = create_descriptor(method, weights=self.config.weights_for(method))
-            desc.digest_memo = self.root / "digests"
+            desc.use_cache(self.root)
             self._descriptors[method] = desc
         return self._descriptors[method]
 

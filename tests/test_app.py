@@ -295,3 +295,25 @@ def test_search_a_copy_reports_the_engines_rank(demo_results):
     for method, label in demo_results.labels.items():
         rank = ranks(demo_results, method)[query]
         assert f"**{label}**: top 5 by" in text and f"true original ranks #{int(rank)}" in text
+
+
+# -- the copy-detection methods on every page ------------------------------------------------------
+@pytest.mark.parametrize("page", ["overview", "method_comparison", "failure_gallery", "search", "augmentation_lab"])
+def test_every_page_works_for_the_copy_detection_methods(page):
+    at = open_app()
+    at.multiselect(key="methods").set_value(["sscd_distilled", "pdq_dihedral"])
+    rerun(at)
+    if page != "overview":
+        at.switch_page(f"app_pages/{page}.py")
+        rerun(at)
+    if page == "search":
+        at.radio(key="search_origin").set_value("A copy from the experiment")
+        rerun(at)
+        captions = [c for c in image_captions(at) if "#1 " in c]
+        assert any("/256 bits" in c for c in captions), captions  # PDQ distances out of 256 bits
+    if page == "overview":
+        metrics = [m.label for m in at.metric]
+        assert metrics[0].startswith("SSCD distilled") and metrics[-1].startswith("PDQ dihedral")
+        families = [m.value for m in at.markdown if m.value in ("**Copy-detection descriptors**",
+                                                                  "**ImageNet CNNs**", "**Perceptual hashes**")]
+        assert families == ["**Copy-detection descriptors**", "**Perceptual hashes**"]

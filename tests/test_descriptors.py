@@ -29,7 +29,7 @@ from malle.descriptors import (
     resolve_methods,
 )
 from malle.descriptors.base import weights_identity
-from malle.descriptors.cnn import EfficientNetLite2, ResNet50, load_efficientnet_lite2
+from malle.descriptors.cnn import EAGER_FP32, EfficientNetLite2, OnnxFp32, ResNet50, load_efficientnet_lite2
 from malle.descriptors.hashes import AHash, DHash, ImageHashDescriptor, PHash, WHash
 from malle.errors import ConfigError
 from malle.imageio import BadImage, load_rgb
@@ -317,7 +317,7 @@ def test_explicit_resnet50_without_weights_fails_with_instructions(no_hub_weight
 
 
 def test_resnet50_loads_a_valid_weights_file(no_hub_weights, resnet_state_file):
-    model = create_descriptor("resnet50", weights=resnet_state_file).load()
+    model = create_descriptor("resnet50", weights=resnet_state_file).model
     assert isinstance(model.fc, torch.nn.Identity)
 
 
@@ -337,3 +337,50 @@ def test_registry_names_and_errors():
         create_descriptor("phash", weights="w.pth")
     assert resolve_methods(["phash", "dhash", "phash"]) == (["phash", "dhash"], [])
     assert isinstance(create_descriptor("whash"), WHash)
+
+
+# ------------------------------------------------------------------ engines: ONNX Runtime and eager
+
+
+@pytest.mark.parametrize("which", ["effnet", "resnet"])
+def test_the_onnx_engine_matches_eager_pytorch(which, images, request, tmp_path):
+    onnx = request.getfixturevalue(which)
+    assert isinstance(onnx.engine, OnnxFp32)
+    eager = type(onnx)(**({"weights": onnx.weights} if which == "resnet" else {}), engine=EAGER_FP32)
+    cosines = (onnx.encode(images) * eager.encode(images)).sum(axis=1)
+    assert cosines.min() >= 0.9999, cosines
+    assert onnx.fingerprint()["engine"] != eager.fingerprint()["engine"]  # never share a cache entry
+
+
+def test_the_export_is_kept_in_the_cache_and_reused(tmp_path, images):
+    first = EfficientNetLite2()
+    first.use_cache(tmp_path)
+    first.load()
+    exported = list((tmp_path / "models").glob("*/model.onnx"))
+    assert len(exported) == 1
+    second = EfficientNetLite2()
+    second.use_cache(tmp_path)
+    second.load()
+    assert second._model is None  # the cached export needs no PyTorch model
+    np.testing.assert_array_equal(first.encode(images[:2]), second.encode(images[:2]))
+
+
+class _FftNet(EfficientNetLite2):
+    """A model ONNX cannot express (complex FFT), to prove the fallback."""
+
+    def _build_model(self):
+        class Fft(torch.nn.Module):
+            def forward(self, x):
+                return torch.fft.fft2(x).abs().mean(dim=(2, 3)).repeat(1, 427)[:, :1280]
+
+        return Fft()
+
+
+def test_a_failed_export_falls_back_to_eager_with_one_notice(tmp_path, images):
+    desc = _FftNet()
+    desc.use_cache(tmp_path)
+    before = desc.fingerprint()["engine"]
+    desc.load()
+    assert desc.engine is EAGER_FP32 and len(desc.notices) == 1 and "ONNX export failed" in desc.notices[0]
+    assert desc.fingerprint()["engine"] != before
+    assert desc.encode(images[:2]).shape == (2, 1280)

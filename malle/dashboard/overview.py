@@ -16,7 +16,9 @@ from .shared import LEVELS, with_labels
 
 
 # Stakeholders read the families top-down: methods built for copy detection first, hashes last.
-FAMILY_ORDER = ("copy-detection descriptor", "ImageNet CNN", "perceptual hash")
+FAMILY_TITLES = {"copy-detection descriptor": "Copy-detection descriptors", "ImageNet CNN": "ImageNet CNNs",
+                 "perceptual hash": "Perceptual hashes"}
+FAMILY_ORDER = tuple(FAMILY_TITLES)
 
 
 @dataclass
@@ -32,6 +34,10 @@ class Card:
 class FamilyCards:
     family: str
     cards: list[Card]
+
+    @property
+    def title(self) -> str:
+        return FAMILY_TITLES.get(self.family, self.family)
 
 
 def headline_cards(results: Results) -> list[FamilyCards]:

@@ -86,6 +86,11 @@ class Descriptor(ABC):
         if weights is not None and self.weights_env is None:
             raise ConfigError(f"{self.name} takes no weights file (got {weights})")
         self.digest_memo: Path | None = None  # where weights digests are remembered (the experiment's cache)
+        self.notices: list[str] = []  # what the run's log should say about this method (a fallback, say)
+
+    def use_cache(self, root: Path) -> None:
+        """Keep what this descriptor derives from its weights (digests, exported models) under ``root``."""
+        self.digest_memo = Path(root) / "digests"
 
     @classmethod
     def resolve_weights(cls, weights: str | Path | None) -> str | Path | None:

@@ -10,9 +10,12 @@ next batch; Pillow releases the GIL, so that work overlaps the forward pass.
 from __future__ import annotations
 
 import contextlib
+import copy
+import io
 import socket
 import sys
-from abc import abstractmethod
+import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,9 +33,11 @@ from malle.descriptors.base import (
     Descriptor,
     WeightsStatus,
     WeightsUnavailable,
-    weights_identity,
+    l2_normalise,
     open_progress,
+    weights_identity,
 )
+from malle.inference.onnx import OnnxRunner, onnxruntime_version
 from malle.imageio import load_rgb
 from malle.metrics import IP
 
@@ -64,10 +69,17 @@ class CNNDescriptor(Descriptor):
     std: ClassVar[tuple[float, float, float]]
     interpolation: ClassVar[str]
 
-    def __init__(self, weights: str | Path | None = None) -> None:
+    def __init__(self, weights: str | Path | None = None, engine: Engine | None = None) -> None:
         super().__init__(weights if self.weights_env else None)
         self._model: torch.nn.Module | None = None
+        self._run: Callable[[torch.Tensor], np.ndarray] | None = None
         self._transform = preprocessing_transform(type(self))
+        self.engine: Engine = engine or ONNX_FP32
+        self.model_dir: Path | None = None  # where exported models are kept (the experiment's cache)
+
+    def use_cache(self, root: Path) -> None:
+        super().use_cache(root)
+        self.model_dir = Path(root) / "models"
 
     @abstractmethod
     def _build_model(self) -> torch.nn.Module:
@@ -79,15 +91,22 @@ class CNNDescriptor(Descriptor):
 
     @property
     def model(self) -> torch.nn.Module:
-        """Built on first use and kept; eval mode, channels_last."""
-        return self.load()
-
-    def load(self) -> torch.nn.Module:
-        """Build the model now (raising WeightsUnavailable early) unless already built; return it."""
+        """The PyTorch module, built on first use and kept; eval mode, channels_last."""
         if self._model is None:
             model = self._build_model().eval()
             self._model = model.to(memory_format=torch.channels_last)
         return self._model
+
+    def load(self) -> None:
+        """Prepare the engine now (raising WeightsUnavailable early): export or reuse the ONNX model,
+        or build the PyTorch one. An export that fails falls back to eager PyTorch with a notice."""
+        if self._run is None:
+            try:
+                self._run = self.engine.prepare(self)
+            except ExportFailed as err:
+                self.notices.append(f"{self.label}: ONNX export failed ({err}); running eager PyTorch instead.")
+                self.engine = EAGER_FP32
+                self._run = self.engine.prepare(self)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self._transform(image)
@@ -102,6 +121,7 @@ class CNNDescriptor(Descriptor):
         return {
             **self._base_fingerprint(),
             "weights": self._weights_identity(),
+            "engine": self.engine.describe(),
             "preprocess": {
                 "resize": self.resize,
                 "crop": self.crop,
@@ -116,7 +136,7 @@ class CNNDescriptor(Descriptor):
 
     def _encode_pipelined(self, items: Sequence, batch_size: int, prepare: Callable, bar) -> np.ndarray:
         """Prepare batch i+1 on a worker thread while the model runs batch i."""
-        model = self.model  # build (and fail on weights) before decoding anything
+        self.load()  # build (and fail on weights) before decoding anything
         batches = [items[start : start + batch_size] for start in range(0, len(items), batch_size)]
         chunks = []
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-prep") as worker:
@@ -125,17 +145,87 @@ class CNNDescriptor(Descriptor):
                 tensor = upcoming.result()
                 if index + 1 < len(batches):
                     upcoming = worker.submit(stack_prepared, batches[index + 1], prepare)
-                chunks.append(self._embed(model, tensor))
+                chunks.append(self._embed(tensor))
                 bar.update(len(batch))
         return self._stack(chunks)
 
-    def _embed(self, model: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
-            features = model(batch.contiguous(memory_format=torch.channels_last))
-            if features.shape != (len(batch), self.dim):
-                raise RuntimeError(f"{self.name}: model gave {tuple(features.shape)}, expected (n, {self.dim})")
-            features = torch.nn.functional.normalize(features.float(), dim=1)
-        return np.ascontiguousarray(features.numpy(), dtype=np.float32)
+    def _embed(self, batch: torch.Tensor) -> np.ndarray:
+        features = self._run(batch)
+        if features.shape != (len(batch), self.dim):
+            raise RuntimeError(f"{self.name}: model gave {tuple(features.shape)}, expected (n, {self.dim})")
+        return l2_normalise(features)
+
+
+# --------------------------------------------------------------------------- engines
+
+
+class ExportFailed(Exception):
+    """The model could not be exported to ONNX; the descriptor falls back to eager PyTorch."""
+
+
+class Engine(ABC):
+    """How a CNN's forward pass runs. Part of the cache key: engines agree only to within float error."""
+
+    @abstractmethod
+    def describe(self) -> str: ...
+
+    @abstractmethod
+    def prepare(self, desc: CNNDescriptor) -> Callable[[torch.Tensor], np.ndarray]:
+        """A function from a preprocessed (n, 3, crop, crop) batch to (n, dim) float32 features."""
+
+
+class EagerTorch(Engine):
+    def describe(self) -> str:
+        return f"torch {torch.__version__} eager, fp32, channels_last"
+
+    def prepare(self, desc: CNNDescriptor) -> Callable[[torch.Tensor], np.ndarray]:
+        model = desc.model
+
+        def run(batch: torch.Tensor) -> np.ndarray:
+            with torch.inference_mode():
+                return model(batch.contiguous(memory_format=torch.channels_last)).float().numpy()
+
+        return run
+
+
+class OnnxFp32(Engine):
+    """The same weights exported once to ONNX and run by ONNX Runtime: about 2x eager on 2 cores,
+    embeddings within cosine 0.99999 of eager PyTorch (tests check 0.9999)."""
+
+    opset = 17
+
+    def describe(self) -> str:
+        return f"onnxruntime {onnxruntime_version()} fp32, exported by torch {torch.__version__} opset {self.opset}"
+
+    def prepare(self, desc: CNNDescriptor) -> Callable[[torch.Tensor], np.ndarray]:
+        runner = OnnxRunner(self.exported(desc))
+        return lambda batch: runner.run(np.ascontiguousarray(batch.numpy(), dtype=np.float32))
+
+    def exported(self, desc: CNNDescriptor) -> Path:
+        """The model's ONNX file, exported once per weights and exporter and kept in the cache."""
+        from malle import cache
+
+        root = desc.model_dir or cache.default_root() / "models"
+        folder = root / cache.fingerprint(desc.name, desc._weights_identity(), self.describe(), desc.crop)
+        cache.obtain(folder, lambda tmp, meta: self._export(desc, tmp / "model.onnx", meta))
+        return folder / "model.onnx"
+
+    def _export(self, desc: CNNDescriptor, path: Path, meta: dict) -> None:
+        model = copy.deepcopy(desc.model).to(memory_format=torch.contiguous_format)
+        example = torch.zeros(1, 3, desc.crop, desc.crop)
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")  # the exporter's notes are for model authors, not users
+                torch.onnx.export(model, example, str(path), input_names=["image"], output_names=["features"],
+                                  dynamic_axes={"image": {0: "n"}, "features": {0: "n"}}, opset_version=self.opset,
+                                  dynamo=False)
+        except (ImportError, RuntimeError, ValueError, TypeError, torch.onnx.errors.OnnxExporterError) as err:
+            raise ExportFailed(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+        meta.update(method=desc.name, engine=self.describe(), items=1)
+
+
+ONNX_FP32 = OnnxFp32()
+EAGER_FP32 = EagerTorch()
 
 
 def stack_prepared(batch: Sequence, prepare: Callable[[Any], torch.Tensor]) -> torch.Tensor:
@@ -174,8 +264,8 @@ class ResNet50(CNNDescriptor):
     std = IMAGENET_STD
     interpolation = "bilinear"
 
-    def __init__(self, weights: str | Path | None = None) -> None:
-        super().__init__()
+    def __init__(self, weights: str | Path | None = None, engine: Engine | None = None) -> None:
+        super().__init__(engine=engine)
         self.weights: str | Path | None = weights
         if weights is not None and weights != RANDOM_WEIGHTS:
             self.weights = Path(weights).expanduser()
