@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import publish  # noqa: E402  (bench/ is on sys.path when run as a script)
+from common import machine, publish  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
@@ -75,7 +75,7 @@ def main() -> int:
     args = parser.parse_args()
     cache_root = Path(tempfile.mkdtemp(prefix="malle-dash-bench-"))
     os.environ["MALLE_CACHE"] = str(cache_root)
-    lines = ["# Dashboard speed (built-in demo: 100 originals, default methods)", ""]
+    lines = ["# Dashboard speed (built-in demo: 100 originals, default methods)", "", f"Machine: {machine()}", ""]
     if CHROMIUM.exists():
         fresh = first_overview_seconds(cache_root)
         lines += [f"Time to the first Overview on a fresh demo (computes every stage): **{fresh:.1f} s**", ""]

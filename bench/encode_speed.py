@@ -3,10 +3,12 @@
     python bench/encode_speed.py [--images 64] [--batch 32]
 
 For each CNN: forward pass in channels_last vs contiguous memory (same model,
-same batch), and the pipelined ``encode_files`` (decode overlapped with the
-forward pass) vs decoding first and then running the model. ResNet-50 runs with
-random weights here, which does not change its speed. Writes
-bench/results/encode_speed.md.
+same batch), the pipelined ``encode_files`` (decode overlapped with the forward
+pass) vs decoding first and then running the model, and ``encode_files`` on the
+ONNX Runtime engine (the default) vs eager PyTorch. The copy-detection
+descriptors and the hashes are set against EfficientNet-Lite2's ``encode_files``.
+ResNet-50 runs with random weights here, which does not change its speed.
+Writes bench/results/encode_speed.md.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import publish  # noqa: E402  (bench/ is on sys.path when run as a script)
+from common import machine, publish  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from malle.descriptors import create_descriptor  # noqa: E402
+from malle.descriptors.cnn import EAGER_FP32  # noqa: E402
 from malle.imageio import load_rgb  # noqa: E402
 from malle.sampling import demo_root  # noqa: E402
 
@@ -64,18 +67,22 @@ def cnn_rows(name: str, paths: list[Path], batch_size: int) -> list[dict]:
 
     sequential = rate(decode_then_embed, len(paths))
     pipelined = rate(lambda: desc.encode_files(paths, batch_size=batch_size), len(paths))
+    eager = type(desc)(**({"weights": "random"} if name == "resnet50" else {}), engine=EAGER_FP32)
+    eager_rate = rate(lambda: eager.encode_files(paths, batch_size=batch_size), len(paths))
     return [
         {"method": name, "measure": "forward, channels_last vs contiguous", "reference_img_s": contiguous,
          "measured_img_s": channels_last, "ratio": channels_last / contiguous},
         {"method": name, "measure": "encode_files pipelined vs decode-then-embed", "reference_img_s": sequential,
          "measured_img_s": pipelined, "ratio": pipelined / sequential},
+        {"method": name, "measure": "encode_files, ONNX Runtime fp32 vs eager PyTorch", "reference_img_s": eager_rate,
+         "measured_img_s": pipelined, "ratio": pipelined / eager_rate},
     ]
 
 
-def hash_row(paths: list[Path], cnn_img_s: float) -> dict:
-    phash = create_descriptor("phash")
-    measured = rate(lambda: phash.encode_files(paths), len(paths))
-    return {"method": "phash", "measure": "encode_files vs EfficientNet-Lite2 encode_files",
+def versus_cnn_row(name: str, paths: list[Path], cnn_img_s: float) -> dict:
+    desc = create_descriptor(name)
+    measured = rate(lambda: desc.encode_files(paths), len(paths))
+    return {"method": name, "measure": "encode_files vs EfficientNet-Lite2 encode_files",
             "reference_img_s": cnn_img_s, "measured_img_s": measured, "ratio": measured / cnn_img_s}
 
 
@@ -87,9 +94,9 @@ def main() -> int:
     args = parser.parse_args()
     paths = sorted(demo_root().glob("*.jpg"), key=lambda p: int(p.stem))[: args.images]
     rows = cnn_rows("efficientnet_lite2", paths, args.batch) + cnn_rows("resnet50", paths, args.batch)
-    rows.append(hash_row(paths, rows[1]["measured_img_s"]))
+    rows += [versus_cnn_row(name, paths, rows[1]["measured_img_s"]) for name in ("sscd", "sscd_distilled", "phash", "pdq")]
     lines = [f"# Encode throughput ({len(paths)} demo photos, batch {args.batch}, "
-             f"{torch.get_num_threads()} torch threads)", "",
+             f"{torch.get_num_threads()} torch threads)", "", f"Machine: {machine()}", "",
              "| method | measure | reference img/s | measured img/s | ratio |", "|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['measure']} | {r['reference_img_s']:.1f} | {r['measured_img_s']:.1f} | "
               f"{r['ratio']:.2f}× |" for r in rows]

@@ -10,30 +10,23 @@ Skips cleanly (exit 0, with a message) when the dataset is absent.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 from functools import partial
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import publish  # noqa: E402  (bench/ is on sys.path when run as a script)
+from common import machine, publish  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from malle import report  # noqa: E402
 from malle.descriptors import available_methods  # noqa: E402
 from malle.experiment import Experiment, ExperimentConfig  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "imagenet-200x5" / "val"
-
-
-def machine() -> str:
-    return f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}, " \
-           f"Python {platform.python_version()}, torch {torch.__version__}"
 
 
 def markdown(df, floatfmt="{:.4f}") -> str:
