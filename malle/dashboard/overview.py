@@ -29,6 +29,11 @@ class Card:
     r10: float
     images_per_s: float
 
+    @property
+    def name(self) -> str:
+        """The label without its details in brackets, short enough for a card."""
+        return self.label.split(" (")[0]
+
 
 @dataclass
 class FamilyCards:
