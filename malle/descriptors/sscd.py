@@ -149,7 +149,7 @@ class SSCD(OnnxEmbedding):
 
 class SSCDDistilled(OnnxEmbedding):
     name = "sscd_distilled"
-    default = True  # R@1 within 0.003 of SSCD on the reproduction set at 4x its speed (README)
+    default = True  # R@1 within 0.003 of SSCD on the reproduction set at 3x its speed (README)
     label = "SSCD distilled (MobileNetV4 student, fp16 weights, fp32 maths, 512-d)"
     model_attribute = "SSCD_DISTILLED_MODEL"
     precision = "fp16 weights, fp32 maths"
