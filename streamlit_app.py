@@ -75,7 +75,9 @@ def sidebar_config(weights: dict, roots, cache_root: str) -> tuple[ExperimentCon
         if not methods:
             st.warning("Pick at least one method.")
             st.stop()
-    config = ExperimentConfig(data=data, n=int(n), seed=int(seed), methods=tuple(methods), weights=weights)
+    # The dashboard has no open-set page yet, so it does not spend time on distractor queries.
+    config = ExperimentConfig(data=data, n=int(n), seed=int(seed), methods=tuple(methods), weights=weights,
+                              distractors=0)
     return config, source.label, skipped
 
 

@@ -372,6 +372,8 @@ OPS: dict[str, Op] = {
     op.name: op
     for op in (CenterCrop(), RandomCrop(), Resize(), Rotate(), Blur(), Color(), Hue(), Watermark(), Jpeg(), Occlude())
 }
+# The reference experiment's ten; reproduction chains draw from these unless --ops says otherwise.
+REFERENCE_OPS = tuple(OPS)
 
 
 def get_op(name: str) -> Op:
@@ -459,7 +461,7 @@ def describe_chain(chain: Sequence[Step]) -> str:
 class AugmentConfig:
     copies: tuple[int, ...] = (4, 8)  # each original's copy count is drawn from these
     chain_lengths: tuple[int, int] = (1, 5)
-    ops: tuple[str, ...] = tuple(OPS)
+    ops: tuple[str, ...] = REFERENCE_OPS
 
     def __post_init__(self):
         # Tuples even when built from JSON lists, so configs compare and hash equal.
@@ -562,22 +564,33 @@ def _copies_of(row: dict, originals_dir: Path, out_dir: Path, config: AugmentCon
         img = load_rgb(originals_dir / row["file"])
     except BadImage as err:
         raise BadImage(f"{row['file']}: {err}") from err
+    return write_copies(img, rng, n_copies, (row["class_token"], row["instance"]), row["file"], row["class"], config,
+                        out_dir)
+
+
+def write_copies(img: Image.Image, rng: np.random.Generator, n: int, tokens: tuple[str, str], source: str, label: str,
+                 config: AugmentConfig, out_dir: Path) -> list[dict]:
+    """``n`` modified copies of ``img`` with chains drawn from ``config``, written as JPEGs; their manifest rows.
+
+    ``source`` is the original's file (empty for a distractor, whose original is not in the database).
+    """
     taken: set[str] = set()
     rows = []
-    for copy_index in range(n_copies):
+    for copy_index in range(n):
         chain = sample_chain(rng, img.size, config.ops, config.chain_lengths)
-        name = copy_filename(row["class_token"], row["instance"], chain, taken)
+        name = copy_filename(*tokens, chain, taken)
         write_bytes(out_dir / name, encode_jpeg(apply_chain(img, chain), COPY_JPEG_QUALITY))
-        rows.append(
-            {
-                "file": name,
-                "source": row["file"],
-                "class": row["class"],
-                "copy_index": copy_index,
-                "chain_length": len(chain),
-                "ops": "|".join(step.op for step in chain),
-                "chain": chain_to_json(chain),
-                "chain_lengths": config.describe(),
-            }
-        )
+        rows.append({"file": name, "source": source, "class": label, "copy_index": copy_index,
+                     "chain_length": len(chain), "ops": "|".join(step.op for step in chain),
+                     "chain": chain_to_json(chain), "chain_lengths": config.describe()})
     return rows
+
+
+def _register_extra_edits() -> None:
+    # Imported here, at the end: malle.edits builds on the Op machinery defined above.
+    from malle.edits import EXTRA_OPS
+
+    OPS.update({op.name: op for op in EXTRA_OPS})
+
+
+_register_extra_edits()

@@ -2,6 +2,7 @@
 
     python -m malle run --data DIR        the experiment on a dataset folder
     python -m malle demo                  the experiment on the built-in demo photos
+    python -m malle severity --data DIR   robustness curves: each op alone, level by level
     python -m malle cache info|verify|prune|clear
 """
 
@@ -17,10 +18,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import cache, report
-from .augment import OPS, AugmentConfig
+from .augment import OPS, REFERENCE_OPS, AugmentConfig
 from .descriptors import DEFAULT_METHODS, DESCRIPTORS, weight_options
 from .errors import CacheError, MalleError
 from .experiment import Experiment, ExperimentConfig
+from .severity import MIN_RECALL, breaking_points
 
 SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -72,7 +74,12 @@ def _add_experiment_options(p: argparse.ArgumentParser, n_default: int) -> None:
     p.add_argument("--copies", type=_int_list, default=(4, 8), help="copies per original, drawn from (4,8)")
     p.add_argument("--chain-lengths", type=_chain_lengths, default=(1, 5),
                    help="ops per copy, uniform on LO-HI (default 1-5)")
-    p.add_argument("--ops", type=_names(list(OPS), "op"), default=tuple(OPS), help="ops allowed in chains")
+    p.add_argument("--ops", type=_names(list(OPS), "op"), default=REFERENCE_OPS,
+                   help="ops allowed in chains (default: the reference ten; also: " +
+                        ", ".join(op for op in OPS if op not in REFERENCE_OPS) + ")")
+    p.add_argument("--distractors", type=int, default=None, metavar="K",
+                   help="open-set queries made from images not sampled as originals (default: as many as there are "
+                        "copies, when the dataset has them; 0: closed-set only)")
     for option, cls in weight_options().items():
         p.add_argument(f"--{option}", type=str, default=None, metavar="PATH",
                        help=f"a {cls.display_name()} weights file (or ${cls.weights_env})")
@@ -95,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_options(run, 200)
     demo = sub.add_parser("demo", help="run the experiment on the built-in demo photos (ai-benchmark package)")
     _add_experiment_options(demo, 100)
+    severity = sub.add_parser("severity", help="robustness curves: every op alone at a grid of strengths")
+    severity.add_argument("--data", default=None, type=str, help="dataset folder (default: the built-in demo photos)")
+    severity.add_argument("--n", type=int, default=50, help="number of originals (default 50)")
+    severity.add_argument("--seed", type=int, default=0)
+    severity.add_argument("--n-classes", type=int, default=20, help="classes taken whole before the random fill")
+    severity.add_argument("--ops", type=_names(list(OPS), "op"), default=tuple(OPS), help="ops to sweep (default: all)")
+    severity.add_argument("--methods", type=_names(list(DESCRIPTORS), "method"), default=None,
+                          help=f"comma-separated (default: {', '.join(DEFAULT_METHODS)}, each when it can run here)")
+    for option, cls in weight_options().items():
+        severity.add_argument(f"--{option}", type=str, default=None, metavar="PATH",
+                              help=f"a {cls.display_name()} weights file")
+    severity.add_argument("--out", type=Path, default=Path("out"), help="folder for severity.csv (default out/)")
+    _add_cache_option(severity)
     cache_cmd = sub.add_parser("cache", help="inspect and clean the cache")
     actions = cache_cmd.add_subparsers(dest="action", required=True)
     for name, text in (("info", "size and entries per stage"), ("verify", "check every entry against its digests"),
@@ -110,11 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     weights = {cls.name: getattr(args, option.replace("-", "_")) for option, cls in weight_options().items()}
+    chains = {} if args.command == "severity" else {
+        "augment": AugmentConfig(copies=args.copies, chain_lengths=args.chain_lengths, ops=args.ops),
+        "distractors": args.distractors}
     return ExperimentConfig(
-        data=args.data if args.command == "run" else None,
+        data=args.data if args.command in ("run", "severity") else None,
         n=args.n, seed=args.seed, n_classes=args.n_classes, methods=args.methods,
-        augment=AugmentConfig(copies=args.copies, chain_lengths=args.chain_lengths, ops=args.ops),
-        weights={method: path for method, path in weights.items() if path},
+        weights={method: path for method, path in weights.items() if path}, **chains,
     )
 
 
@@ -130,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "cache":
             return cache_command(args)
+        if args.command == "severity":
+            return severity_command(args, say)
         return run_command(args, say)
     except MalleError as err:
         say(f"malle: error: {err}")
@@ -153,10 +177,34 @@ def run_command(args: argparse.Namespace, say) -> int:
     print(report.format_tables(results.recall(), results.labels))
     costs = results.costs()
     print("\n" + costs.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    if results.has_openset:
+        print(f"\nOpen set: {len(experiment.distractor_manifest)} distractor queries next to the "
+              f"{len(experiment.manifest)} copies (micro average precision, recall at precision 0.9)")
+        print(results.openset().to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     if len(experiment.skipped):
         print(_skip_summary(experiment.skipped) + f" Reasons per file: {args.out / 'skipped.csv'}")
     written = results.write(args.out)
     print(f"Wrote {len(written)} files to {args.out}/")
+    return 0
+
+
+def severity_command(args: argparse.Namespace, say) -> int:
+    config = config_from_args(args)
+    cache_root = cache.ensure_writable_dir(args.cache or cache.default_root(), "--cache")
+    cache.ensure_writable_dir(args.out, "--out")
+    experiment = Experiment(config, cache_root, log=say)
+    table = experiment.severity(args.ops, progress=partial(tqdm, leave=False))
+    broken = breaking_points(table)
+    cache.write_table(args.out / "severity.csv", table)
+    cache.write_table(args.out / "breaking_points.csv", broken)
+    print(f"Data: {experiment.data_root} | originals: {len(experiment.originals)} | seed: {args.seed} | "
+          f"each op alone, Recall@1 by level")
+    wide = table.pivot_table(index=["op", "level", "param"], columns="method", values="recall_at_1", sort=False)
+    print(wide.to_string(float_format=lambda x: f"{x:.3f}"))
+    print(f"\nBreaking points (first level with Recall@1 below {MIN_RECALL}):")
+    shown = broken.assign(level=broken["level"].astype(object).where(broken["level"].notna(), "-"))
+    print(shown.to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.3f}"))
+    print(f"Wrote severity.csv and breaking_points.csv to {args.out}/")
     return 0
 
 

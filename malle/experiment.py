@@ -9,6 +9,8 @@ method recomputes only that method's folders::
     copies/<key>/    images/*.JPEG     manifest.parquet
     embed/<key>/     originals.npy  queries.npy  index.faiss   (one per method)
     search/<key>/    per_query.parquet  neighbour_ids.npy  neighbour_scores.npy
+    distractors/<key>/  images/*.JPEG  manifest.parquet  skipped.csv   (open-set queries)
+    openset/<key>/   predictions.parquet  pr_curve.parquet  distractors.npy   (one per method)
 
 Every key is computed before any stage runs (from the dataset's file list, the
 configuration, the library versions that produce pixels, and each descriptor's
@@ -30,23 +32,50 @@ import pandas as pd
 from PIL import Image, features
 
 from . import cache, evaluate
-from .augment import AugmentConfig, make_copies
+from .attribution import attribute_misses
+from .attribution import summarise as summarise_attribution
+from .augment import COPY_JPEG_QUALITY, AugmentConfig, make_copies
 from .descriptors import Descriptor, Unavailable, create_descriptor, resolve_methods
-from .descriptors.base import package_versions
-from .errors import ConfigError, DatasetError
+from .descriptors.base import open_progress, package_versions
+from .errors import BadImage, ConfigError, DatasetError
+from .imageio import encode_jpeg, load_rgb
+from .severity import GRIDS, placement_rng
 from .sampling import dataset_fingerprint, demo_root, discover, select, write_originals
+from . import openset as openset_metrics
+from .distractors import make_distractors, unsampled
+from .metrics import Metric
 from .search import Hits, best_pair_scores, save_index, search
 from .tables import row_ids
 
 # Bump one when its stage's output changes for the same inputs.
-STAGE_VERSIONS = {"samples": 2, "copies": 2, "embed": 3, "search": 3}
+STAGE_VERSIONS = {"samples": 2, "copies": 2, "embed": 3, "search": 3, "distractors": 1, "openset": 1, "sweep": 1,
+                  "sweepscore": 1, "attribution": 1}
+SWEEP_RANKS = (1, 10)  # severity curves report Recall@1 and Recall@10
 NEIGHBOURS_KEPT = 20  # top-N neighbours stored per query for the dashboard
+PREDICTIONS_PER_QUERY = 10  # open-set: the top-k database matches kept per query, as in DISC21
 Progress = Callable[..., object]  # tqdm-like: progress(total=, desc=) -> obj with update(n), close()
 
 
 def pixel_versions() -> dict[str, str]:
     """Libraries whose upgrade can change the pixels of originals and copies (decoders, encoders, ops, RNG)."""
     return {**package_versions(("Pillow", "torchvision", "torch", "numpy")), "libjpeg": str(features.version("jpg"))}
+
+
+def prediction_rows(method: str, queries: pd.Series, sources: pd.Series, ids: np.ndarray, scores: np.ndarray,
+                    references: pd.Series, metric: Metric, k: int = PREDICTIONS_PER_QUERY) -> pd.DataFrame:
+    """``method, query, reference, rank, score, is_match`` for each query's top ``k``; the score is a
+    similarity (a Hamming distance negated), as µAP expects."""
+    ids, scores = ids[:, :k], scores[:, :k]
+    n, width = ids.shape
+    reference = references.to_numpy()[ids.ravel()]
+    return pd.DataFrame({
+        "method": method,
+        "query": np.repeat(queries.to_numpy(), width),
+        "reference": reference,
+        "rank": np.tile(np.arange(1, width + 1), n),
+        "score": metric.similarity(scores).ravel().astype(np.float64),
+        "is_match": reference == np.repeat(sources.to_numpy(), width),
+    })
 
 
 def quality_summary(desc: Descriptor, qualities: Sequence[np.ndarray | None], folder: Path) -> dict:
@@ -74,6 +103,7 @@ class ExperimentConfig:
     ks: tuple[int, ...] = evaluate.KS
     weights: tuple[tuple[str, str], ...] = ()  # (method, weights file) for descriptors that take one
     depth: int = 1000  # ranks beyond this are reported as missing
+    distractors: int | None = None  # open-set queries; None: as many as there are copies; 0: closed-set only
 
     def __post_init__(self):
         # Dicts and lists (from JSON or callers) become tuples so configs compare equal.
@@ -87,6 +117,8 @@ class ExperimentConfig:
             (self.seed >= 0, f"--seed must be 0 or more (got {self.seed})"),
             (self.n_classes >= 0, f"--n-classes must be 0 or more (got {self.n_classes})"),
             (self.depth >= 1, f"depth must be at least 1 (got {self.depth})"),
+            (self.distractors is None or self.distractors >= 0,
+             f"--distractors must be 0 or more (got {self.distractors})"),
             (all(k >= 1 for k in self.ks), f"every K must be at least 1 (got {self.ks})"),
         ]
         for ok, message in checks:
@@ -306,6 +338,169 @@ class Experiment:
         self.embedding(method, progress)
         return self._obtain("search", method, self.search_folder(method), build)
 
+    # -- open set: distractor queries and detection scores ----------------------------------------
+    @cached_property
+    def distractor_pool(self) -> list:
+        """Images of the dataset that were not sampled as originals."""
+        return unsampled(self.discovered[0], self.originals)
+
+    @cached_property
+    def distractor_target(self) -> int:
+        """How many distractor queries to make: as asked, by default as many as there are copies; 0 when the
+        dataset has no unsampled image (then the run is closed-set, with a notice)."""
+        wanted = len(self.manifest) if self.config.distractors is None else self.config.distractors
+        if wanted and not self.distractor_pool:
+            self.log("No distractor queries: every usable image of the dataset is an original. Running closed-set.")
+            return 0
+        return wanted
+
+    @cached_property
+    def distractors_folder(self) -> Path:
+        return self._folder("distractors", self.samples_folder.name, self.config.augment.as_dict(), self.config.seed,
+                            self.distractor_target, pixel_versions())
+
+    def distractors(self, progress: Progress | None = None) -> Stage:
+        cfg = self.config
+
+        def build(tmp: Path, meta: dict) -> None:
+            manifest, skipped = make_distractors(self.distractor_pool, self.distractor_target, tmp / "images",
+                                                 cfg.augment, cfg.seed, progress)
+            cache.write_table(tmp / "manifest.parquet", manifest)
+            cache.write_table(tmp / "skipped.csv", pd.DataFrame(skipped, columns=["path", "reason"]))
+            meta.update(items=len(manifest), pool=len(self.distractor_pool))
+
+        first = ("distractors", "") not in self._stages
+        stage = self._obtain("distractors", "", self.distractors_folder, build)
+        if first and stage.meta["items"] < self.distractor_target:
+            self.log(f"Only {stage.meta['items']} distractor queries could be made from {stage.meta['pool']} unsampled "
+                     f"images (asked for {self.distractor_target}); using them all.")
+        return stage
+
+    @cached_property
+    def distractor_manifest(self) -> pd.DataFrame:
+        return cache.read_table(self.distractors().folder / "manifest.parquet")
+
+    @property
+    def distractors_dir(self) -> Path:
+        return self.distractors().folder / "images"
+
+    def openset_folder(self, method: str) -> Path:
+        return self._folder("openset", self.search_folder(method).name, self.distractors_folder.name,
+                            PREDICTIONS_PER_QUERY)
+
+    def openset(self, method: str, progress: Progress | None = None) -> Stage:
+        """Every query, copies and distractors alike, with its top-k database matches and their scores."""
+        desc = self.descriptor(method)
+
+        def build(tmp: Path, meta: dict) -> None:
+            codes = desc.encode_files([self.distractors_dir / f for f in self.distractor_manifest["file"]],
+                                      progress=progress, desc=f"{desc.label}: distractor queries", queries=True)
+            cache.write_npy(tmp / "distractors.npy", codes)
+            found = search(self.index(method), codes, PREDICTIONS_PER_QUERY, desc.metric)
+            copy_ids, copy_scores = self.neighbours(method)
+            table = pd.concat([
+                prediction_rows(method, self.manifest["file"], self.manifest["source"], copy_ids, copy_scores,
+                                self.originals["file"], desc.metric),
+                prediction_rows(method, self.distractor_manifest["file"], self.distractor_manifest["source"],
+                                found.ids, found.scores, self.originals["file"], desc.metric),
+            ], ignore_index=True)
+            scores, curve = openset_metrics.score(table, n_positives=len(self.manifest))
+            cache.write_table(tmp / "predictions.parquet", table)
+            cache.write_table(tmp / "pr_curve.parquet", curve.assign(method=method))
+            meta.update(method=method, items=len(codes), **asdict(scores))
+
+        self.evaluation(method, progress)
+        self.distractors(progress)
+        return self._obtain("openset", method, self.openset_folder(method), build)
+
+    # -- attribution of misses: which op in a chain broke the match -----------------------------
+    def attribution(self, method: str, progress: Progress | None = None) -> Stage:
+        desc = self.descriptor(method)
+
+        def build(tmp: Path, meta: dict) -> None:
+            per_query = cache.read_table(self.evaluation(method).folder / "per_query.parquet")
+            missed = int(((per_query["rank"].astype("Float64").fillna(np.inf) > 1)
+                          & (per_query["chain_length"] >= 2)).sum())
+            bar = open_progress(progress, missed, f"{desc.label}: which op broke each miss")
+            charges = attribute_misses(desc, self.index(method), per_query, self.manifest, self.originals,
+                                       self.originals_dir, bar)
+            bar.close()
+            cache.write_table(tmp / "per_query.parquet", charges)
+            cache.write_table(tmp / "summary.parquet", summarise_attribution(method, charges))
+            meta.update(method=method, items=len(charges))
+
+        self.evaluation(method, progress)
+        return self._obtain("attribution", method,
+                            self._folder("attribution", self.search_folder(method).name), build)
+
+    # -- severity sweeps: one op at a time, level by level --------------------------------------
+    def sweep_folder(self, op: str, level: int) -> Path:
+        grid = GRIDS[op]
+        return self._folder("sweep", self.samples_folder.name, op, level, grid.values[level], self.config.seed,
+                            pixel_versions())
+
+    def sweep(self, op: str, level: int, progress: Progress | None = None) -> Stage:
+        """Every original with ``op`` alone at ``level``; an original the level makes unusable is skipped."""
+        grid, seed = GRIDS[op], self.config.seed
+
+        def build(tmp: Path, meta: dict) -> None:
+            (tmp / "images").mkdir()
+            rows, skipped = [], []
+            bar = open_progress(progress, len(self.originals), f"{op} {grid.describe(grid.values[level])}")
+            for file in self.originals["file"]:
+                if level == 0:  # the untouched original, byte for byte
+                    cache.write_bytes(tmp / "images" / file, (self.originals_dir / file).read_bytes())
+                    rows.append(file)
+                else:
+                    try:
+                        out = grid.make(load_rgb(self.originals_dir / file), grid.values[level],
+                                        placement_rng(seed, file, op))
+                        cache.write_bytes(tmp / "images" / file, encode_jpeg(out, COPY_JPEG_QUALITY))
+                        rows.append(file)
+                    except BadImage as err:
+                        skipped.append({"path": file, "reason": str(err)})
+                bar.update(1)
+            bar.close()
+            cache.write_table(tmp / "manifest.parquet", pd.DataFrame({"file": rows, "source": rows}))
+            cache.write_table(tmp / "skipped.csv", pd.DataFrame(skipped, columns=["path", "reason"]))
+            meta.update(op=op, level=level, param=grid.describe(grid.values[level]), items=len(rows))
+
+        self.samples(progress)
+        return self._obtain("sweep", f"{op}:{level}", self.sweep_folder(op, level), build)
+
+    def sweep_scores(self, method: str, op: str, level: int, progress: Progress | None = None) -> Stage:
+        """Recall@1 and @10 of ``method`` on one sweep level."""
+        desc = self.descriptor(method)
+        sweep = self.sweep(op, level, progress)
+
+        def build(tmp: Path, meta: dict) -> None:
+            manifest = cache.read_table(sweep.folder / "manifest.parquet")
+            codes = desc.encode_files([sweep.folder / "images" / f for f in manifest["file"]], queries=True,
+                                      progress=progress, desc=f"{desc.label}: {op} level {level}")
+            hits = search(self.index(method), codes, max(SWEEP_RANKS), desc.metric)
+            truth = row_ids(self.originals["file"], manifest["source"])
+            rank = evaluate.first_match(hits.ids == truth[:, None])
+            ranks = rank.astype("Float64").fillna(np.inf).to_numpy()
+            meta.update(method=method, op=op, level=level, param=sweep.meta["param"], n=len(manifest),
+                        **{f"recall_at_{k}": float((ranks <= k).mean()) if len(ranks) else float("nan")
+                           for k in SWEEP_RANKS}, items=len(manifest))
+
+        self.embedding(method, progress)
+        return self._obtain("sweepscore", f"{method}:{op}:{level}",
+                            self._folder("sweepscore", self.embed_folder(method).name, sweep.folder.name), build)
+
+    def severity(self, ops: Sequence[str], progress: Progress | None = None) -> pd.DataFrame:
+        """``method, op, level, param, recall_at_1, recall_at_10, n`` for every method, op and level."""
+        self.check()
+        rows = []
+        for op in ops:
+            for level in range(len(GRIDS[op].values)):
+                for method in self.methods:
+                    meta = self.sweep_scores(method, op, level, progress).meta
+                    rows.append({key: meta[key] for key in
+                                 ("method", "op", "level", "param", "recall_at_1", "recall_at_10", "n")})
+        return pd.DataFrame(rows, columns=["method", "op", "level", "param", "recall_at_1", "recall_at_10", "n"])
+
     def neighbours(self, method: str) -> tuple[np.ndarray, np.ndarray]:
         """Top-N database ids and scores per query (rows follow the manifest)."""
         folder = self.evaluation(method).folder
@@ -317,6 +512,10 @@ class Experiment:
         cache.sweep_leftovers(self.root)
         per_query = [cache.read_table(self.evaluation(m, progress).folder / "per_query.parquet")
                      for m in self.methods]
+        for method in self.methods:
+            self.attribution(method, progress)
+            if self.distractor_target:
+                self.openset(method, progress)
         return Results(self, pd.concat(per_query, ignore_index=True))
 
 
@@ -345,6 +544,39 @@ class Results:
 
     def by_chain_length(self, ks: Sequence[int] | None = None) -> pd.DataFrame:
         return evaluate.recall_by_chain_length(self.per_query, ks or self.config.ks)
+
+    @property
+    def has_openset(self) -> bool:
+        return bool(self.experiment.distractor_target)
+
+    def openset(self) -> pd.DataFrame:
+        """Per method: µAP, recall at precision 0.9 and its threshold, queries and ground-truth pairs."""
+        columns = ["method", "uap", "recall_at_p90", "threshold_at_p90", "n_queries", "n_positives"]
+        if not self.has_openset:
+            return pd.DataFrame(columns=columns)
+        return pd.DataFrame([{c: self.experiment.openset(m).meta[c] if c != "method" else m for c in columns}
+                             for m in self.methods])
+
+    def predictions(self) -> pd.DataFrame:
+        if not self.has_openset:
+            return pd.DataFrame(columns=["method", "query", "reference", "rank", "score", "is_match"])
+        return pd.concat([cache.read_table(self.experiment.openset(m).folder / "predictions.parquet")
+                          for m in self.methods], ignore_index=True)
+
+    def pr_curves(self) -> pd.DataFrame:
+        if not self.has_openset:
+            return pd.DataFrame(columns=["threshold", "precision", "recall", "method"])
+        return pd.concat([cache.read_table(self.experiment.openset(m).folder / "pr_curve.parquet")
+                          for m in self.methods], ignore_index=True)
+
+    def attribution(self) -> pd.DataFrame:
+        """Per method and op: the misses charged to it (shared when several ops restore the hit) and its share."""
+        return pd.concat([cache.read_table(self.experiment.attribution(m).folder / "summary.parquet")
+                          for m in self.methods], ignore_index=True)
+
+    def charged(self, method: str) -> pd.DataFrame:
+        """Per missed query of ``method`` with two or more ops: the op(s) charged with the miss."""
+        return cache.read_table(self.experiment.attribution(method).folder / "per_query.parquet")
 
     def methods_table(self) -> pd.DataFrame:
         """What each method is: label, family, precision, weights and their licence."""
@@ -384,9 +616,17 @@ class Results:
             "manifest.csv": self.experiment.manifest,
             "originals.csv": self.experiment.originals,
             "costs.csv": self.costs(),
+            "attribution.csv": self.attribution(),
             "methods.csv": self.methods_table(),
             "timings.csv": self.timings(),
         }
+        if self.has_openset:
+            exp = self.experiment
+            tables["manifest.csv"] = pd.concat([exp.manifest, exp.distractor_manifest], ignore_index=True)
+            tables["skipped.csv"] = pd.concat([exp.skipped, cache.read_table(exp.distractors().folder / "skipped.csv")],
+                                              ignore_index=True).astype(str)
+            tables.update({"openset.csv": self.openset(), "predictions.parquet": self.predictions(),
+                           "pr_curve.parquet": self.pr_curves()})
         for name, table in tables.items():
             cache.write_table(out / name, table)
         cache.write_json(out / "config.json", {**self.config.as_dict(), "methods": self.methods,

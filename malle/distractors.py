@@ -1,0 +1,55 @@
+"""Distractor queries: images of the dataset that were not sampled as originals, modified like copies.
+
+They look like copies but have no original in the database, so a method that
+"finds" one has made a false match. Each unsampled image gets copies drawn from
+the same chain distribution as the originals' (its generator seeded by the run
+seed and its path), until the requested number is reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .augment import MANIFEST_COLUMNS, AugmentConfig, copy_rng, write_copies
+from .errors import BadImage
+from .imageio import load_rgb
+from .sampling import Candidate, original_name
+
+DISTRACTOR_COLUMNS = [*MANIFEST_COLUMNS, "origin"]  # origin: the unsampled image, relative to the dataset
+
+
+def unsampled(candidates: list[Candidate], originals: pd.DataFrame) -> list[Candidate]:
+    taken = set(originals["source_path"])
+    return [c for c in candidates if c.rel not in taken]
+
+
+def make_distractors(pool: list[Candidate], k: int, out_dir: Path, config: AugmentConfig, seed: int,
+                     progress: Callable | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Up to ``k`` distractor queries written into ``out_dir``: (their manifest, unusable images with reasons)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, 0xD157])
+    order = [pool[i] for i in rng.permutation(len(pool))]
+    rows, skipped, names = [], [], set()
+    bar = progress(total=k, desc="distractor queries") if progress else None
+    for candidate in order:
+        if len(rows) >= k:
+            break
+        try:
+            img = load_rgb(candidate.path)
+        except BadImage as err:
+            skipped.append({"path": candidate.rel, "reason": str(err)})
+            continue
+        image_rng = copy_rng(seed, f"distractor:{candidate.rel}")
+        n = min(int(image_rng.choice(config.copies)), k - len(rows))
+        _, class_token, instance = original_name(candidate, names)
+        made = write_copies(img, image_rng, n, (class_token, instance), "", candidate.label, config, out_dir)
+        rows += [{**row, "origin": candidate.rel} for row in made]
+        if bar:
+            bar.update(len(made))
+    if bar:
+        bar.close()
+    return pd.DataFrame(rows, columns=DISTRACTOR_COLUMNS), skipped
