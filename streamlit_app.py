@@ -26,6 +26,8 @@ PAGES = [
     st.Page("app_pages/per_transformation.py", title="Per-transformation breakdown", icon=":material/grid_on:"),
     st.Page("app_pages/method_comparison.py", title="Method comparison", icon=":material/compare:"),
     st.Page("app_pages/failure_gallery.py", title="Failure gallery", icon=":material/report:"),
+    st.Page("app_pages/robustness.py", title="Robustness", icon=":material/show_chart:"),
+    st.Page("app_pages/detection.py", title="Detection", icon=":material/policy:"),
     st.Page("app_pages/search.py", title="Search", icon=":material/image_search:"),
 ]
 NO_SKIPS = pd.DataFrame(columns=["path", "reason"])
@@ -75,26 +77,15 @@ def sidebar_config(weights: dict, roots, cache_root: str) -> tuple[ExperimentCon
         if not methods:
             st.warning("Pick at least one method.")
             st.stop()
-    # The dashboard has no open-set page yet, so it does not spend time on distractor queries.
     config = ExperimentConfig(data=data, n=int(n), seed=int(seed), methods=tuple(methods), weights=weights,
-                              distractors=0)
+                              distractors=source.distractors)
     return config, source.label, skipped
 
 
 def run_with_progress(exp):
     """Run (or load) every stage; on a first run, show real progress per stage."""
-    box = st.empty()
-    with box.container():
-        with st.status("Preparing the experiment (first run only: every stage is cached on disk)…",
-                       expanded=True) as status:
-            bar = st.progress(0.0, text="starting…")
-            reporter = frame.ProgressReporter(
-                show=lambda desc, done, total: bar.progress(done / total if total else 1.0,
-                                                            text=frame.progress_text(desc, done, total)),
-                finished=lambda desc, done, total, seconds: status.write(
-                    f"✓ {frame.progress_text(desc, done, total)} in {seconds:.1f} s"))
-            results = exp.run(progress=reporter)
-            status.update(label="Experiment ready", state="complete", expanded=False)
+    results, box = widgets.with_progress("Preparing the experiment (first run only: every stage is cached on disk)…",
+                                         lambda progress: exp.run(progress=progress), done="Experiment ready")
     if results.timings()["cached"].all():
         box.empty()  # nothing was computed: no need to show a progress record
     return results

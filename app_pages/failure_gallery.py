@@ -32,9 +32,14 @@ page = st.pagination(pages, key="fail_page") if pages > 1 else 1
 st.caption(f"Page {page} of {pages}")
 
 ids, scores = ctx.neighbours(method)
-for card in failures.failure_cards(exp, method, page_rows(failed, page, PER_PAGE), ids, scores):
+charged = ctx.cached(failures.charged_by_query, method)
+for card in failures.failure_cards(exp, method, page_rows(failed, page, PER_PAGE), ids, scores, charged=charged):
     st.markdown(f"**{card.query}**: true original ranked **#{card.rank or 'beyond search depth'}**")
     st.caption(f"Chain: {card.chain}")
+    if card.charged:
+        st.caption(f"Charged with the miss: **{card.charged}** (leaving it out of the chain restores the hit)"
+                   if card.charged != "the combination" else
+                   "Charged with the miss: **the combination** (no single op's removal restores the hit)")
     query = Thumb(card.query_path, "query")
     source = Thumb(card.source_path, f"✅ true original {card.source_path.name}", True)
     widgets.thumbnail_grid([query, source, *card.neighbours], columns=5)

@@ -35,6 +35,11 @@ st.subheader(f"{level.capitalize()} Recall@{k} per op")
 st.altair_chart(logic.op_heatmap(found.per_op, k, level, labels), width="stretch")
 widgets.show_table(logic.per_op_wide(found.per_op, k, level, labels), key="pt_per_op")
 
+st.subheader("Which op caused each miss")
+st.caption("Every instance-level miss whose chain has two or more ops is replayed with each op left out in turn; the "
+           "op whose removal restores the hit is charged (shared when several do). Shares of each method's misses.")
+widgets.show_table(ctx.cached(logic.attribution_wide, labels), key="pt_attribution", fmt="%.3f")
+
 st.subheader(f"{level.capitalize()} Recall@{k} by chain length")
 st.altair_chart(logic.chain_length_chart(found.by_length, k, level, labels), width="stretch")
 widgets.show_table(logic.chain_length_wide(found.by_length, k, level, labels), key="pt_by_length")

@@ -22,6 +22,7 @@ from .augment import OPS, REFERENCE_OPS, AugmentConfig
 from .descriptors import DEFAULT_METHODS, DESCRIPTORS, weight_options
 from .errors import CacheError, MalleError
 from .experiment import Experiment, ExperimentConfig
+from .sampling import DEMO_DISTRACTORS, DEMO_N
 from .severity import MIN_RECALL, breaking_points
 
 SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -101,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="dataset root: ROOT/<class>/<file> or a flat folder of <class>_<name> files")
     _add_experiment_options(run, 200)
     demo = sub.add_parser("demo", help="run the experiment on the built-in demo photos (ai-benchmark package)")
-    _add_experiment_options(demo, 100)
+    _add_experiment_options(demo, DEMO_N)
+    demo.set_defaults(distractors=DEMO_DISTRACTORS)
     severity = sub.add_parser("severity", help="robustness curves: every op alone at a grid of strengths")
     severity.add_argument("--data", default=None, type=str, help="dataset folder (default: the built-in demo photos)")
     severity.add_argument("--n", type=int, default=50, help="number of originals (default 50)")

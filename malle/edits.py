@@ -200,7 +200,7 @@ class ScreenshotFrame(Op):
         canvas = Image.new("RGB", (w + 2 * margin, h + 2 * bar), background)
         canvas.paste(img, (margin, bar))
         draw = ImageDraw.Draw(canvas)
-        if bar >= 6:  # a status line and a few interface marks, as a phone screenshot has
+        if 6 <= bar and 4 * bar <= canvas.width:  # a status line and interface marks, where they fit
             font = ImageFont.load_default(size=max(6, bar // 3))
             draw.text((margin + bar // 4, bar // 3), "12:30", font=font, fill=ink)
             for i in range(3):

@@ -489,6 +489,11 @@ class Experiment:
         return self._obtain("sweepscore", f"{method}:{op}:{level}",
                             self._folder("sweepscore", self.embed_folder(method).name, sweep.folder.name), build)
 
+    def sweep_scores_done(self, method: str, op: str, level: int) -> bool:
+        """Whether this level's scores are in the cache (without computing anything)."""
+        folder = self._folder("sweepscore", self.embed_folder(method).name, self.sweep_folder(op, level).name)
+        return (folder / cache.DONE_MARK).is_file()
+
     def severity(self, ops: Sequence[str], progress: Progress | None = None) -> pd.DataFrame:
         """``method, op, level, param, recall_at_1, recall_at_10, n`` for every method, op and level."""
         self.check()
@@ -600,7 +605,11 @@ class Results:
         exp = self.experiment
         stages = [("samples", "", exp.samples()), ("copies", "", exp.copies())]
         for m in self.methods:
-            stages += [("embed", m, exp.embedding(m)), ("search", m, exp.evaluation(m))]
+            stages += [("embed", m, exp.embedding(m)), ("search", m, exp.evaluation(m)),
+                       ("attribution", m, exp.attribution(m))]
+        if self.has_openset:
+            stages += [("distractors", "", exp.distractors())]
+            stages += [("openset", m, exp.openset(m)) for m in self.methods]
         return pd.DataFrame([{"stage": s, "method": m, "seconds": st.meta["seconds"], "items": st.meta["items"],
                               "cached": st.cached} for s, m, st in stages])
 

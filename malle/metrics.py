@@ -60,6 +60,10 @@ class Metric(ABC):
         """Scores turned into 'higher is more similar' (negated distance for Hamming)."""
         return -self.sort_key(scores)
 
+    def from_similarity(self, similarity: float) -> float:
+        """The inverse of ``similarity``: back to the native unit (a distance for Hamming)."""
+        return float(similarity) if self.higher_is_better else 0.0 - float(similarity)
+
     def empty_codes(self, dim: int) -> np.ndarray:
         return np.zeros((0, self.code_width(dim)), dtype=self.dtype)
 

@@ -226,6 +226,11 @@ def write_originals(picked: list[tuple[Candidate, Image.Image]], folder: Path) -
     return pd.DataFrame(rows).sort_values("file", ignore_index=True)
 
 
+# The built-in demo: 60 of the 100 photos as originals leave 40 to make distractor queries from,
+# so the demo shows closed-set recall and open-set detection alike.
+DEMO_N, DEMO_DISTRACTORS = 60, 200
+
+
 def demo_root() -> Path:
     """The 100 real photos shipped inside the PyPI package ``ai-benchmark`` (no download)."""
     spec = importlib.util.find_spec("ai_benchmark")

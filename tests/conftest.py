@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from malle.experiment import Experiment, ExperimentConfig
-from malle.sampling import demo_root
+from malle.sampling import DEMO_DISTRACTORS, DEMO_N, demo_root
+
+DEMO_CONFIG = ExperimentConfig(n=DEMO_N, distractors=DEMO_DISTRACTORS)  # what the dashboard opens on
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +89,7 @@ def demo_cache(tmp_path_factory) -> Path:
     Built once per test session (about a minute on 2 CPU cores) so app tests open fully cached.
     """
     root = tmp_path_factory.mktemp("demo-cache")
-    Experiment(ExperimentConfig(n=100), root).run()
+    Experiment(DEMO_CONFIG, root).run()
     return root
 
 
@@ -106,6 +108,6 @@ def demo_env(demo_cache):
 @pytest.fixture(scope="session")
 def demo_results(demo_env):
     """The dashboard's default experiment, loaded from the cache (no recomputation)."""
-    results = Experiment(ExperimentConfig(n=100), demo_env).run()
+    results = Experiment(DEMO_CONFIG, demo_env).run()
     assert results.timings()["cached"].all(), "demo_cache should hold every stage"
     return results

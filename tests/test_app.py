@@ -65,8 +65,8 @@ def test_frame_shows_one_resnet50_notice_and_the_experiment_in_use(demo_results)
     notices = [i.value for i in at.sidebar.info if "ResNet-50 is not shown" in i.value]
     assert len(notices) == 1 and "EfficientNet-Lite2" in notices[0] and "--resnet50-weights" in notices[0]
     assert at.multiselect(key="methods").value == ["sscd_distilled", CNN, PHASH]
-    assert at.number_input(key="n_demo").value == 100
-    assert any("100 originals · 576 copies" in c.value for c in at.sidebar.caption)
+    assert at.number_input(key="n_demo").value == 60
+    assert any("60 originals · 340 copies" in c.value for c in at.sidebar.caption)
     assert any(c.value.startswith("Cache: `") and " MB;" in c.value for c in at.sidebar.caption)
     assert any("Skipped files (0)" in e.label for e in at.expander)
 
@@ -125,7 +125,9 @@ def test_uploaded_images_run_once_with_progress_per_stage(demo_photos):
     assert status.label == "Experiment ready" and status.state == "complete"
     done = [m.value for m in status.markdown]
     assert done[0].startswith("✓ sample originals: 4/4 in ") and done[1].startswith("✓ copies: 4/4 in ")
-    assert sum("EfficientNet-Lite2" in line for line in done) == 2  # originals, then copies
+    cnn = [line.split(" in ")[0] for line in done if line.startswith("✓ EfficientNet-Lite2")]
+    assert cnn[0] == "✓ EfficientNet-Lite2 (ImageNet, 1280-d): originals: 4/4"
+    assert cnn[1].startswith("✓ EfficientNet-Lite2 (ImageNet, 1280-d): copies: ")
     assert "only 4 usable images" in at.sidebar.warning[0].value
     assert any("1 uploaded file(s) skipped" in e.label for e in at.expander)
     (summary,) = [dict(d.value.itertuples(index=False)) for d in at.dataframe
@@ -175,9 +177,10 @@ def test_lab_ranks_the_true_original_for_each_method(demo_results):
     at = open_app("augmentation_lab")
     text = markdown_text(at)
     for label in demo_results.labels.values():
-        assert f"**{label}**: true original ranks **#1** of 100" in text
+        assert f"**{label}**: true original ranks **#1** of 60" in text
     captions = image_captions(at)
-    assert sum(c.startswith("✅ true original · #1 0_0.JPEG") for c in captions) == len(demo_results.methods)
+    first = demo_results.experiment.originals["file"].iloc[0]  # the lab opens on the first original
+    assert sum(c.startswith(f"✅ true original · #1 {first}") for c in captions) == len(demo_results.methods)
 
 
 # -- per-transformation breakdown ---------------------------------------------------------------
@@ -249,7 +252,7 @@ def test_failure_gallery_counts_pages_and_filters(demo_results):
     at.selectbox(key="fail_method").set_value(PHASH)
     rerun(at)
     failed = ranks(demo_results, PHASH) > 1
-    assert f"**{int(failed.sum())}** failures among 576 queries" in markdown_text(at)
+    assert f"**{int(failed.sum())}** failures among 340 queries" in markdown_text(at)
     assert len(image_captions(at)) == 10 * 5  # query, true original, top-3 per card
     first_page = at.markdown[1].value
     at.pagination(key="fail_page").set_value(2)
@@ -259,17 +262,19 @@ def test_failure_gallery_counts_pages_and_filters(demo_results):
     rerun(at)
     with_rotate = evaluate.filter_by_ops(demo_results.per_query.query("method == 'phash'"), ["rotate"])
     n = int((with_rotate["rank"].astype("Float64").fillna(np.inf) > 1).sum())
-    assert f"**{n}** failures among 576 queries" in markdown_text(at)
+    assert f"**{n}** failures among 340 queries" in markdown_text(at)
     assert all("rotate(" in c.value for c in at.caption if c.value.startswith("Chain: "))
 
 
 # -- search -------------------------------------------------------------------------------------
-def test_search_an_uploaded_photo_finds_itself(demo_photos, demo_results):
+def test_search_an_uploaded_photo_finds_itself(demo_results):
+    original = demo_results.experiment.originals.iloc[3]  # a demo photo that is one of the originals
+    photo = demo_results.experiment.data_root / original["source_path"]
     at = open_app("search")
-    at.file_uploader(key="search_upload").set_value((demo_photos[3].name, demo_photos[3].read_bytes(), "image/jpeg"))
+    at.file_uploader(key="search_upload").set_value((photo.name, photo.read_bytes(), "image/jpeg"))
     rerun(at)
     tops = [c for c in image_captions(at) if "#1 " in c]
-    assert len(tops) == len(demo_results.methods) and all("3_3.JPEG" in c for c in tops)
+    assert len(tops) == len(demo_results.methods) and all(original["file"] in c for c in tops)
     assert any(c.endswith("/64 bits") for c in tops)  # hashes show their distance out of the code's bits
     at.slider(key="search_k").set_value(3)
     rerun(at)
@@ -317,3 +322,55 @@ def test_every_page_works_for_the_copy_detection_methods(page):
         families = [m.value for m in at.markdown if m.value in ("**Copy-detection descriptors**",
                                                                   "**ImageNet CNNs**", "**Perceptual hashes**")]
         assert families == ["**Copy-detection descriptors**", "**Perceptual hashes**"]
+
+
+# -- robustness and detection ------------------------------------------------------------------------
+def test_robustness_sweeps_with_progress_then_from_the_cache(demo_results):
+    at = open_app("robustness")
+    assert at.title[0].value == "Robustness"
+    at.multiselect(key="rob_ops").set_value(["hflip"])
+    rerun(at)
+    spec = at.get("vega_lite_chart")[0].proto.spec
+    assert '"facet"' in spec and "recall_at_1" in spec
+    (breaking,) = [d.value for d in at.dataframe if d.value.index.name == "op"]
+    assert list(breaking.index) == ["hflip"] and breaking.loc["hflip", demo_results.labels["phash"]] == "flipped=1"
+    assert image_captions(at)[:2] == ["flipped=0", "flipped=1"]  # the strip: one original at every level
+    rerun(at)
+    assert not at.status, "a cached sweep shows no progress box"
+
+
+def test_detection_scores_and_threshold_picker(demo_results):
+    at = open_app("detection")
+    assert at.title[0].value == "Detection"
+    (scores,) = [d.value for d in at.dataframe if "µAP" in d.value.columns]
+    expected = demo_results.openset()
+    assert scores["µAP"].max() == pytest.approx(expected["uap"].max())
+    first = {m.label: m.value for m in at.metric}
+    assert float(first["precision"]) >= 0.9  # the default: target precision 0.9
+    at.selectbox(key="det_method").set_value(PHASH)
+    at.radio(key="det_mode").set_value("threshold")
+    rerun(at)
+    slider = at.slider(key="det_value")
+    loosest = int(slider.max)  # the largest distance among pHash's predictions: accept them all
+    slider.set_value(loosest)
+    rerun(at)
+    text = markdown_text(at)
+    assert f"Hamming distance ≤ **{loosest}**" in text
+    phash = {m.label: m.value for m in at.metric}
+    assert int(phash["false positives"]) > 0  # distance 30 lets distractors through
+    assert any("distractor" in c for c in image_captions(at))
+
+
+def test_failure_gallery_names_the_op_charged_with_each_miss(demo_results):
+    at = open_app("failure_gallery")
+    at.selectbox(key="fail_method").set_value(PHASH)
+    rerun(at)
+    charged = [c.value for c in at.caption if c.value.startswith("Charged with the miss")]
+    assert charged and all("**" in c for c in charged)
+
+
+def test_per_transformation_shows_which_op_caused_the_misses(demo_results):
+    at = open_app("per_transformation")
+    (table,) = [d.value for d in at.dataframe if d.value.index.name == "charged with the miss"]
+    assert demo_results.labels["phash"] in table.columns
+    assert table[demo_results.labels["phash"]].sum() == pytest.approx(1.0)

@@ -22,6 +22,8 @@ PAGES = {
     "per_transformation": ("per_transformation", "Per-transformation breakdown"),
     "method_comparison": ("method_comparison", "Method comparison"),
     "failure_gallery": ("failure_gallery", "Failure gallery"),
+    "robustness": ("robustness", "Robustness"),
+    "detection": ("detection", "Detection"),
     "search": ("search", "Search"),
 }
 
@@ -109,3 +111,22 @@ def test_search_upload_shows_neighbours_and_rejects_non_images(page, app_url, de
     settle(page)
     assert_no_exception(page, "search after a non-image upload")
     assert page.get_by_text("Cannot use notes.jpg").count() == 1
+
+
+def _operating_point(page) -> str:
+    return page.get_by_text("At cosine similarity").first.inner_text()
+
+
+def test_moving_the_precision_target_moves_the_threshold(page, app_url):
+    open_page(page, app_url, "detection")
+    before = _operating_point(page)
+    slider = page.get_by_role("slider").first
+    slider.focus()
+    for _ in range(15):  # 0.90 -> 0.75 in steps of 0.01
+        page.keyboard.press("ArrowLeft")
+    settle(page)
+    assert_no_exception(page, "detection after moving the target precision")
+    shown = page.locator('[data-testid="stSlider"]', has_text="Target precision").first.inner_text()
+    assert "0.75" in shown
+    assert _operating_point(page) != before
+    page.screenshot(path=str(SHOTS / "detection_threshold.png"), full_page=True)

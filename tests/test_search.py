@@ -89,3 +89,4 @@ def test_metric_objects_describe_themselves():
     assert list(np.argsort(HAMMING.sort_key(np.array([5, 1, 3])))) == [1, 2, 0]
     assert list(np.argsort(IP.sort_key(np.array([0.1, 0.9, 0.5])))) == [1, 2, 0]
     assert list(HAMMING.similarity(np.array([5, 1]))) == [-5, -1]
+    assert HAMMING.from_similarity(-5.0) == 5 and IP.from_similarity(0.5) == 0.5

@@ -35,11 +35,13 @@ class FailureCard:
     source_path: Path
     rank: int | None
     chain: str
+    charged: str | None = None  # the op(s) whose removal restores the hit, or "the combination"
     neighbours: list[Thumb] = field(default_factory=list)
 
 
 def failure_cards(exp: Experiment, method: str, rows: pd.DataFrame, neighbour_ids: np.ndarray,
-                  neighbour_scores: np.ndarray, top: int = 3) -> list[FailureCard]:
+                  neighbour_scores: np.ndarray, top: int = 3, charged: dict[str, str] | None = None
+                  ) -> list[FailureCard]:
     """Everything the gallery shows for each failed query: images, chain and retrieved top-``top``."""
     positions = row_ids(exp.manifest["file"], rows["query"])
     chains = exp.manifest["chain"].to_numpy()
@@ -48,7 +50,13 @@ def failure_cards(exp: Experiment, method: str, rows: pd.DataFrame, neighbour_id
         rank = None if pd.isna(row.rank) else int(row.rank)
         cards.append(FailureCard(
             query=row.query, query_path=exp.copies_dir / row.query, source_path=exp.originals_dir / row.source,
-            rank=rank, chain=describe_chain(chain_from_json(chains[pos])),
+            rank=rank, chain=describe_chain(chain_from_json(chains[pos])), charged=(charged or {}).get(row.query),
             neighbours=neighbour_thumbs(exp, method, neighbour_ids[pos, :top], neighbour_scores[pos, :top],
                                         row.source)))
     return cards
+
+
+def charged_by_query(results: Results, method: str) -> dict[str, str]:
+    """{missed query: the op(s) charged with the miss, or "the combination"} for chains of two or more ops."""
+    table = results.charged(method)
+    return dict(zip(table["query"], table["charged"].str.replace("|", " and ", regex=False)))

@@ -25,6 +25,7 @@ from malle.errors import BadImage, DatasetError
 from malle.experiment import Experiment, ExperimentConfig, Results
 from malle.imageio import IMAGE_SUFFIXES, load_rgb
 from malle.naming import safe_file_name
+from malle.sampling import DEMO_DISTRACTORS, DEMO_N
 
 MAX_UPLOAD_MB = 20  # keep equal to server.maxUploadSize in .streamlit/config.toml
 MAX_UPLOAD_FILES = 2000  # one upload set; more are skipped with a reason
@@ -36,10 +37,11 @@ ENV_ALLOWED_ROOTS = "MALLE_ALLOWED_ROOTS"
 class Source:
     label: str
     key: str  # short, stable widget-key suffix
-    default_n: int  # the CLI's defaults: 100 for the demo photos, 200 for a real dataset
+    default_n: int
+    distractors: int | None = None  # None: as many as there are copies, when the data has images to spare
 
 
-DEMO = Source("Built-in demo photos", "demo", 100)
+DEMO = Source("Built-in demo photos", "demo", DEMO_N, DEMO_DISTRACTORS)
 FOLDER = Source("A folder on disk", "folder", 200)
 UPLOAD = Source("Images uploaded in the browser", "upload", 200)
 SOURCES = (DEMO, FOLDER, UPLOAD)

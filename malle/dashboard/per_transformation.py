@@ -98,3 +98,15 @@ def recall_at_k_wide(recall: pd.DataFrame, k: int, labels: dict[str, str]) -> pd
     table.columns = [f"{level} Recall@{k}" for level in table.columns]
     table.index.name = "method"
     return table.loc[list(dict.fromkeys(part["label"]))]
+
+
+def attribution_wide(results: Results, labels: dict[str, str]) -> pd.DataFrame:
+    """Op × method: the share of each method's misses (chains of 2+ ops) charged to the op."""
+    table = results.attribution()
+    if table.empty:
+        return pd.DataFrame()
+    wide = with_labels(table, labels).pivot(index="op", columns="label", values="share").fillna(0.0)
+    wide = wide.loc[wide.mean(axis=1).sort_values(ascending=False).index]
+    wide.index = [op_title(op) for op in wide.index]
+    wide.index.name = "charged with the miss"
+    return wide

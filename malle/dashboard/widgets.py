@@ -20,7 +20,7 @@ from malle.augment import OPS, ParamSpec
 from malle.experiment import Experiment, Results
 from malle.metrics import Metric
 
-from .frame import ResultsStore, open_experiment
+from .frame import ProgressReporter, ResultsStore, open_experiment, progress_text
 from .lab import control_for, param_key, rolled_state
 from .shared import THUMB_PX, Thumb, thumbnail_jpeg
 
@@ -91,6 +91,23 @@ def set_context(ctx: AppContext) -> None:
 def context() -> AppContext:
     """The experiment the frame loaded in this run (pages run after the frame)."""
     return st.session_state[CONTEXT_KEY]
+
+
+# -- long work ----------------------------------------------------------------------------------------
+def with_progress(title: str, work: Callable[[ProgressReporter], Any], done: str = "Ready") -> Any:
+    """Run ``work(progress)`` inside an ``st.status`` box with a bar per stage; returns its result and the box."""
+    box = st.empty()
+    with box.container():
+        with st.status(title, expanded=True) as status:
+            bar = st.progress(0.0, text="starting…")
+            reporter = ProgressReporter(
+                show=lambda desc, n, total: bar.progress(n / total if total else 1.0,
+                                                         text=progress_text(desc, n, total)),
+                finished=lambda desc, n, total, seconds: status.write(
+                    f"✓ {progress_text(desc, n, total)} in {seconds:.1f} s"))
+            result = work(reporter)
+            status.update(label=done, state="complete", expanded=False)
+    return result, box
 
 
 # -- widgets ------------------------------------------------------------------------------------------

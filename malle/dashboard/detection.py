@@ -1,0 +1,113 @@
+"""Detection page: open-set copy detection with distractor queries, µAP, and a threshold picker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from malle import evaluate, openset
+from malle.experiment import Results
+from malle.metrics import Metric
+
+from .shared import Thumb, with_labels
+
+
+def scores_table(results: Results, labels: dict[str, str]) -> pd.DataFrame:
+    """µAP, recall at precision 0.9 and its threshold per method, best µAP first."""
+    table = results.openset()
+    table = table.assign(method=table["method"].map(labels)).sort_values("uap", ascending=False)
+    return table.rename(columns={"uap": "µAP", "recall_at_p90": "recall at precision 0.9",
+                                 "threshold_at_p90": "threshold at precision 0.9 (similarity; hashes: minus the distance)",
+                                 "n_queries": "queries", "n_positives": "copies (ground-truth pairs)"})
+
+
+def pr_chart(results: Results, labels: dict[str, str]) -> alt.Chart:
+    curves = results.pr_curves()
+    # A curve has a point per prediction; keep the upper envelope on a recall grid so the chart stays light.
+    curves = curves.assign(recall=curves["recall"].round(3)).groupby(["method", "recall"], as_index=False)[
+        "precision"].max()
+    return alt.Chart(with_labels(curves, labels), title="Precision against recall, every prediction pooled").mark_line(
+        interpolate="step-after").encode(
+        x=alt.X("recall:Q", title="recall", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("precision:Q", title="precision", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("label:N", title="method"),
+        tooltip=["label:N", alt.Tooltip("recall:Q", format=".3f"), alt.Tooltip("precision:Q", format=".3f")])
+
+
+def method_predictions(results: Results, method: str) -> pd.DataFrame:
+    predictions = results.predictions()
+    return predictions[predictions["method"] == method]
+
+
+@dataclass
+class OperatingPoint:
+    threshold: float  # as a similarity
+    precision: float
+    recall: float
+    accepted: int
+    false_positives: int
+    per_op: pd.DataFrame  # op, recall, copies
+
+
+def operating_point(results: Results, method: str, similarity: float) -> OperatingPoint:
+    """Accept every prediction scoring at least ``similarity``: what that gives, overall and per op."""
+    predictions = method_predictions(results, method)
+    point = openset.at_threshold(predictions, similarity, n_positives=len(results.experiment.manifest))
+    found = set(predictions[(predictions["score"] >= similarity) & predictions["is_match"]]["query"])
+    copies = results.per_query[results.per_query["method"] == method]
+    detected = copies.assign(hit=copies["query"].isin(found).astype(float))
+    per_op = evaluate.explode_ops(detected).groupby("op")["hit"].agg(["mean", "size"]).reset_index()
+    per_op = per_op.rename(columns={"mean": "recall", "size": "copies"}).sort_values("recall", ignore_index=True)
+    return OperatingPoint(similarity, point["precision"], point["recall"], point["accepted"], point["false_positives"],
+                          per_op)
+
+
+def similarity_for_precision(results: Results, method: str, target: float) -> float:
+    """The loosest threshold (as a similarity) that still gives precision ``target``; NaN if none does."""
+    predictions = method_predictions(results, method)
+    _, curve = openset.score(predictions, n_positives=len(results.experiment.manifest))
+    return openset.threshold_for_precision(curve, target)
+
+
+def threshold_range(results: Results, method: str) -> tuple[float, float]:
+    scores = method_predictions(results, method)["score"]
+    return float(scores.min()), float(scores.max())
+
+
+def native(metric: Metric, similarity: float) -> float:
+    """A similarity back in the method's own unit (a Hamming distance for hashes)."""
+    return metric.from_similarity(similarity) + 0.0  # + 0.0: never show "-0"
+
+
+def as_similarity(metric: Metric, value: float) -> float:
+    return float(metric.similarity(np.array([value]))[0])
+
+
+def accepted_distractors(results: Results, method: str, similarity: float, limit: int = 8) -> list[Thumb]:
+    """Distractor queries taken for copies at this threshold, each with the original it was matched to."""
+    exp = results.experiment
+    predictions = method_predictions(results, method)
+    top = predictions[(predictions["rank"] == 1) & predictions["query"].isin(exp.distractor_manifest["file"])]
+    wrong = top[top["score"] >= similarity].sort_values("score", ascending=False).head(limit)
+    thumbs = []
+    for row in wrong.itertuples():
+        thumbs += [Thumb(exp.distractors_dir / row.query, f"distractor {row.query}"),
+                   Thumb(exp.originals_dir / row.reference, f"taken for {row.reference} · score {row.score:.4g}")]
+    return thumbs
+
+
+def missed_copies(results: Results, method: str, similarity: float, limit: int = 8) -> list[Thumb]:
+    """Copies whose original is not among the accepted predictions at this threshold, with that original."""
+    exp = results.experiment
+    predictions = method_predictions(results, method)
+    found = set(predictions[(predictions["score"] >= similarity) & predictions["is_match"]]["query"])
+    missed = exp.manifest[~exp.manifest["file"].isin(found)].head(limit)
+    thumbs = []
+    for row in missed.itertuples():
+        thumbs += [Thumb(exp.copies_dir / row.file, f"missed copy {row.file}"),
+                   Thumb(Path(exp.originals_dir) / row.source, f"✅ its original {row.source}", True)]
+    return thumbs
