@@ -56,14 +56,8 @@ with st.expander("Recall per op at this threshold"):
     widgets.show_table(point.per_op, key="det_per_op", hide_index=True)
 
 st.subheader("Distractors accepted as copies")
-wrong = ctx.cached(logic.accepted_distractors, method, similarity)
-if wrong:
-    widgets.thumbnail_grid(wrong, columns=4)
-else:
-    st.success("No distractor is accepted at this threshold.")
+widgets.thumbnail_grid_or(ctx.cached(logic.accepted_distractors, method, similarity),
+                          "No distractor is accepted at this threshold.", columns=4)
 st.subheader("Copies missed")
-missed = ctx.cached(logic.missed_copies, method, similarity)
-if missed:
-    widgets.thumbnail_grid(missed, columns=4)
-else:
-    st.success("Every copy is found at this threshold.")
+widgets.thumbnail_grid_or(ctx.cached(logic.missed_copies, method, similarity),
+                          "Every copy is found at this threshold.", columns=4)

@@ -118,6 +118,14 @@ def thumbnail_grid(thumbs: Sequence[Thumb], columns: int = 5) -> None:
             col.image(thumbnail(thumb.path), caption=thumb.caption, width=THUMB_PX)
 
 
+def thumbnail_grid_or(thumbs: Sequence[Thumb], when_empty: str, columns: int = 5) -> None:
+    """The grid, or a success note saying why there is nothing to show."""
+    if thumbs:
+        thumbnail_grid(thumbs, columns)
+    else:
+        st.success(when_empty)
+
+
 def set_state(key: str, value: Any) -> None:
     """Widget callback: put ``value`` into another widget's state (e.g. a thumbnail's "Use" button)."""
     st.session_state[key] = value
