@@ -29,6 +29,7 @@ from common import machine, publish  # noqa: E402  (bench/ is on sys.path when r
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from malle.sampling import DEMO_DISTRACTORS, DEMO_N  # noqa: E402
 from malle.testing.browser import CHROMIUM, chromium, settle, streamlit_server  # noqa: E402
 
 PAGES_DIR = ROOT / "app_pages"
@@ -75,7 +76,8 @@ def main() -> int:
     args = parser.parse_args()
     cache_root = Path(tempfile.mkdtemp(prefix="malle-dash-bench-"))
     os.environ["MALLE_CACHE"] = str(cache_root)
-    lines = ["# Dashboard speed (built-in demo: 100 originals, default methods)", "", f"Machine: {machine()}", ""]
+    lines = [f"# Dashboard speed (built-in demo: {DEMO_N} originals, {DEMO_DISTRACTORS} distractor queries, "
+             "default methods)", "", f"Machine: {machine()}", ""]
     if CHROMIUM.exists():
         fresh = first_overview_seconds(cache_root)
         lines += [f"Time to the first Overview on a fresh demo (computes every stage): **{fresh:.1f} s**", ""]

@@ -73,6 +73,10 @@ def main() -> int:
         f"{len(experiment.originals)} | copies: {len(experiment.manifest)} | chain lengths: "
         f"{config.augment.describe()} | seed: {args.seed}\n\nMachine: {machine()}",
         side_by_side(results),
+        "**Open set** (distractor queries made from the unsampled photos; µAP as ISC2021 defines it)\n\n"
+        + (markdown(results.openset(), "{:.4f}") if results.has_openset else "no distractor queries"),
+        "**Which op caused the misses** (chains of two or more ops; shares of each method's misses)\n\n"
+        + markdown(results.attribution().groupby("method", sort=False).head(3), "{:.3f}"),
         "**What each method is**\n\n" + markdown(results.methods_table()),
         "**Cost per method**\n\n" + markdown(costs.drop(columns=["label"]), "{:.3f}"),
         "**Time per stage** (seconds as first computed; `cached` = taken from the cache in this run)\n\n"
