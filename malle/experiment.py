@@ -562,11 +562,12 @@ class Results:
         return pd.DataFrame([{c: self.experiment.openset(m).meta[c] if c != "method" else m for c in columns}
                              for m in self.methods])
 
-    def predictions(self) -> pd.DataFrame:
+    def predictions(self, methods: Sequence[str] | None = None) -> pd.DataFrame:
+        """Every query's top-k database matches, for ``methods`` (default: all of them)."""
         if not self.has_openset:
             return pd.DataFrame(columns=["method", "query", "reference", "rank", "score", "is_match"])
         return pd.concat([cache.read_table(self.experiment.openset(m).folder / "predictions.parquet")
-                          for m in self.methods], ignore_index=True)
+                          for m in methods or self.methods], ignore_index=True)
 
     def pr_curves(self) -> pd.DataFrame:
         if not self.has_openset:

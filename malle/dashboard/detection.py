@@ -39,8 +39,7 @@ def pr_chart(results: Results, labels: dict[str, str]) -> alt.Chart:
 
 
 def method_predictions(results: Results, method: str) -> pd.DataFrame:
-    predictions = results.predictions()
-    return predictions[predictions["method"] == method]
+    return results.predictions([method])
 
 
 @dataclass
