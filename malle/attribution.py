@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .augment import COPY_JPEG_QUALITY, Step, apply_chain
+from .augment import COPY_JPEG_QUALITY, Step, apply_chain, chain_from_json
 from .descriptors import Descriptor
 from .imageio import encode_jpeg, load_rgb
 from .search import search
@@ -56,8 +56,6 @@ def summarise(method: str, per_query: pd.DataFrame) -> pd.DataFrame:
 def attribute_misses(desc: Descriptor, index, per_query: pd.DataFrame, manifest: pd.DataFrame,
                      originals: pd.DataFrame, originals_dir, progress_bar=None) -> pd.DataFrame:
     """Per missed query with two or more ops: ``query, ops, charged`` (``charged`` as ``op|op`` or the combination)."""
-    from .augment import chain_from_json
-
     missed = per_query[(per_query["rank"].astype("Float64").fillna(np.inf) > 1) & (per_query["chain_length"] >= 2)]
     chains = manifest.set_index("file")["chain"]
     ids = pd.Series(np.arange(len(originals)), index=originals["file"])

@@ -586,11 +586,6 @@ def write_copies(img: Image.Image, rng: np.random.Generator, n: int, tokens: tup
     return rows
 
 
-def _register_extra_edits() -> None:
-    # Imported here, at the end: malle.edits builds on the Op machinery defined above.
-    from malle.edits import EXTRA_OPS
-
-    OPS.update({op.name: op for op in EXTRA_OPS})
-
-
-_register_extra_edits()
+# At the end: malle.edits builds on the Op machinery above and registers its ops into OPS when imported,
+# whichever of the two modules is imported first.
+import malle.edits  # noqa: E402,F401

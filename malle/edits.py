@@ -22,7 +22,7 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from torchvision.transforms import InterpolationMode
 
-from malle.augment import Fixed, IntUniform, Op, Uniform, _fraction_spec, _offset, choice_param, float_param, int_param
+from malle.augment import OPS, IntUniform, Op, Uniform, _fraction_spec, _offset, choice_param, float_param, int_param
 
 TEXT_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789"
 
@@ -217,4 +217,4 @@ class ScreenshotFrame(Op):
 
 EXTRA_OPS = (HorizontalFlip(), QuarterTurn(), Pad(), TextOverlay(), ShapeOverlay(), Grayscale(), Noise(), Pixelate(),
              Perspective(), ScreenshotFrame())
-__all__ = ["EXTRA_OPS", "Fixed"]
+OPS.update({op.name: op for op in EXTRA_OPS})  # after the reference ten, so REFERENCE_OPS stays their prefix

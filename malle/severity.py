@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from .augment import OPS, Size, copy_rng
@@ -108,10 +109,8 @@ def placement_rng(seed: int, original: str, op: str) -> np.random.Generator:
     return copy_rng(seed, f"severity:{op}:{original}")
 
 
-def breaking_points(table):
+def breaking_points(table: pd.DataFrame) -> pd.DataFrame:
     """Per (method, op): the first level whose Recall@1 falls below ``MIN_RECALL`` (empty if none does)."""
-    import pandas as pd
-
     rows = []
     for (method, op), part in table.sort_values("level").groupby(["method", "op"], sort=False):
         broken = part[part["recall_at_1"] < MIN_RECALL]

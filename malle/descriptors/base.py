@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from malle import cache
 from malle.errors import ConfigError, WeightsUnavailable
 from malle.imageio import load_rgb
 from malle.metrics import Metric
@@ -247,8 +248,6 @@ def weights_identity(path: Path, memo: Path | None = None) -> str:
     hashes nothing: it costs one stat and one small read. A file rewritten in place
     gets a new identity and is hashed again.
     """
-    from malle import cache
-
     record = Path(memo) / f"{cache.fingerprint(file_identity(path))}.json" if memo else None
     if record is not None:
         try:
