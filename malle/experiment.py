@@ -19,6 +19,7 @@ cheap fingerprint), so a fully cached run builds no model and reads no weights.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import defaultdict
@@ -56,9 +57,15 @@ PREDICTIONS_PER_QUERY = 10  # open-set: the top-k database matches kept per quer
 Progress = Callable[..., object]  # tqdm-like: progress(total=, desc=) -> obj with update(n), close()
 
 
+@functools.cache
+def _pixel_versions() -> tuple[tuple[str, str], ...]:
+    return tuple({**package_versions(("Pillow", "torchvision", "torch", "numpy")),
+                  "libjpeg": str(features.version("jpg"))}.items())
+
+
 def pixel_versions() -> dict[str, str]:
     """Libraries whose upgrade can change the pixels of originals and copies (decoders, encoders, ops, RNG)."""
-    return {**package_versions(("Pillow", "torchvision", "torch", "numpy")), "libjpeg": str(features.version("jpg"))}
+    return dict(_pixel_versions())
 
 
 def prediction_rows(method: str, queries: pd.Series, sources: pd.Series, ids: np.ndarray, scores: np.ndarray,

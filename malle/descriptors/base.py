@@ -12,6 +12,7 @@ without loading anything, whether they can be had and how to provide them, and
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 from abc import ABC, abstractmethod
@@ -221,13 +222,19 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 
 
 def package_versions(names: Sequence[str]) -> dict[str, str]:
+    return dict(_installed_versions(tuple(names)))
+
+
+@functools.cache
+def _installed_versions(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    # Read once per process: importlib.metadata scans site-packages, and every cache key asks for them.
     versions = {}
     for dist in names:
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = "not installed"
-    return versions
+    return tuple(versions.items())
 
 
 def file_identity(path: Path) -> str:

@@ -473,7 +473,7 @@ def load_efficientnet_lite2() -> torch.nn.Module:
     path = efficientnet_lite2_weights_file()
     try:
         source = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
+    except Exception as err:  # torch.load's unpickler raises many types for a corrupt or truncated file
         raise WeightsUnavailable(f"EfficientNet-Lite2 weights at {path} cannot be loaded ({err})") from err
     model = timm.create_model(EFFICIENTNET_TIMM_ARCH, pretrained=False)
     model.load_state_dict(map_tensors_in_order(source, model.state_dict(), path), strict=True)
