@@ -22,7 +22,6 @@ from .imageio import encode_jpeg, load_rgb
 from .search import search
 
 COMBINATION = "the combination"
-ATTRIBUTION_COLUMNS = ["method", "op", "misses_charged", "share"]
 
 
 def leave_one_out(original: Image.Image, chain: Sequence[Step]) -> list[Image.Image]:

@@ -149,9 +149,3 @@ IP = InnerProduct()
 HAMMING = Hamming()
 METRICS: dict[str, Metric] = {m.name: m for m in (IP, HAMMING)}
 
-
-def metric_named(name: str) -> Metric:
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise ValueError(f"unknown metric {name!r}; expected one of {', '.join(METRICS)}") from None

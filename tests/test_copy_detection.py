@@ -11,7 +11,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from malle.augment import AugmentConfig
 from malle.cli import main
 from malle.descriptors import DESCRIPTORS, create_descriptor, resolve_methods
-from malle.descriptors.pdq import PDQ, PDQDihedral
+from malle.descriptors.pdq import MATCH_DISTANCE, PDQ, PDQDihedral
 from malle.descriptors.sscd import SSCD, SSCDDistilled, ShortSideResize, SquareResize
 from malle.experiment import Experiment, ExperimentConfig
 from malle.imageio import load_rgb
@@ -98,9 +98,9 @@ def test_pdq_dihedral_finds_flips_and_rotations_that_plain_pdq_misses(photos):
         dihedral_hits = search(index, dihedral.encode_queries(queries), 1, HAMMING)
         truth = np.arange(len(photos))
         assert (dihedral_hits.ids[:, 0] == truth).all()
-        assert (dihedral_hits.scores[:, 0] <= 31).mean() >= 0.9  # mostly within Meta's match threshold
+        assert (dihedral_hits.scores[:, 0] <= MATCH_DISTANCE).mean() >= 0.9  # mostly within Meta's threshold
         assert (plain_hits.ids[:, 0] == truth).mean() < 0.5
-        assert (plain_hits.scores[:, 0] > 31).all()
+        assert (plain_hits.scores[:, 0] > MATCH_DISTANCE).all()
 
 
 def test_a_low_quality_hash_is_kept_and_counted(tmp_path, demo_photos):
