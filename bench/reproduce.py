@@ -54,6 +54,7 @@ def main() -> int:
     parser.add_argument("--methods", default=None, help="comma-separated; default: every method that can run here")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="auto", help="CNN inference: auto, fp32 or int8")
     parser.add_argument("--cache", type=Path, default=None, help="default: a fresh temp folder, so stages are timed")
     parser.add_argument("--report", type=Path, default=ROOT / "bench" / "results" / "reproduce.md")
     args = parser.parse_args()
@@ -62,7 +63,8 @@ def main() -> int:
         return 0
     cache_root = args.cache or Path(tempfile.mkdtemp(prefix="malle-bench-"))
     methods = tuple(args.methods.split(",")) if args.methods else tuple(available_methods())
-    config = ExperimentConfig(data=str(args.data), n=args.n, seed=args.seed, methods=methods)
+    config = ExperimentConfig(data=str(args.data), n=args.n, seed=args.seed, methods=methods,
+                              precision=args.precision)
     experiment = Experiment(config, cache_root, log=print)
     results = experiment.run(progress=partial(tqdm, leave=False))
 

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from malle import evaluate, report
 from malle.dashboard import frame
+from malle.descriptors import create_descriptor
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 CNN, PHASH = "efficientnet_lite2", "phash"
@@ -126,8 +127,9 @@ def test_uploaded_images_run_once_with_progress_per_stage(demo_photos):
     done = [m.value for m in status.markdown]
     assert done[0].startswith("✓ sample originals: 4/4 in ") and done[1].startswith("✓ copies: 4/4 in ")
     cnn = [line.split(" in ")[0] for line in done if line.startswith("✓ EfficientNet-Lite2")]
-    assert cnn[0] == "✓ EfficientNet-Lite2 (ImageNet, 1280-d): originals: 4/4"
-    assert cnn[1].startswith("✓ EfficientNet-Lite2 (ImageNet, 1280-d): copies: ")
+    label = create_descriptor("efficientnet_lite2").label  # ends with the precision this CPU gets by default
+    assert cnn[0] == f"✓ {label}: originals: 4/4" and label.endswith(("fp32)", "int8)"))
+    assert cnn[1].startswith(f"✓ {label}: copies: ")
     assert "only 4 usable images" in at.sidebar.warning[0].value
     assert any("1 uploaded file(s) skipped" in e.label for e in at.expander)
     (summary,) = [dict(d.value.itertuples(index=False)) for d in at.dataframe

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from malle.descriptors.base import Descriptor, Unavailable
-from malle.descriptors.cnn import EfficientNetLite2, ResNet50
+from malle.descriptors.cnn import EfficientNetLite2, ResNet50, check_precision
 from malle.descriptors.hashes import AHash, DHash, PHash, WHash
 from malle.descriptors.pdq import PDQ, PDQDihedral
 from malle.descriptors.sscd import SSCD, SSCDDistilled
@@ -34,10 +34,14 @@ def descriptor_class(name: str) -> type[Descriptor]:
     return cls
 
 
-def create_descriptor(name: str, weights: str | Path | None = None) -> Descriptor:
-    """Instantiate by registry name; ``weights`` (or the descriptor's environment variable) names its file."""
+def create_descriptor(name: str, weights: str | Path | None = None, precision: str = "auto") -> Descriptor:
+    """Instantiate by registry name; ``weights`` (or the descriptor's environment variable) names its file.
+
+    ``precision`` (auto, fp32, int8) applies to methods that offer a choice; the rest keep their own."""
+    check_precision(precision)
     cls = descriptor_class(name)
-    return cls(weights=cls.resolve_weights(weights))
+    extra = {"precision": precision} if cls.precision_choice else {}
+    return cls(weights=cls.resolve_weights(weights), **extra)
 
 
 def weight_options() -> dict[str, type[Descriptor]]:

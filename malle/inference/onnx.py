@@ -27,12 +27,22 @@ def onnxruntime_version() -> str:
         return "not installed"
 
 
+def default_threads() -> int:
+    """The machine's cores, or fewer where a scheduler says so: Ray, like OpenMP, sets OMP_NUM_THREADS to the
+    CPUs it gave a worker, and os.cpu_count() would oversubscribe them."""
+    try:
+        allotted = int(os.environ.get("OMP_NUM_THREADS", "0"))
+    except ValueError:
+        allotted = 0
+    return allotted if allotted > 0 else os.cpu_count() or 1
+
+
 class OnnxRunner:
     """Runs one ONNX model on batches of prepared inputs; the session is created on first use."""
 
     def __init__(self, model: Path, threads: int | None = None):
         self.model = Path(model)
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or default_threads()
         self._session = None
         self._lock = threading.Lock()
 
@@ -52,6 +62,7 @@ class OnnxRunner:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: graph clean-up notes are for model authors, not users
         try:
             return ort.InferenceSession(str(self.model), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own Fail/InvalidProtobuf/NoSuchFile types

@@ -1,0 +1,64 @@
+"""What this CPU can do fast, read once per process, for choosing an inference path.
+
+int8 inference pays off where the CPU has VNNI (AVX-512 VNNI, or AVX-VNNI on
+newer AVX2 parts): ONNX Runtime then multiplies u8 by s8 in one instruction.
+Without VNNI its u8s8 kernels can saturate intermediate sums, so int8 is not
+chosen automatically there. bf16 is listed for the record: ONNX Runtime's CPU
+provider has no bf16 kernels on x86, so no path here uses it.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    avx2: bool
+    avx512: bool
+    vnni: bool
+    bf16: bool
+
+    @property
+    def fast_int8(self) -> bool:
+        return self.vnni
+
+    def describe(self) -> str:
+        """For costs.csv and the Overview: e.g. 'x86_64 AVX-512 VNNI BF16'."""
+        vector = "AVX-512" if self.avx512 else "AVX2" if self.avx2 else "no AVX2"
+        extras = [name for name, present in (("VNNI", self.vnni), ("BF16", self.bf16)) if present]
+        return " ".join([platform.machine() or "cpu", vector, *extras])
+
+
+@functools.cache
+def cpu_features() -> CpuFeatures:
+    flags = _numpy_flags() | _linux_flags()
+    return CpuFeatures(
+        avx2="AVX2" in flags,
+        avx512="AVX512F" in flags,
+        vnni=bool({"AVX512VNNI", "AVX_VNNI", "AVXVNNI"} & flags),
+        bf16="AVX512BF16" in flags,
+    )
+
+
+def _numpy_flags() -> set[str]:
+    # NumPy's runtime dispatcher probes the CPU on every platform; its table is the portable source.
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:
+        return set()
+    return {name for name, present in __cpu_features__.items() if present}
+
+
+def _linux_flags() -> set[str]:
+    """/proc/cpuinfo's flags, upper-cased with underscores dropped where NumPy spells them without."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    raw = line.partition(":")[2].split()
+    return {flag.upper().replace("AVX512_", "AVX512") for flag in raw} | {flag.upper() for flag in raw}
