@@ -133,6 +133,13 @@ def write_table(path: Path, df: pd.DataFrame) -> None:
         raise ValueError(f"unsupported table format: {path.suffix}")
 
 
+def write_arrow(path: Path, table) -> None:
+    """A pyarrow Table as Parquet, atomically (for columns pandas cannot type, such as fixed-size vectors)."""
+    import pyarrow.parquet as pq
+
+    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
 def read_table(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 

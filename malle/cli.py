@@ -3,6 +3,7 @@
     python -m malle run --data DIR        the experiment on a dataset folder
     python -m malle demo                  the experiment on the built-in demo photos
     python -m malle severity --data DIR   robustness curves: each op alone, level by level
+    python -m malle embed --data DIR --method M --out DIR [--ray ADDRESS]   a folder into Parquet shards
     python -m malle cache info|verify|prune|clear
 """
 
@@ -17,10 +18,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import cache, report
+from . import cache, embed, report
 from .augment import OPS, REFERENCE_OPS, AugmentConfig
 from .descriptors import DEFAULT_METHODS, DESCRIPTORS, weight_options
-from .errors import CacheError, MalleError
+from .descriptors.cnn import PRECISIONS
+from .embed import EmbedJob
+from .errors import CacheError, ConfigError, MalleError
 from .experiment import Experiment, ExperimentConfig
 from .sampling import DEMO_DISTRACTORS, DEMO_N
 from .severity import MIN_RECALL, breaking_points
@@ -84,8 +87,26 @@ def _add_experiment_options(p: argparse.ArgumentParser, n_default: int) -> None:
     for option, cls in weight_options().items():
         p.add_argument(f"--{option}", type=str, default=None, metavar="PATH",
                        help=f"a {cls.display_name()} weights file (or ${cls.weights_env})")
+    _add_precision_option(p)
+    p.add_argument("--index", default="Flat", metavar="FACTORY",
+                   help="FAISS index-factory string for the database, e.g. Flat (exact, default), HNSW32, "
+                        "IVF1024,Flat, IVF4096_HNSW32,PQ64; or auto (chosen by database size and memory). "
+                        "Only Flat is exact; others report their R@10 against exact search")
+    p.add_argument("--index-params", default="", metavar="PARAMS",
+                   help="search-time parameters such as efSearch=256 or nprobe=32 (default: efSearch=128, nprobe=64)")
+    p.add_argument("--db-distractors", type=int, default=0, metavar="M",
+                   help="add M images of the dataset that are not sampled as originals to the database: "
+                        "references no query copies (DISC21-style)")
+    p.add_argument("--db-extra", default=None, metavar="DIR",
+                   help="add every image of DIR to the database, or the embeddings `python -m malle embed` wrote there")
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the CSV outputs (default out/)")
     _add_cache_option(p)
+
+
+def _add_precision_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="CNN inference: fp32 (exact, matches PyTorch), int8 (calibrated, faster), or auto (int8 "
+                        "where it keeps R@1 and the CPU has VNNI; default). Other methods keep their own precision.")
 
 
 def _add_cache_option(p: argparse.ArgumentParser) -> None:
@@ -115,8 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
     for option, cls in weight_options().items():
         severity.add_argument(f"--{option}", type=str, default=None, metavar="PATH",
                               help=f"a {cls.display_name()} weights file")
+    _add_precision_option(severity)
     severity.add_argument("--out", type=Path, default=Path("out"), help="folder for severity.csv (default out/)")
     _add_cache_option(severity)
+    embed = sub.add_parser("embed", help="embed a folder of images into Parquet shards (for --db-extra)")
+    embed.add_argument("--data", required=True, type=str, help="folder of images (searched recursively)")
+    embed.add_argument("--method", required=True, choices=list(DESCRIPTORS))
+    embed.add_argument("--out", required=True, type=Path, help="folder for embeddings.json and the shards")
+    embed.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="run on a Ray cluster: auto, ray://HOST:10001, or local (start one on this machine)")
+    for option, cls in weight_options().items():
+        embed.add_argument(f"--{option}", type=str, default=None, metavar="PATH",
+                           help=f"a {cls.display_name()} weights file")
+    _add_precision_option(embed)
+    _add_cache_option(embed)
     cache_cmd = sub.add_parser("cache", help="inspect and clean the cache")
     actions = cache_cmd.add_subparsers(dest="action", required=True)
     for name, text in (("info", "size and entries per stage"), ("verify", "check every entry against its digests"),
@@ -134,10 +167,11 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     weights = {cls.name: getattr(args, option.replace("-", "_")) for option, cls in weight_options().items()}
     chains = {} if args.command == "severity" else {
         "augment": AugmentConfig(copies=args.copies, chain_lengths=args.chain_lengths, ops=args.ops),
-        "distractors": args.distractors}
+        "distractors": args.distractors, "index": args.index, "index_params": args.index_params,
+        "db_distractors": args.db_distractors, "db_extra": args.db_extra}
     return ExperimentConfig(
         data=args.data if args.command in ("run", "severity") else None,
-        n=args.n, seed=args.seed, n_classes=args.n_classes, methods=args.methods,
+        n=args.n, seed=args.seed, n_classes=args.n_classes, methods=args.methods, precision=args.precision,
         weights={method: path for method, path in weights.items() if path}, **chains,
     )
 
@@ -156,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             return cache_command(args)
         if args.command == "severity":
             return severity_command(args, say)
+        if args.command == "embed":
+            return embed_command(args, say)
         return run_command(args, say)
     except MalleError as err:
         say(f"malle: error: {err}")
@@ -207,6 +243,20 @@ def severity_command(args: argparse.Namespace, say) -> int:
     shown = broken.assign(level=broken["level"].astype(object).where(broken["level"].notna(), "-"))
     print(shown.to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.3f}"))
     print(f"Wrote severity.csv and breaking_points.csv to {args.out}/")
+    return 0
+
+
+def embed_command(args: argparse.Namespace, say) -> int:
+    data = Path(args.data).expanduser()
+    if not str(args.data).strip() or not data.is_dir():
+        raise ConfigError(f"--data {args.data!r} is not a folder")
+    cache.ensure_writable_dir(args.out, "--out")
+    cache_root = cache.ensure_writable_dir(args.cache or cache.default_root(), "--cache")
+    weights = getattr(args, f"{args.method}_weights", None)
+    job = EmbedJob(data, args.method, args.out, args.precision, weights, cache_root)
+    manifest = embed.run(job, args.ray, progress=partial(tqdm, leave=False), log=say)
+    print(f"{manifest['label']}: {manifest['count']} images in {len(manifest['shards'])} shard(s) written to "
+          f"{args.out}/" + (f"; {manifest['skipped']} skipped (skipped.csv)" if manifest["skipped"] else ""))
     return 0
 
 

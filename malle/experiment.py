@@ -8,7 +8,8 @@ method recomputes only that method's folders::
     samples/<key>/   originals/*.JPEG  originals.parquet  skipped.csv
     copies/<key>/    images/*.JPEG     manifest.parquet
     embed/<key>/     originals.npy  queries.npy  index.faiss   (one per method)
-    search/<key>/    per_query.parquet  neighbour_ids.npy  neighbour_scores.npy
+    references/<key>/  references.parquet  codes.npy  skipped.csv   (extra database items, one per method)
+    search/<key>/    index.faiss  per_query.parquet  neighbour_ids.npy  neighbour_scores.npy
     distractors/<key>/  images/*.JPEG  manifest.parquet  skipped.csv   (open-set queries)
     openset/<key>/   predictions.parquet  pr_curve.parquet  distractors.npy   (one per method)
 
@@ -32,12 +33,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image, features
 
-from . import cache, evaluate
+from . import cache, embeddings, evaluate, indexes
 from .attribution import attribute_misses
 from .attribution import summarise as summarise_attribution
 from .augment import COPY_JPEG_QUALITY, AugmentConfig, make_copies
 from .descriptors import Descriptor, Unavailable, create_descriptor, resolve_methods
 from .descriptors.base import open_progress, package_versions
+from .descriptors.cnn import check_precision
+from .inference.cpu import cpu_features
 from .errors import BadImage, ConfigError, DatasetError
 from .imageio import encode_jpeg, load_rgb
 from .severity import GRIDS, placement_rng
@@ -49,8 +52,10 @@ from .search import Hits, best_pair_scores, save_index, search
 from .tables import row_ids
 
 # Bump one when its stage's output changes for the same inputs.
-STAGE_VERSIONS = {"samples": 2, "copies": 2, "embed": 3, "search": 3, "distractors": 1, "openset": 1, "sweep": 1,
-                  "sweepscore": 1, "attribution": 1}
+STAGE_VERSIONS = {"samples": 2, "copies": 2, "embed": 3, "search": 4, "distractors": 1, "openset": 1, "sweep": 1,
+                  "sweepscore": 1, "attribution": 1, "references": 1}
+DB_DISTRACTOR_STREAM = 7  # the seed stream that picks database distractors, apart from every other draw
+EXACT_CHECK_K = 10  # an approximate index reports how much of exact search's top 10 it found
 SWEEP_RANKS = (1, 10)  # severity curves report Recall@1 and Recall@10
 NEIGHBOURS_KEPT = 20  # top-N neighbours stored per query for the dashboard
 PREDICTIONS_PER_QUERY = 10  # open-set: the top-k database matches kept per query, as in DISC21
@@ -74,15 +79,25 @@ def prediction_rows(method: str, queries: pd.Series, sources: pd.Series, ids: np
     similarity (a Hamming distance negated), as µAP expects."""
     ids, scores = ids[:, :k], scores[:, :k]
     n, width = ids.shape
-    reference = references.to_numpy()[ids.ravel()]
+    found = ids.ravel() >= 0  # an approximate index may return fewer than k
+    reference = references.to_numpy()[ids.ravel()[found]]
     return pd.DataFrame({
         "method": method,
-        "query": np.repeat(queries.to_numpy(), width),
+        "query": np.repeat(queries.to_numpy(), width)[found],
         "reference": reference,
-        "rank": np.tile(np.arange(1, width + 1), n),
-        "score": metric.similarity(scores).ravel().astype(np.float64),
-        "is_match": reference == np.repeat(sources.to_numpy(), width),
+        "rank": np.tile(np.arange(1, width + 1), n)[found],
+        "score": metric.similarity(scores).ravel().astype(np.float64)[found],
+        "is_match": reference == np.repeat(sources.to_numpy(), width)[found],
     })
+
+
+def overlap_at_k(found: np.ndarray, exact: np.ndarray, k: int) -> float:
+    """Mean share of exact search's top ``k`` that an approximate search also returned in its top ``k``."""
+    k = min(k, exact.shape[1], found.shape[1])
+    if not len(exact) or not k:
+        return float("nan")
+    shared = [len(np.intersect1d(f[:k][f[:k] >= 0], e[:k])) for f, e in zip(found, exact)]
+    return float(np.mean(shared) / k)
 
 
 def quality_summary(desc: Descriptor, qualities: Sequence[np.ndarray | None], folder: Path) -> dict:
@@ -111,6 +126,11 @@ class ExperimentConfig:
     weights: tuple[tuple[str, str], ...] = ()  # (method, weights file) for descriptors that take one
     depth: int = 1000  # ranks beyond this are reported as missing
     distractors: int | None = None  # open-set queries; None: as many as there are copies; 0: closed-set only
+    precision: str = "auto"  # CNN inference: auto, fp32 or int8 (descriptors.cnn.PRECISIONS)
+    index: str = indexes.EXACT  # a FAISS index-factory string, or "auto" (malle.indexes)
+    index_params: str = ""  # search-time parameters such as efSearch=256 or nprobe=32; default: per index
+    db_distractors: int = 0  # database images not sampled as originals, that no query copies (DISC21-style)
+    db_extra: str | None = None  # a folder of images, or of embeddings from `malle embed`, added to the database
 
     def __post_init__(self):
         # Dicts and lists (from JSON or callers) become tuples so configs compare equal.
@@ -126,11 +146,15 @@ class ExperimentConfig:
             (self.depth >= 1, f"depth must be at least 1 (got {self.depth})"),
             (self.distractors is None or self.distractors >= 0,
              f"--distractors must be 0 or more (got {self.distractors})"),
+            (self.db_distractors >= 0, f"--db-distractors must be 0 or more (got {self.db_distractors})"),
+            (self.db_extra is None or str(self.db_extra).strip() != "", "--db-extra must name a folder"),
+            (str(self.index).strip() != "", "--index must be a FAISS index-factory string such as Flat, or auto"),
             (all(k >= 1 for k in self.ks), f"every K must be at least 1 (got {self.ks})"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        check_precision(self.precision)
 
     def weights_for(self, method: str) -> str | None:
         return dict(self.weights).get(method)
@@ -184,16 +208,20 @@ class Experiment:
         Loads them into the descriptor the run then uses, so they are read once; a method
         whose embeddings are cached loads nothing.
         """
+        cfg = self.config
         for method in self.methods:
+            desc = self.descriptor(method)
+            indexes.check(cfg.index, desc.metric, desc.dim, cfg.index_params)
+            if self.extra_embeddings is not None:
+                embeddings.check_matches(self.extra_embeddings, desc, self.extra_root)
             if not (self.embed_folder(method) / cache.DONE_MARK).is_file():
-                desc = self.descriptor(method)
                 desc.load()
                 for notice in desc.notices:
                     self.log(notice)
 
     def descriptor(self, method: str) -> Descriptor:
         if method not in self._descriptors:
-            desc = create_descriptor(method, weights=self.config.weights_for(method))
+            desc = create_descriptor(method, weights=self.config.weights_for(method), precision=self.config.precision)
             desc.use_cache(self.root)
             self._descriptors[method] = desc
         return self._descriptors[method]
@@ -233,7 +261,14 @@ class Experiment:
         return self._folder("embed", self.copies_folder.name, self.descriptor(method).fingerprint())
 
     def search_folder(self, method: str) -> Path:
-        return self._folder("search", self.embed_folder(method).name, self.config.depth)
+        cfg = self.config
+        return self._folder("search", self.embed_folder(method).name, cfg.depth, cfg.index, cfg.index_params,
+                            self.references_folder(method).name if self.has_references else "")
+
+    def references_folder(self, method: str) -> Path:
+        cfg = self.config
+        return self._folder("references", self.samples_folder.name, self.descriptor(method).fingerprint(),
+                            cfg.db_distractors, cfg.seed, self.extra_fingerprint)
 
     # -- stage 1: originals ---------------------------------------------------------------
     def samples(self, progress: Progress | None = None) -> Stage:
@@ -306,7 +341,8 @@ class Experiment:
             save_index(desc.metric.build_index(db.codes), tmp / "index.faiss", desc.metric)
             n = len(db.codes) + len(queries.codes)
             meta.update(method=method, label=desc.label, family=desc.family, metric=desc.metric.name, dim=desc.dim,
-                        precision=desc.precision, items=n, encode_seconds=seconds,
+                        precision=desc.precision, runtime=desc.runtime(), cpu=cpu_features().describe(),
+                        items=n, encode_seconds=seconds,
                         images_per_s=n / seconds if seconds else float("nan"),
                         **quality_summary(desc, [db.quality, queries.quality], tmp))
 
@@ -325,31 +361,153 @@ class Experiment:
         desc = self.descriptor(method)
         return search(self.index(method), desc.encode_queries(list(images)), k, desc.metric)
 
-    # -- stage 4 and 5: search and per-query evaluation ----------------------------------------
-    def evaluation(self, method: str, progress: Progress | None = None) -> Stage:
-        metric = self.descriptor(method).metric
+    # -- the database: the originals, then extra references that no query copies ----------------------
+    @property
+    def has_references(self) -> bool:
+        return bool(self.config.db_distractors or self.config.db_extra)
+
+    @cached_property
+    def extra_root(self) -> Path | None:
+        if not self.config.db_extra:
+            return None
+        root = Path(self.config.db_extra).expanduser()
+        if not root.is_dir():
+            raise ConfigError(f"--db-extra {root} is not a folder")
+        return root
+
+    @cached_property
+    def extra_embeddings(self) -> dict | None:
+        """The manifest of --db-extra when it is an embeddings folder (``malle embed``), else None."""
+        if self.extra_root is None or not embeddings.is_embeddings_folder(self.extra_root):
+            return None
+        return embeddings.read_manifest(self.extra_root)
+
+    @cached_property
+    def extra_images(self) -> list:
+        """Candidate images of --db-extra when it is a folder of images."""
+        if self.extra_root is None or self.extra_embeddings is not None:
+            return []
+        return discover(self.extra_root, self.allowed_roots)[0]
+
+    @cached_property
+    def extra_fingerprint(self) -> str:
+        if self.extra_embeddings is not None:
+            return cache.fingerprint(self.extra_embeddings)
+        return dataset_fingerprint(self.extra_images) if self.extra_images else ""
+
+    @cached_property
+    def db_distractor_images(self) -> list:
+        """Unsampled images put in the database, drawn with the run seed; distractor queries never use them."""
+        wanted = self.config.db_distractors
+        if not wanted:
+            return []
+        pool = unsampled(self.discovered[0], self.originals)
+        order = np.random.default_rng([self.config.seed, DB_DISTRACTOR_STREAM]).permutation(len(pool))
+        if len(pool) < wanted:
+            self.log(f"Only {len(pool)} unsampled images can serve as database distractors (asked for {wanted}); "
+                     "using them all.")
+        return [pool[i] for i in sorted(order[:wanted])]
+
+    def reference_sources(self) -> pd.DataFrame:
+        """``file, class, path`` of every extra reference image, database distractors first."""
+        rows = [{"file": f"db:{c.rel}", "class": c.label, "path": str(c.path)} for c in self.db_distractor_images]
+        # A folder of extra references carries no classes: they never count as a same-class hit.
+        rows += [{"file": f"extra:{c.rel}", "class": "", "path": str(c.path)} for c in self.extra_images]
+        return pd.DataFrame(rows, columns=["file", "class", "path"])
+
+    def references(self, method: str, progress: Progress | None = None) -> Stage:
+        """Codes of the extra references for one method: encoded here, or read from an embeddings folder."""
+        desc = self.descriptor(method)
 
         def build(tmp: Path, meta: dict) -> None:
-            db, queries = self.codes(method)
+            sources = self.reference_sources()
+            found = desc.encode_files_skipping([Path(p) for p in sources["path"]], progress=progress,
+                                               desc=f"{desc.label}: extra references")
+            table, codes = sources.iloc[found.kept][["file", "class"]], [found.codes]
+            if self.extra_embeddings is not None:
+                loaded = embeddings.read(self.extra_root, desc)
+                if embeddings.fingerprint_differs(loaded.manifest, desc):
+                    self.log(f"{desc.label}: the embeddings in {self.extra_root} were made with another precision, "
+                             f"weights or library version ({loaded.manifest['label']}); using them as they are.")
+                table = pd.concat([table, pd.DataFrame({"file": [f"embedded:{p}" for p in loaded.paths],
+                                                        "class": ""})], ignore_index=True)
+                codes.append(loaded.vectors)
+            cache.write_table(tmp / "references.parquet", table.reset_index(drop=True))
+            cache.write_npy(tmp / "codes.npy", np.concatenate(codes) if len(table) else desc.empty_codes())
+            cache.write_table(tmp / "skipped.csv", found.skipped)
+            meta.update(method=method, items=len(table), skipped=len(found.skipped))
+
+        self.samples(progress)
+        stage = self._obtain("references", method, self.references_folder(method), build)
+        if stage.meta["skipped"]:
+            self.log(f"{desc.label}: {stage.meta['skipped']} extra reference file(s) skipped; reasons in "
+                     f"{stage.folder / 'skipped.csv'}")
+        return stage
+
+    def database(self, method: str) -> pd.DataFrame:
+        """``file, class`` in id order: the originals, then the extra references."""
+        if not self.has_references:
+            return self.originals[["file", "class"]]
+        refs = cache.read_table(self.references(method).folder / "references.parquet")
+        return pd.concat([self.originals[["file", "class"]], refs], ignore_index=True)
+
+    def database_codes(self, method: str) -> np.ndarray:
+        originals = self.codes(method)[0]
+        if not self.has_references:
+            return originals
+        return np.concatenate([originals, cache.read_npy(self.references(method).folder / "codes.npy")])
+
+    # -- stage 4 and 5: search and per-query evaluation ----------------------------------------
+    def evaluation(self, method: str, progress: Progress | None = None) -> Stage:
+        desc = self.descriptor(method)
+        metric = desc.metric
+
+        def build(tmp: Path, meta: dict) -> None:
+            queries, db = self.codes(method)[1], self.database_codes(method)
+            index, index_meta = self._build_search_index(desc, db, tmp / "index.faiss")
             start = time.perf_counter()
-            hits = search(self.index(method), queries, self.config.depth, metric)
+            hits = search(index, queries, self.config.depth, metric)
             seconds = time.perf_counter() - start
+            if not index_meta["index_exact"]:
+                exact = search(metric.build_index(db), queries, EXACT_CHECK_K, metric)
+                index_meta["r10_vs_exact"] = overlap_at_k(hits.ids, exact.ids, EXACT_CHECK_K)
             true_scores = best_pair_scores(metric, queries, db[row_ids(self.originals["file"], self.manifest["source"])])
-            table = evaluate.per_query_table(method, self.originals, self.manifest, hits, true_scores)
+            table = evaluate.per_query_table(method, self.database(method), self.manifest, hits, true_scores)
             cache.write_table(tmp / "per_query.parquet", table)
             cache.write_npy(tmp / "neighbour_ids.npy", hits.ids[:, :NEIGHBOURS_KEPT])
             cache.write_npy(tmp / "neighbour_scores.npy", hits.scores[:, :NEIGHBOURS_KEPT])
             meta.update(method=method, items=len(queries), search_seconds=seconds,
-                        ms_per_query=1000 * seconds / max(len(queries), 1), tie_rate=float(hits.top1_tied.mean()))
+                        ms_per_query=1000 * seconds / max(len(queries), 1), tie_rate=float(hits.top1_tied.mean()),
+                        **index_meta)
 
         self.embedding(method, progress)
+        if self.has_references:
+            self.references(method, progress)
         return self._obtain("search", method, self.search_folder(method), build)
+
+    def _build_search_index(self, desc: Descriptor, db: np.ndarray, path: Path):
+        """The configured index over the database, saved to ``path``, and what to record about it."""
+        cfg = self.config
+        choice = indexes.choose(cfg.index, len(db), desc.dim, desc.metric, cfg.index_params)
+        start = time.perf_counter()
+        index = indexes.new_index(choice, desc.metric, desc.dim)
+        indexes.train_and_add(index, np.ascontiguousarray(db), desc.metric)
+        seconds = time.perf_counter() - start
+        save_index(index, path, desc.metric)
+        return index, {"index": choice.describe(), "index_reason": choice.reason, "index_exact": choice.exact,
+                       "index_seconds": seconds, "index_bytes": path.stat().st_size, "database_size": len(db),
+                       "r10_vs_exact": 1.0}
+
+    def search_index(self, method: str):
+        """The configured index over the whole database (originals and extra references)."""
+        return self.descriptor(method).metric.read_index(self.evaluation(method).folder / "index.faiss")
 
     # -- open set: distractor queries and detection scores ----------------------------------------
     @cached_property
     def distractor_pool(self) -> list:
-        """Images of the dataset that were not sampled as originals."""
-        return unsampled(self.discovered[0], self.originals)
+        """Images of the dataset that were neither sampled as originals nor put in the database."""
+        reserved = {c.rel for c in self.db_distractor_images}
+        return [c for c in unsampled(self.discovered[0], self.originals) if c.rel not in reserved]
 
     @cached_property
     def distractor_target(self) -> int:
@@ -364,7 +522,9 @@ class Experiment:
     @cached_property
     def distractors_folder(self) -> Path:
         return self._folder("distractors", self.samples_folder.name, self.config.augment.as_dict(), self.config.seed,
-                            self.distractor_target, pixel_versions())
+                            self.distractor_target, pixel_versions(),
+                            # Database distractors shrink the pool; without them the key stays as it was.
+                            *([self.config.db_distractors] if self.config.db_distractors else []))
 
     def distractors(self, progress: Progress | None = None) -> Stage:
         cfg = self.config
@@ -403,13 +563,14 @@ class Experiment:
             codes = desc.encode_files([self.distractors_dir / f for f in self.distractor_manifest["file"]],
                                       progress=progress, desc=f"{desc.label}: distractor queries", queries=True)
             cache.write_npy(tmp / "distractors.npy", codes)
-            found = search(self.index(method), codes, PREDICTIONS_PER_QUERY, desc.metric)
+            found = search(self.search_index(method), codes, PREDICTIONS_PER_QUERY, desc.metric)
             copy_ids, copy_scores = self.neighbours(method)
+            references = self.database(method)["file"]
             table = pd.concat([
                 prediction_rows(method, self.manifest["file"], self.manifest["source"], copy_ids, copy_scores,
-                                self.originals["file"], desc.metric),
+                                references, desc.metric),
                 prediction_rows(method, self.distractor_manifest["file"], self.distractor_manifest["source"],
-                                found.ids, found.scores, self.originals["file"], desc.metric),
+                                found.ids, found.scores, references, desc.metric),
             ], ignore_index=True)
             scores, curve = openset_metrics.score(table, n_positives=len(self.manifest))
             cache.write_table(tmp / "predictions.parquet", table)
@@ -429,7 +590,7 @@ class Experiment:
             missed = int(((per_query["rank"].astype("Float64").fillna(np.inf) > 1)
                           & (per_query["chain_length"] >= 2)).sum())
             bar = open_progress(progress, missed, f"{desc.label}: which op broke each miss")
-            charges = attribute_misses(desc, self.index(method), per_query, self.manifest, self.originals,
+            charges = attribute_misses(desc, self.search_index(method), per_query, self.manifest, self.originals,
                                        self.originals_dir, bar)
             bar.close()
             cache.write_table(tmp / "per_query.parquet", charges)
@@ -603,7 +764,11 @@ class Results:
             embed, found = self.experiment.embedding(m).meta, self.experiment.evaluation(m).meta
             rows.append({"method": m, "label": embed["label"], "family": embed["family"], "dim": embed["dim"],
                          "metric": embed["metric"], "precision": embed["precision"],
+                         # Stages cached before these were recorded say so rather than guess.
+                         "runtime": embed.get("runtime", "not recorded"), "cpu": embed.get("cpu", "not recorded"),
                          "images_per_s": embed["images_per_s"], "ms_per_query": found["ms_per_query"],
+                         "index": found["index"], "database_size": found["database_size"],
+                         "index_bytes": found["index_bytes"], "r10_vs_exact": found["r10_vs_exact"],
                          "top1_tie_rate": found["tie_rate"], **bounds.loc[m].to_dict(),
                          "low_quality_share": embed.get("low_quality_share", float("nan"))})
         return pd.DataFrame(rows)

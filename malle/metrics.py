@@ -26,6 +26,7 @@ class Metric(ABC):
     higher_is_better: ClassVar[bool]
     dtype: ClassVar[type]  # of one code row
     score_dtype: ClassVar[type]  # of the scores FAISS returns
+    binary: ClassVar[bool]  # packed bits (FAISS's binary indexes) rather than floats
 
     @abstractmethod
     def code_width(self, dim: int) -> int:
@@ -34,6 +35,14 @@ class Metric(ABC):
     @abstractmethod
     def build_index(self, codes: np.ndarray) -> faiss.Index | faiss.IndexBinary:
         """An exact FAISS index holding ``codes`` in row order (row i has id i)."""
+
+    @abstractmethod
+    def new_index(self, dim: int, factory: str):
+        """An empty index from a FAISS index-factory string in its float form (see ``malle.indexes``)."""
+
+    @abstractmethod
+    def set_search_params(self, index, params: str) -> None:
+        """``key=value,...`` search parameters (efSearch, nprobe) onto ``index``."""
 
     @abstractmethod
     def write_index(self, index, path: Path) -> None:
@@ -80,6 +89,7 @@ class InnerProduct(Metric):
     higher_is_better = True
     dtype = np.float32
     score_dtype = np.float32
+    binary = False
 
     def code_width(self, dim: int) -> int:
         return dim
@@ -88,6 +98,12 @@ class InnerProduct(Metric):
         index = faiss.IndexFlatIP(codes.shape[1])
         index.add(np.ascontiguousarray(codes, dtype=np.float32))
         return index
+
+    def new_index(self, dim: int, factory: str) -> faiss.Index:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+
+    def set_search_params(self, index, params: str) -> None:
+        faiss.ParameterSpace().set_index_parameters(index, params)
 
     def write_index(self, index, path: Path) -> None:
         faiss.write_index(index, str(path))
@@ -109,6 +125,7 @@ class Hamming(Metric):
     higher_is_better = False
     dtype = np.uint8
     score_dtype = np.int32
+    binary = True
 
     def code_width(self, dim: int) -> int:
         return dim // 8
@@ -117,6 +134,21 @@ class Hamming(Metric):
         index = faiss.IndexBinaryFlat(codes.shape[1] * 8)
         index.add(np.ascontiguousarray(codes, dtype=np.uint8))
         return index
+
+    def new_index(self, dim: int, factory: str) -> faiss.IndexBinary:
+        from .indexes import binary_factory
+
+        return faiss.index_binary_factory(dim, binary_factory(factory))
+
+    def set_search_params(self, index, params: str) -> None:
+        # FAISS's ParameterSpace knows only float indexes; binary ones expose the same knobs as attributes.
+        for key, value in (pair.split("=", 1) for pair in params.split(",")):
+            if key == "efSearch":
+                index.hnsw.efSearch = int(value)
+            elif key == "nprobe" and hasattr(index, "nprobe"):
+                index.nprobe = int(value)
+            else:
+                raise ValueError(f"{key} is not a search parameter of {type(index).__name__}")
 
     def write_index(self, index, path: Path) -> None:
         faiss.write_index_binary(index, str(path))

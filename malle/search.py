@@ -1,7 +1,10 @@
-"""Stage 4: exact FAISS indexes and top-K search with deterministic ties.
+"""Stage 4: top-K search over FAISS indexes, with deterministic ties where the index is exact.
 
 Each metric (``malle.metrics``) builds its own exact index: float embeddings go
-into ``IndexFlatIP``, packed hashes into ``IndexBinaryFlat``.
+into ``IndexFlatIP``, packed hashes into ``IndexBinaryFlat``. Approximate indexes
+(``malle.indexes``: HNSW, IVF, PQ) are searched once at K; their rows are sorted
+the same way, but a tie at the K-th place is not completed, since the index
+may not have visited every tied item anyway.
 
 Ties: perceptual hashes often put several originals at the same distance. FAISS
 does not promise an order among equal scores, so every result row is re-sorted
@@ -18,6 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from .cache import set_file_mode
@@ -60,8 +64,12 @@ def _order(ids: np.ndarray, scores: np.ndarray, metric: Metric) -> np.ndarray:
     return np.lexsort((ids_for_sort, metric.sort_key(scores)), axis=-1)
 
 
+def is_exact(index) -> bool:
+    return isinstance(index, (faiss.IndexFlat, faiss.IndexBinaryFlat))
+
+
 def search(index, queries: np.ndarray, k: int, metric: Metric) -> Hits:
-    """Exact top-``k`` for every query, ties broken by database id.
+    """Top-``k`` for every query, ties broken by database id; exact (ties completed) on a flat index.
 
     ``queries`` is (n, width), or (n, variants, width) for methods that match a query
     by its best variant (PDQ's 8 orientations): each variant is searched exactly and
@@ -74,6 +82,11 @@ def search(index, queries: np.ndarray, k: int, metric: Metric) -> Hits:
     if len(queries) == 0 or k == 0:
         empty = np.zeros((len(queries), k))
         return Hits(empty.astype(np.int64), empty.astype(metric.score_dtype), metric)
+    if not is_exact(index):
+        s, i = index.search(np.ascontiguousarray(queries), k)
+        order = _order(i, s, metric)
+        return Hits(np.take_along_axis(i, order, 1), np.take_along_axis(s, order, 1).astype(metric.score_dtype),
+                    metric)
     ids = np.empty((len(queries), k), dtype=np.int64)
     scores = np.empty((len(queries), k), dtype=metric.score_dtype)
     pending = np.arange(len(queries))

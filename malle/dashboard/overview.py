@@ -141,6 +141,7 @@ def costs_table(results: Results) -> pd.DataFrame:
         "method": costs["label"],
         "family": costs["family"],
         "precision": costs["precision"],
+        "runs on": costs["runtime"] + " · " + costs["cpu"],
         "dimensions": costs["dim"],
         "metric": costs["method"].map(lambda m: metrics[m].score_name),
         "images/s to encode": costs["images_per_s"],

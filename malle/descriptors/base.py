@@ -22,15 +22,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from malle import cache
-from malle.errors import ConfigError, WeightsUnavailable
+from malle.errors import BadImage, ConfigError, WeightsUnavailable
 from malle.imageio import load_rgb
 from malle.metrics import Metric
 
 # progress(total=, desc=) -> object with update(n) and close(); tqdm.tqdm fits.
 ProgressFactory = Callable[..., Any]
+SKIPPING_CHUNK = 256  # files encoded together when bad ones may be among them
 
 __all__ = ["Descriptor", "Encoded", "Unavailable", "WeightsStatus", "WeightsUnavailable", "file_identity",
            "open_progress", "weights_identity"]
@@ -42,6 +44,15 @@ class Encoded:
 
     codes: np.ndarray
     quality: np.ndarray | None = None
+
+
+@dataclass
+class Skipping:
+    """Codes of the usable files, their positions in the input, and the files left out with a reason."""
+
+    codes: np.ndarray
+    kept: np.ndarray
+    skipped: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,8 @@ class Descriptor(ABC):
     # For methods with a quality score: below this a code is counted as low quality.
     quality_threshold: ClassVar[int | None] = None
     precision: ClassVar[str] = "fp32"  # what the model computes in, shown in labels and the Overview
+    # Whether a run's --precision applies (the CNNs: fp32 or int8); other methods have one fixed precision.
+    precision_choice: ClassVar[bool] = False
     weights_source: ClassVar[str] = "none: an algorithm without learned weights"
     licence: ClassVar[str] = ""  # of the weights (or the implementation, for hashes)
     label: str
@@ -117,6 +130,10 @@ class Descriptor(ABC):
 
     def load(self) -> None:
         """Build whatever the descriptor needs now, raising ``WeightsUnavailable`` early."""
+
+    def runtime(self) -> str:
+        """What computes the codes, for costs.csv and the Overview (e.g. 'ONNX Runtime int8 QDQ')."""
+        return "NumPy and Pillow on the CPU"
 
     def provenance(self) -> dict[str, str]:
         """What this method is, for every table that names it: family, weights and their licence, precision."""
@@ -167,6 +184,37 @@ class Descriptor(ABC):
             return self._encode_paths_scored(paths, batch_size, bar)
         finally:
             bar.close()
+
+    def encode_files_skipping(
+        self, paths: Sequence[Path], batch_size: int = 32, progress: ProgressFactory | None = None,
+        desc: str | None = None,
+    ) -> Skipping:
+        """``encode_files`` for folders nobody has checked (extra references, ``malle embed``): a file that
+        is not a usable image is left out and recorded with its reason instead of stopping the run.
+
+        Files go in chunks at full speed; only a chunk that holds a bad file is encoded again one by one.
+        """
+        bar = open_progress(progress, len(paths), desc or self.label)
+        codes, kept, skipped = [], [], []
+        try:
+            for start in range(0, len(paths), SKIPPING_CHUNK):
+                part = list(paths[start : start + SKIPPING_CHUNK])
+                counted = _Counting(bar)
+                try:
+                    codes.append(self._encode_paths(part, batch_size, counted))
+                    kept += range(start, start + len(part))
+                except BadImage:
+                    for offset, path in enumerate(part):
+                        try:
+                            codes.append(self._encode_paths([path], 1, _NoProgress()))
+                            kept.append(start + offset)
+                        except BadImage as err:
+                            skipped.append({"path": str(path), "reason": str(err)})
+                    bar.update(len(part) - counted.n)
+        finally:
+            bar.close()
+        return Skipping(self._stack(codes), np.asarray(kept, dtype=np.int64),
+                        pd.DataFrame(skipped, columns=["path", "reason"]))
 
     def _encode_paths_scored(self, paths: Sequence[Path], batch_size: int, bar) -> Encoded:
         return Encoded(self._encode_paths(paths, batch_size, bar))
@@ -276,6 +324,17 @@ class _NoProgress:
 
     def close(self) -> None:
         pass
+
+
+class _Counting:
+    """Passes progress on and remembers how much, so a chunk that is redone is not counted twice."""
+
+    def __init__(self, bar):
+        self.bar, self.n = bar, 0
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self.bar.update(n)
 
 
 def open_progress(progress: ProgressFactory | None, total: int, desc: str):

@@ -51,6 +51,9 @@ class ImageHashDescriptor(Descriptor):
                 bar.update(1)
         return self._stack(codes)
 
+    def runtime(self) -> str:
+        return f"ImageHash (NumPy/SciPy), {FILE_WORKERS} decoding threads"
+
     def fingerprint(self) -> dict:
         return {**self._base_fingerprint(), "hash_side": HASH_SIDE, "bit_order": "row-major packbits"}
 

@@ -106,6 +106,9 @@ class OnnxEmbedding(Descriptor):
             self._runner = OnnxRunner(self.model_path(), self.threads)
         return self._runner
 
+    def runtime(self) -> str:
+        return f"ONNX Runtime {onnxruntime_version()}, the packaged model as shipped ({self.precision})"
+
     def load(self) -> None:
         self.runner.session  # noqa: B018  (opening the session is the point)
 
