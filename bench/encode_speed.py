@@ -1,13 +1,18 @@
-"""Descriptor throughput on 2 CPU cores, as ratios against references measured in the same run.
+"""Encoding throughput per method and inference path, as ratios against today's path measured in the same run.
 
-    python bench/encode_speed.py [--images 64] [--batch 32]
+    python bench/encode_speed.py [--images 96] [--data ../shared/datasets/imagenet-200x5/val] [--n 50]
 
-For each CNN: forward pass in channels_last vs contiguous memory (same model,
-same batch), the pipelined ``encode_files`` (decode overlapped with the forward
-pass) vs decoding first and then running the model, and ``encode_files`` on the
-ONNX Runtime engine (the default) vs eager PyTorch. The copy-detection
-descriptors and the hashes are set against EfficientNet-Lite2's ``encode_files``.
-ResNet-50 runs with random weights here, which does not change its speed.
+For each CNN, the paths are: eager PyTorch fp32 (the reference: what Malle ran
+before compiled inference), ONNX Runtime fp32 (the exact path) and ONNX Runtime
+int8 (calibrated). Each is measured forward only (preprocessed batches in memory,
+the engine's own batch size) and end to end (``encode_files``: decode, preprocess
+and forward, pipelined). Fidelity is the lowest cosine to eager over the photos,
+and instance R@1 on a small real experiment (``--n`` originals of ``--data`` and
+their copies, searched exactly) next to eager's. ``decode share`` is the time one
+thread spends decoding and preprocessing an image over the end-to-end time per image.
+Hashes compare one decoding thread (the old path) with the thread pool they use now,
+and check the codes are identical. ResNet-50 runs with random weights when its
+ImageNet weights are absent: speed is unchanged, R@1 and fidelity then mean little.
 Writes bench/results/encode_speed.md.
 """
 
@@ -15,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,17 +32,24 @@ sys.path.insert(0, str(ROOT))
 
 from common import machine, publish  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from malle.descriptors import create_descriptor  # noqa: E402
-from malle.descriptors.cnn import EAGER_FP32  # noqa: E402
+from malle.descriptors import create_descriptor, descriptor_class  # noqa: E402
+from malle.descriptors import hashes, pdq  # noqa: E402
+from malle.descriptors.cnn import EAGER_FP32, ONNX_FP32, ONNX_INT8  # noqa: E402
+from malle.experiment import Experiment, ExperimentConfig  # noqa: E402
 from malle.imageio import load_rgb  # noqa: E402
+from malle.inference.cpu import cpu_features  # noqa: E402
 from malle.sampling import demo_root  # noqa: E402
+from malle.search import search  # noqa: E402
+from malle.tables import row_ids  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "imagenet-200x5" / "val"
+ENGINES = {"eager fp32 (today)": EAGER_FP32, "ONNX Runtime fp32 (exact)": ONNX_FP32, "ONNX Runtime int8": ONNX_INT8}
 
 
-def rate(fn, n_images: int, repeats: int = 2) -> float:
-    """Images per second, best of ``repeats`` after one warm-up call."""
+def rate(fn, n_images: int, repeats: int = 3) -> float:
+    """Images per second, the median of ``repeats`` after one warm-up call."""
     fn()
-    best = min(_timed(fn) for _ in range(repeats))
-    return n_images / best
+    return n_images / float(np.median([_timed(fn) for _ in range(repeats)]))
 
 
 def _timed(fn) -> float:
@@ -44,62 +58,92 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def forward(model, batches, channels_last: bool):
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    with torch.inference_mode():
-        for batch in batches:
-            model(batch.contiguous(memory_format=fmt))
+def small_experiment(data: Path, n: int, cache_root: Path) -> Experiment:
+    experiment = Experiment(ExperimentConfig(data=str(data), n=n, seed=0, methods=("phash",), distractors=0),
+                            cache_root)
+    experiment.copies()
+    return experiment
 
 
-def cnn_rows(name: str, paths: list[Path], batch_size: int) -> list[dict]:
-    desc = create_descriptor(name, **({"weights": "random"} if name == "resnet50" else {}))
-    model = desc.model
-    tensors = [desc.preprocess(load_rgb(p)) for p in paths]
-    batches = [torch.stack(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)]
-    contiguous = rate(lambda: forward(model, batches, False), len(paths))
-    channels_last = rate(lambda: forward(model, batches, True), len(paths))
-    desc.model.to(memory_format=torch.channels_last)  # restore channels_last, as the descriptor keeps it
-
-    def decode_then_embed():
-        images = [load_rgb(p) for p in paths]
-        desc.encode(images, batch_size=batch_size)
-
-    sequential = rate(decode_then_embed, len(paths))
-    pipelined = rate(lambda: desc.encode_files(paths, batch_size=batch_size), len(paths))
-    eager = type(desc)(**({"weights": "random"} if name == "resnet50" else {}), engine=EAGER_FP32)
-    eager_rate = rate(lambda: eager.encode_files(paths, batch_size=batch_size), len(paths))
-    return [
-        {"method": name, "measure": "forward, channels_last vs contiguous", "reference_img_s": contiguous,
-         "measured_img_s": channels_last, "ratio": channels_last / contiguous},
-        {"method": name, "measure": "encode_files pipelined vs decode-then-embed", "reference_img_s": sequential,
-         "measured_img_s": pipelined, "ratio": pipelined / sequential},
-        {"method": name, "measure": "encode_files, ONNX Runtime fp32 vs eager PyTorch", "reference_img_s": eager_rate,
-         "measured_img_s": pipelined, "ratio": pipelined / eager_rate},
-    ]
+def recall_at_1(desc, experiment: Experiment) -> float:
+    db = desc.encode_files([experiment.originals_dir / f for f in experiment.originals["file"]])
+    queries = desc.encode_files([experiment.copies_dir / f for f in experiment.manifest["file"]], queries=True)
+    hits = search(desc.metric.build_index(db), queries, 1, desc.metric)
+    truth = row_ids(experiment.originals["file"], experiment.manifest["source"])
+    return float((hits.ids[:, 0] == truth).mean())
 
 
-def versus_cnn_row(name: str, paths: list[Path], cnn_img_s: float) -> dict:
-    desc = create_descriptor(name)
-    measured = rate(lambda: desc.encode_files(paths), len(paths))
-    return {"method": name, "measure": "encode_files vs EfficientNet-Lite2 encode_files",
-            "reference_img_s": cnn_img_s, "measured_img_s": measured, "ratio": measured / cnn_img_s}
+def cnn_rows(name: str, paths: list[Path], experiment: Experiment, cache_root: Path) -> list[dict]:
+    weights = {} if descriptor_class(name).weights_status().available else {"weights": "random"}
+    rows, reference = [], {}
+    for path_name, engine in ENGINES.items():
+        desc = descriptor_class(name)(**weights, engine=engine)
+        desc.use_cache(cache_root)
+        desc.load()
+        tensors = [desc.preprocess(load_rgb(p)) for p in paths]
+        step = desc.engine.batch
+        batches = [torch.stack(tensors[i : i + step]) for i in range(0, len(tensors), step)]
+        forward = rate(lambda: [desc._run(b) for b in batches], len(paths))
+        end_to_end = rate(lambda: desc.encode_files(paths), len(paths))
+        decode_s = _timed(lambda: [desc.preprocess(load_rgb(p)) for p in paths]) / len(paths)
+        codes = desc.encode_files(paths)
+        r1 = recall_at_1(desc, experiment)
+        if not reference:
+            reference = {"forward": forward, "e2e": end_to_end, "codes": codes, "r1": r1}
+        rows.append({"method": name + (" (random weights)" if weights else ""), "path": path_name,
+                     "precision": desc.precision, "forward_img_s": forward, "forward_ratio": forward / reference["forward"],
+                     "e2e_img_s": end_to_end, "e2e_ratio": end_to_end / reference["e2e"],
+                     "min_cosine": float((codes * reference["codes"]).sum(axis=1).min()),
+                     "r1": r1, "r1_change": r1 - reference["r1"], "decode_share": decode_s * end_to_end})
+    return rows
+
+
+def other_rows(paths: list[Path], reference_img_s: float) -> list[dict]:
+    rows = []
+    for name in ("sscd", "sscd_distilled"):
+        desc = create_descriptor(name)
+        img_s = rate(lambda: desc.encode_files(paths), len(paths))
+        rows.append({"method": name, "path": desc.runtime(), "precision": desc.precision, "e2e_img_s": img_s,
+                     "e2e_ratio": img_s / reference_img_s})
+    for name, module in (("phash", hashes), ("pdq", pdq)):
+        desc = create_descriptor(name)
+        workers = module.FILE_WORKERS
+        module.FILE_WORKERS = 1
+        one_thread, single_codes = rate(lambda: desc.encode_files(paths), len(paths)), desc.encode_files(paths)
+        module.FILE_WORKERS = workers
+        pooled, pooled_codes = rate(lambda: desc.encode_files(paths), len(paths)), desc.encode_files(paths)
+        rows.append({"method": name, "path": f"{workers} decoding threads vs 1", "precision": desc.precision,
+                     "e2e_img_s": pooled, "e2e_ratio": pooled / one_thread, "reference_img_s": one_thread,
+                     "identical": bool(np.array_equal(single_codes, pooled_codes))})
+    return rows
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--n", type=int, default=50, help="originals of the fidelity experiment")
     parser.add_argument("--report", type=Path, default=ROOT / "bench" / "results" / "encode_speed.md")
     args = parser.parse_args()
-    paths = sorted(demo_root().glob("*.jpg"), key=lambda p: int(p.stem))[: args.images]
-    rows = cnn_rows("efficientnet_lite2", paths, args.batch) + cnn_rows("resnet50", paths, args.batch)
-    rows += [versus_cnn_row(name, paths, rows[1]["measured_img_s"]) for name in ("sscd", "sscd_distilled", "phash", "pdq")]
-    lines = [f"# Encode throughput ({len(paths)} demo photos, batch {args.batch}, "
-             f"{torch.get_num_threads()} torch threads)", "", f"Machine: {machine()}", "",
-             "| method | measure | reference img/s | measured img/s | ratio |", "|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['measure']} | {r['reference_img_s']:.1f} | {r['measured_img_s']:.1f} | "
-              f"{r['ratio']:.2f}× |" for r in rows]
+    data = args.data if args.data.is_dir() else demo_root()
+    cache_root = Path(tempfile.mkdtemp(prefix="malle-encode-"))
+    experiment = small_experiment(data, args.n, cache_root)
+    paths = sorted(experiment.copies_dir.iterdir())[: args.images]  # real photos after real edits, as encoded
+    rows = cnn_rows("efficientnet_lite2", paths, experiment, cache_root)
+    rows += cnn_rows("resnet50", paths, experiment, cache_root)
+    others = other_rows(paths, rows[0]["e2e_img_s"])
+    lines = [f"# Encode throughput ({len(paths)} copies of {data.name} photos; fidelity on {len(experiment.manifest)} "
+             f"copies of {len(experiment.originals)} originals)", "", f"Machine: {machine()}",
+             f"CPU path: {cpu_features().describe()} (int8 is chosen automatically where VNNI is present)", "",
+             "| method | path | precision | forward img/s | forward × today | end-to-end img/s | end-to-end × today | "
+             "min cosine to eager | R@1 | R@1 change | decode share |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['path']} | {r['precision']} | {r['forward_img_s']:.1f} | {r['forward_ratio']:.2f}× | "
+              f"{r['e2e_img_s']:.1f} | {r['e2e_ratio']:.2f}× | {r['min_cosine']:.5f} | {r['r1']:.4f} | "
+              f"{r['r1_change']:+.4f} | {r['decode_share']:.0%} |" for r in rows]
+    lines += ["", "| method | path | precision | end-to-end img/s | ratio | codes identical |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['path']} | {r['precision']} | {r['e2e_img_s']:.1f} | "
+              f"{r['e2e_ratio']:.2f}× {'one thread' if 'identical' in r else 'EfficientNet-Lite2 eager'} | "
+              f"{r.get('identical', '—')} |" for r in others]
     publish(lines, args.report)
     return 0
 
