@@ -436,3 +436,14 @@ def test_auto_precision_is_int8_only_where_measured_and_the_cpu_has_vnni():
 def test_an_unknown_precision_is_a_one_line_error():
     with pytest.raises(ConfigError, match="--precision must be one of auto, fp32, int8"):
         create_descriptor("efficientnet_lite2", precision="int4")
+
+
+def test_resnet50_quantises_too_through_the_form_the_quantiser_accepts(resnet_state_file, tmp_path, images):
+    int8 = ResNet50(weights=resnet_state_file, precision="int8")
+    int8.use_cache(tmp_path)
+    int8.load()
+    assert int8.engine is ONNX_INT8 and not int8.notices  # no fallback: the pre-processed graph quantised
+    assert int8.encode(images[:2]).shape == (2, 2048)
+    metas = [cache.read_meta(done.parent) for done in (tmp_path / "models").glob("*/done.json")]
+    (meta,) = [m for m in metas if "int8" in m["engine"]]
+    assert meta["pre_processed"] is True

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import os
+from concurrent.futures import ThreadPoolExecutor
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from PIL import Image
 from malle import cache
 from malle.errors import BadImage, ConfigError, WeightsUnavailable
 from malle.imageio import load_rgb
+from malle.inference.onnx import default_threads
 from malle.metrics import Metric
 
 # progress(total=, desc=) -> object with update(n) and close(); tqdm.tqdm fits.
@@ -101,6 +103,7 @@ class Descriptor(ABC):
         if weights is not None and self.weights_env is None:
             raise ConfigError(f"{self.name} takes no weights file (got {weights})")
         self.digest_memo: Path | None = None  # where weights digests are remembered (the experiment's cache)
+        self.file_workers = default_threads()  # threads that decode files for per-image methods (hashes)
         self.notices: list[str] = []  # what the run's log should say about this method (a fallback, say)
 
     def use_cache(self, root: Path) -> None:
@@ -184,6 +187,17 @@ class Descriptor(ABC):
             return self._encode_paths_scored(paths, batch_size, bar)
         finally:
             bar.close()
+
+    def _map_files(self, fn: Callable[[Image.Image], Any], paths: Sequence[Path], bar) -> list:
+        """``fn(load_rgb(path))`` for every path on ``file_workers`` threads, in input order; a worker's
+        BadImage re-raises here. For per-image methods (hashes): decoding releases the GIL, so the
+        threads overlap decoding with hashing."""
+        results = []
+        with ThreadPoolExecutor(max_workers=self.file_workers, thread_name_prefix=f"{self.name}-files") as pool:
+            for result in pool.map(lambda path: fn(load_rgb(path)), paths):
+                results.append(result)
+                bar.update(1)
+        return results
 
     def encode_files_skipping(
         self, paths: Sequence[Path], batch_size: int = 32, progress: ProgressFactory | None = None,

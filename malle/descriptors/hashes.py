@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import imagehash
@@ -16,13 +15,9 @@ import numpy as np
 from PIL import Image
 
 from malle.descriptors.base import Descriptor
-from malle.imageio import load_rgb
 from malle.metrics import HAMMING
 
 HASH_SIDE = 8  # imagehash's default hash_size: an 8x8 bit grid
-# Decoding and resizing release the GIL; two workers overlap I/O with hashing
-# without fighting a CNN running next to us for every core.
-FILE_WORKERS = 2
 
 
 class ImageHashDescriptor(Descriptor):
@@ -42,23 +37,14 @@ class ImageHashDescriptor(Descriptor):
         return self._stack([self._pack(image)[None, :] for image in images])
 
     def _encode_paths(self, paths: Sequence[Path], batch_size: int, bar) -> np.ndarray:
-        # Hashing is per image, so batch_size does not apply; decode on a small thread pool instead.
-        codes = []
-        with ThreadPoolExecutor(max_workers=FILE_WORKERS) as pool:
-            # map yields in input order and re-raises a worker's BadImage here.
-            for code in pool.map(self._pack_file, paths):
-                codes.append(code[None, :])
-                bar.update(1)
-        return self._stack(codes)
+        # Hashing is per image, so batch_size does not apply; files are decoded on the thread pool instead.
+        return self._stack([code[None, :] for code in self._map_files(self._pack, paths, bar)])
 
     def runtime(self) -> str:
-        return f"ImageHash (NumPy/SciPy), {FILE_WORKERS} decoding threads"
+        return f"ImageHash (NumPy/SciPy), {self.file_workers} decoding threads"
 
     def fingerprint(self) -> dict:
         return {**self._base_fingerprint(), "hash_side": HASH_SIDE, "bit_order": "row-major packbits"}
-
-    def _pack_file(self, path: Path) -> np.ndarray:
-        return self._pack(load_rgb(path))
 
     def _pack(self, image: Image.Image) -> np.ndarray:
         bits = self._hash_algo(image).hash.flatten()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +19,12 @@ from PIL import Image
 
 from malle.descriptors.base import Descriptor, Encoded, WeightsStatus
 from malle.errors import BadImage
-from malle.imageio import load_rgb
 from malle.metrics import HAMMING
 
 PDQ_BITS = 256
 MATCH_DISTANCE = 31  # Meta's documented threshold: a distance of 31 or less is a match
 QUALITY_THRESHOLD = 50  # quality 49 or less should be discarded
 MIN_SIDE = 5  # PDQ hashes anything smaller as all zeros with quality 0
-FILE_WORKERS = 2
 
 
 class PDQ(Descriptor):
@@ -47,6 +44,9 @@ class PDQ(Descriptor):
             return WeightsStatus(False, "the package pdqhash is not installed", "Install it: pip install pdqhash==0.2.8")
         return WeightsStatus(True, "no weights needed")
 
+    def runtime(self) -> str:
+        return f"pdqhash (Meta's C++), {self.file_workers} decoding threads"
+
     def fingerprint(self) -> dict:
         return {**self._base_fingerprint(), "bit_order": "pdqhash order, packbits"}
 
@@ -57,7 +57,7 @@ class PDQ(Descriptor):
         return self._encode_paths_scored(paths, batch_size, bar).codes
 
     def _encode_paths_scored(self, paths: Sequence[Path], batch_size: int, bar) -> Encoded:
-        return _stack(_map_files(self._hash, paths, bar), self)
+        return _stack(self._map_files(self._hash, paths, bar), self)
 
     def _hash(self, image: Image.Image) -> tuple[np.ndarray, int]:
         """Packed bits (width,) and quality."""
@@ -71,16 +71,6 @@ def _pixels(image: Image.Image) -> np.ndarray:
     if min(image.size) < MIN_SIDE:
         raise BadImage(f"smaller than PDQ's minimum of {MIN_SIDE} px a side ({image.width}x{image.height})")
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
-def _map_files(hash_one, paths: Sequence[Path], bar) -> list:
-    """Decode and hash on a small thread pool, in input order (a worker's BadImage re-raises here)."""
-    results = []
-    with ThreadPoolExecutor(max_workers=FILE_WORKERS) as pool:
-        for result in pool.map(lambda path: hash_one(load_rgb(path)), paths):
-            results.append(result)
-            bar.update(1)
-    return results
 
 
 def _stack(results: list[tuple[np.ndarray, int]], desc: PDQ, variants: int = 1) -> Encoded:
@@ -101,7 +91,7 @@ class PDQDihedral(PDQ):
         return _stack([self._dihedral(image) for image in images], self, self.query_variants).codes
 
     def _encode_query_paths(self, paths: Sequence[Path], batch_size: int, bar) -> np.ndarray:
-        return _stack(_map_files(self._dihedral, paths, bar), self, self.query_variants).codes
+        return _stack(self._map_files(self._dihedral, paths, bar), self, self.query_variants).codes
 
     def _dihedral(self, image: Image.Image) -> tuple[np.ndarray, int]:
         """Packed bits (8, width), one row per orientation, and quality."""

