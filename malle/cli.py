@@ -93,7 +93,8 @@ def _add_experiment_options(p: argparse.ArgumentParser, n_default: int) -> None:
                         "IVF1024,Flat, IVF4096_HNSW32,PQ64; or auto (chosen by database size and memory). "
                         "Only Flat is exact; others report their R@10 against exact search")
     p.add_argument("--index-params", default="", metavar="PARAMS",
-                   help="search-time parameters such as efSearch=256 or nprobe=32 (default: efSearch=128, nprobe=64)")
+                   help="search-time parameters such as efSearch=256 or nprobe=32 (default: efSearch=128; "
+                        "nprobe one list in 32, at least 16)")
     p.add_argument("--db-distractors", type=int, default=0, metavar="M",
                    help="add M images of the dataset that are not sampled as originals to the database: "
                         "references no query copies (DISC21-style)")

@@ -1,9 +1,13 @@
-"""Distractor queries: images of the dataset that were not sampled as originals, modified like copies.
+"""Distractors: images of the dataset that were not sampled as originals, on either side of the search.
 
-They look like copies but have no original in the database, so a method that
-"finds" one has made a false match. Each unsampled image gets copies drawn from
-the same chain distribution as the originals' (its generator seeded by the run
-seed and its path), until the requested number is reached.
+Distractor queries look like copies but have no original in the database, so a
+method that "finds" one has made a false match. Each unsampled image gets copies
+drawn from the same chain distribution as the originals' (its generator seeded by
+the run seed and its path), until the requested number is reached.
+
+Database distractors (DISC21's reference distractors) go the other way: unsampled
+images put into the database that no query copies. They are drawn first, so the
+two never share an image.
 """
 
 from __future__ import annotations
@@ -25,6 +29,23 @@ DISTRACTOR_COLUMNS = [*MANIFEST_COLUMNS, "origin"]  # origin: the unsampled imag
 def unsampled(candidates: list[Candidate], originals: pd.DataFrame) -> list[Candidate]:
     taken = set(originals["source_path"])
     return [c for c in candidates if c.rel not in taken]
+
+
+DB_DISTRACTOR_STREAM = 7  # the seed stream that picks database distractors, apart from every other draw
+
+
+def database_distractors(pool: list[Candidate], wanted: int, seed: int) -> list[Candidate]:
+    """Up to ``wanted`` images of ``pool`` drawn with the run seed, in the pool's (sorted) order."""
+    order = np.random.default_rng([seed, DB_DISTRACTOR_STREAM]).permutation(len(pool))
+    return [pool[i] for i in sorted(order[:wanted])]
+
+
+def reference_rows(db_distractors: list[Candidate], extra: list[Candidate]) -> pd.DataFrame:
+    """``file, class, path`` of the extra references: database distractors, then a folder's images, whose
+    classes are unknown, so they never count as a same-class hit."""
+    rows = [{"file": f"db:{c.rel}", "class": c.label, "path": str(c.path)} for c in db_distractors]
+    rows += [{"file": f"extra:{c.rel}", "class": "", "path": str(c.path)} for c in extra]
+    return pd.DataFrame(rows, columns=["file", "class", "path"])
 
 
 def make_distractors(pool: list[Candidate], k: int, out_dir: Path, config: AugmentConfig, seed: int,

@@ -67,6 +67,7 @@ def write(folder: Path, desc: Descriptor, paths: Sequence[str], vectors: np.ndar
     """Shards of ``SHARD_ROWS`` rows in input order, then the manifest; returns the manifest."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)  # until the new one is written, the folder reads as incomplete
     shards = []
     for number, start in enumerate(range(0, max(len(paths), 1), SHARD_ROWS)):
         part = slice(start, start + SHARD_ROWS)
@@ -78,6 +79,10 @@ def write(folder: Path, desc: Descriptor, paths: Sequence[str], vectors: np.ndar
     manifest = {**describe_method(desc), "count": len(paths), "shards": shards,
                 "skipped": 0 if skipped is None else len(skipped)}
     cache.write_json(folder / MANIFEST, manifest)
+    listed = {shard["file"] for shard in shards}
+    for stale in folder.glob("part-*.parquet"):  # shards of an earlier, larger run of the same folder
+        if stale.name not in listed:
+            stale.unlink()
     return manifest
 
 
@@ -108,7 +113,8 @@ def read_manifest(folder: Path) -> dict:
         manifest = cache.read_json(Path(folder) / MANIFEST)
     except (OSError, ValueError) as err:
         raise ConfigError(f"{folder} is not a Malle embeddings folder ({MANIFEST}: {err})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("shards"), list):
+    valid = isinstance(manifest, dict) and manifest.get("format") == FORMAT and isinstance(manifest.get("shards"), list)
+    if not valid:
         raise ConfigError(f"{Path(folder) / MANIFEST} is not a Malle embeddings manifest")
     return manifest
 

@@ -29,19 +29,19 @@ def first_match(matches: np.ndarray) -> pd.arrays.IntegerArray:
 
 
 def per_query_table(
-    method: str, originals: pd.DataFrame, queries: pd.DataFrame, hits: Hits, true_scores: np.ndarray
+    method: str, database: pd.DataFrame, queries: pd.DataFrame, hits: Hits, true_scores: np.ndarray
 ) -> pd.DataFrame:
     """One row per query: where its true original and its class rank, and the scores around them.
 
-    ``originals`` is the database in id order (columns ``file``, ``class``): the originals, then any extra
+    ``database`` is in id order (columns ``file``, ``class``): the originals, then any extra
     references; ``queries`` has ``file``, ``source``, ``class``, ``chain_length``, ``ops``. An approximate
     index may return fewer than K items, padded with id -1, which match nothing.
     """
-    db_id = pd.Series(np.arange(len(originals)), index=originals["file"])
+    db_id = pd.Series(np.arange(len(database)), index=database["file"])
     source_id = db_id.loc[queries["source"]].to_numpy()
     found = hits.ids >= 0
     ids = np.where(found, hits.ids, 0)
-    db_class = originals["class"].to_numpy()
+    db_class = database["class"].to_numpy()
     is_source = hits.ids == source_id[:, None]
     same_class = found & (db_class[ids] == queries["class"].to_numpy()[:, None])
     wrong_scores = np.where(is_source, np.nan, hits.scores.astype(np.float64))
@@ -58,7 +58,7 @@ def per_query_table(
             "class_rank": first_match(same_class),
             "true_score": _true_scores(hits, is_source, true_scores),
             "best_wrong_score": np.take_along_axis(wrong_scores, first_wrong[:, None], 1)[:, 0],
-            "top1": np.where(found[:, 0], originals["file"].to_numpy()[ids[:, 0]], ""),
+            "top1": np.where(found[:, 0], database["file"].to_numpy()[ids[:, 0]], ""),
             "top1_score": hits.scores[:, 0].astype(np.float64),
             "top1_tied": hits.top1_tied,
         }

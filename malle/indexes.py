@@ -31,8 +31,11 @@ AUTO = "auto"
 FLAT_UP_TO = 100_000
 HNSW_UP_TO = 1_000_000
 BINARY_FLAT_UP_TO = 10_000_000  # 64- and 256-bit codes scan with popcount: flat stays cheap far longer
-# Search-time parameters auto sets: generous enough that R@10 against exact stays near 0.99 (bench/scale.py).
-AUTO_SEARCH = {"HNSW": "efSearch=128", "IVF": "nprobe=64"}
+HNSW_EF_SEARCH = 128
+# IVF probes one list in 32: at 100k (K=1,024, nprobe 32) and at 1M (K=4,096, nprobe 128) that reached R@10 0.96
+# against exact search in bench/scale.py; FAISS's default of one list reached 0.43-0.56.
+PROBED_SHARE = 32
+MIN_NPROBE = 16
 
 
 @dataclass(frozen=True)
@@ -62,19 +65,19 @@ def choose(spec: str, n: int, dim: int, metric: Metric, search_params: str = "",
         if n <= BINARY_FLAT_UP_TO:
             return IndexChoice(EXACT, "", f"{n:,} binary codes: a flat popcount scan is exact and fast")
         k = ivf_lists(n)
-        return IndexChoice(f"IVF{k},Flat", AUTO_SEARCH["IVF"], f"{n:,} binary codes: inverted lists, K={k}")
+        return IndexChoice(f"IVF{k},Flat", nprobe_for(k), f"{n:,} binary codes: inverted lists, K={k}")
     if n <= FLAT_UP_TO:
         return IndexChoice(EXACT, "", f"{n:,} vectors: exact search is cheap")
     vector_bytes = 4 * dim
     if n * vector_bytes > ram // 2:
         k, m = ivf_lists(n), pq_subquantizers(dim)
-        return IndexChoice(f"IVF{k}_HNSW32,PQ{m}", AUTO_SEARCH["IVF"],
+        return IndexChoice(f"IVF{k}_HNSW32,PQ{m}", nprobe_for(k),
                            f"{n:,} x {vector_bytes} B exceed half the RAM ({ram / 2**30:.0f} GiB): "
                            f"IVF-PQ, {m} B per vector")
     if n <= HNSW_UP_TO:
-        return IndexChoice("HNSW32", AUTO_SEARCH["HNSW"], f"{n:,} vectors: HNSW32, memory allows full vectors")
+        return IndexChoice("HNSW32", f"efSearch={HNSW_EF_SEARCH}", f"{n:,} vectors: HNSW32, memory allows full vectors")
     k = ivf_lists(n)
-    return IndexChoice(f"IVF{k}_HNSW32,Flat", AUTO_SEARCH["IVF"], f"{n:,} vectors: IVF with an HNSW quantizer, K={k}")
+    return IndexChoice(f"IVF{k}_HNSW32,Flat", nprobe_for(k), f"{n:,} vectors: IVF with an HNSW quantizer, K={k}")
 
 
 def check(spec: str, metric: Metric, dim: int, search_params: str = "") -> None:
@@ -85,13 +88,16 @@ def check(spec: str, metric: Metric, dim: int, search_params: str = "") -> None:
 
 def default_search_params(spec: str) -> str:
     """FAISS's own defaults (efSearch 16, nprobe 1) lose too much recall to be a fair comparison."""
-    if spec.startswith("B"):
-        spec = spec[1:]
-    if spec.startswith("IVF") or ",IVF" in spec:
-        return AUTO_SEARCH["IVF"]
-    if spec.startswith("HNSW"):
-        return AUTO_SEARCH["HNSW"]
+    lists = re.search(r"(?:^|,)B?IVF(\d+)", spec)
+    if lists:
+        return nprobe_for(int(lists[1]))
+    if spec.removeprefix("B").startswith("HNSW"):
+        return f"efSearch={HNSW_EF_SEARCH}"
     return ""
+
+
+def nprobe_for(lists: int) -> str:
+    return f"nprobe={max(MIN_NPROBE, lists // PROBED_SHARE)}"
 
 
 def ivf_lists(n: int) -> int:
