@@ -11,8 +11,9 @@ and instance R@1 on a small real experiment (``--n`` originals of ``--data`` and
 their copies, searched exactly) next to eager's. ``decode share`` is the time one
 thread spends decoding and preprocessing an image over the end-to-end time per image.
 Hashes compare one decoding thread (the old path) with the thread pool they use now,
-and check the codes are identical. ResNet-50 runs with random weights when its
-ImageNet weights are absent: speed is unchanged, R@1 and fidelity then mean little.
+and check the codes are identical. ResNet-50 runs with seeded random weights (one
+state-dict file for every engine) when its ImageNet weights are absent: speed is unchanged; its R@1 then
+means little, and random weights are harder on int8 than trained ones.
 Writes bench/results/encode_speed.md.
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,7 +35,6 @@ sys.path.insert(0, str(ROOT))
 from common import machine, publish  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from malle.descriptors import create_descriptor, descriptor_class  # noqa: E402
-from malle.descriptors import hashes, pdq  # noqa: E402
 from malle.descriptors.cnn import EAGER_FP32, ONNX_FP32, ONNX_INT8  # noqa: E402
 from malle.experiment import Experiment, ExperimentConfig  # noqa: E402
 from malle.imageio import load_rgb  # noqa: E402
@@ -73,8 +74,17 @@ def recall_at_1(desc, experiment: Experiment) -> float:
     return float((hits.ids[:, 0] == truth).mean())
 
 
+def seeded_random_weights(cache_root: Path) -> Path:
+    """A ResNet-50 state dict of seeded random weights: the same weights for every engine, unlike "random"."""
+    path = cache_root / "resnet50-seeded-random.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
+    return path
+
+
 def cnn_rows(name: str, paths: list[Path], experiment: Experiment, cache_root: Path) -> list[dict]:
-    weights = {} if descriptor_class(name).weights_status().available else {"weights": "random"}
+    weights = {} if descriptor_class(name).weights_status().available else {
+        "weights": seeded_random_weights(cache_root)}
     rows, reference = [], {}
     for path_name, engine in ENGINES.items():
         desc = descriptor_class(name)(**weights, engine=engine)
@@ -91,7 +101,8 @@ def cnn_rows(name: str, paths: list[Path], experiment: Experiment, cache_root: P
         if not reference:
             reference = {"forward": forward, "e2e": end_to_end, "codes": codes, "r1": r1}
         rows.append({"method": name + (" (random weights)" if weights else ""), "path": path_name,
-                     "precision": desc.precision, "forward_img_s": forward, "forward_ratio": forward / reference["forward"],
+                     "precision": desc.precision, "forward_img_s": forward,
+                     "forward_ratio": forward / reference["forward"],
                      "e2e_img_s": end_to_end, "e2e_ratio": end_to_end / reference["e2e"],
                      "min_cosine": float((codes * reference["codes"]).sum(axis=1).min()),
                      "r1": r1, "r1_change": r1 - reference["r1"], "decode_share": decode_s * end_to_end})
@@ -105,12 +116,12 @@ def other_rows(paths: list[Path], reference_img_s: float) -> list[dict]:
         img_s = rate(lambda: desc.encode_files(paths), len(paths))
         rows.append({"method": name, "path": desc.runtime(), "precision": desc.precision, "e2e_img_s": img_s,
                      "e2e_ratio": img_s / reference_img_s})
-    for name, module in (("phash", hashes), ("pdq", pdq)):
+    for name in ("phash", "pdq"):
         desc = create_descriptor(name)
-        workers = module.FILE_WORKERS
-        module.FILE_WORKERS = 1
+        workers = desc.file_workers
+        desc.file_workers = 1
         one_thread, single_codes = rate(lambda: desc.encode_files(paths), len(paths)), desc.encode_files(paths)
-        module.FILE_WORKERS = workers
+        desc.file_workers = workers
         pooled, pooled_codes = rate(lambda: desc.encode_files(paths), len(paths)), desc.encode_files(paths)
         rows.append({"method": name, "path": f"{workers} decoding threads vs 1", "precision": desc.precision,
                      "e2e_img_s": pooled, "e2e_ratio": pooled / one_thread, "reference_img_s": one_thread,
@@ -135,7 +146,8 @@ def main() -> int:
     lines = [f"# Encode throughput ({len(paths)} copies of {data.name} photos; fidelity on {len(experiment.manifest)} "
              f"copies of {len(experiment.originals)} originals)", "", f"Machine: {machine()}",
              f"CPU path: {cpu_features().describe()} (int8 is chosen automatically where VNNI is present)", "",
-             "| method | path | precision | forward img/s | forward × today | end-to-end img/s | end-to-end × today | "
+             "| method | path | precision | forward img/s | forward × today | end-to-end img/s | "
+             "end-to-end × today | "
              "min cosine to eager | R@1 | R@1 change | decode share |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['path']} | {r['precision']} | {r['forward_img_s']:.1f} | {r['forward_ratio']:.2f}× | "
               f"{r['e2e_img_s']:.1f} | {r['e2e_ratio']:.2f}× | {r['min_cosine']:.5f} | {r['r1']:.4f} | "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from functools import partial
 from pathlib import Path
 
@@ -65,8 +66,13 @@ def main() -> int:
     methods = tuple(args.methods.split(",")) if args.methods else tuple(available_methods())
     config = ExperimentConfig(data=str(args.data), n=args.n, seed=args.seed, methods=methods,
                               precision=args.precision)
+    start = time.perf_counter()
     experiment = Experiment(config, cache_root, log=print)
     results = experiment.run(progress=partial(tqdm, leave=False))
+    first_s = time.perf_counter() - start
+    start = time.perf_counter()
+    Experiment(config, cache_root).run()  # a new process would do the same: every stage from the cache
+    cached_s = time.perf_counter() - start
 
     costs = results.costs()
     timings = results.timings()
@@ -83,6 +89,9 @@ def main() -> int:
         "**Cost per method**\n\n" + markdown(costs.drop(columns=["label"]), "{:.3f}"),
         "**Time per stage** (seconds as first computed; `cached` = taken from the cache in this run)\n\n"
         + markdown(timings, "{:.1f}"),
+        f"**Wall time of the whole experiment**: {first_s:.1f} s as run here "
+        f"({'cold: a fresh cache' if args.cache is None else 'on the cache given'}), {cached_s:.1f} s again from the "
+        "cache. `python bench/cold_run.py` compares cold runs of the default methods with an older revision.",
     ]
     publish(["\n\n".join(sections)], args.report)
     return 0
