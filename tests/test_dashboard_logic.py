@@ -16,6 +16,7 @@ from malle.augment import OPS, REFERENCE_OPS, chain_from_json
 from malle.dashboard import comparison, failures, frame, lab, overview, per_transformation, search, shared
 from malle.errors import BadImage
 from malle.experiment import ExperimentConfig
+from malle.inference.cpu import cpu_features
 from malle.metrics import HAMMING
 
 
@@ -147,6 +148,12 @@ def test_costs_and_dataset_summary(demo_results):
     costs = overview.costs_table(demo_results)
     assert costs["method"].tolist() == list(demo_results.labels.values())
     assert (costs["images/s to encode"] > 0).all()
+    # Each method says what ran it on which CPU: the CNN its engine and precision, the others their runtime.
+    runs_on = dict(zip(costs["method"], costs["runs on"]))
+    cpu = cpu_features().describe()
+    assert all(text.endswith(" · " + cpu) for text in runs_on.values())
+    cnn = exp.descriptor("efficientnet_lite2")
+    assert runs_on[cnn.label].startswith(f"ONNX Runtime {cnn.precision}")
     summary = dict(overview.dataset_summary(exp, frame.DEMO.label, 2).itertuples(index=False))
     assert summary["Originals"] == "60" and summary["Modified copies (queries)"] == "340"
     assert summary["Skipped files"] == str(len(exp.skipped) + 2) and summary["Seed"] == "0"
