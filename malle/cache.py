@@ -85,7 +85,8 @@ def set_dir_mode(path: Path) -> None:
 
 
 # -- atomic files -------------------------------------------------------------------------------
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
+def write_atomic(path: Path, write: Callable[[str], None]) -> None:
+    """``write(temp path)`` next to ``path``, then one rename: readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
@@ -100,11 +101,11 @@ def _atomic(path: Path, write: Callable[[str], None]) -> None:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+    write_atomic(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def write_json(path: Path, obj: Any) -> None:
-    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str)))
+    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str)))
 
 
 def read_json(path: Path) -> Any:
@@ -116,7 +117,7 @@ def write_npy(path: Path, arr: np.ndarray) -> None:
         with open(tmp, "wb") as fh:
             np.save(fh, arr, allow_pickle=False)
 
-    _atomic(path, write)
+    write_atomic(path, write)
 
 
 def read_npy(path: Path) -> np.ndarray:
@@ -126,9 +127,9 @@ def read_npy(path: Path) -> np.ndarray:
 def write_table(path: Path, df: pd.DataFrame) -> None:
     """Write Parquet or CSV by the file's suffix."""
     if path.suffix == ".parquet":
-        _atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+        write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
     elif path.suffix == ".csv":
-        _atomic(path, lambda tmp: df.to_csv(tmp, index=False))
+        write_atomic(path, lambda tmp: df.to_csv(tmp, index=False))
     else:
         raise ValueError(f"unsupported table format: {path.suffix}")
 
@@ -137,7 +138,7 @@ def write_arrow(path: Path, table) -> None:
     """A pyarrow Table as Parquet, atomically (for columns pandas cannot type, such as fixed-size vectors)."""
     import pyarrow.parquet as pq
 
-    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def read_table(path: Path) -> pd.DataFrame:

@@ -16,30 +16,19 @@ place, the search is widened until the tie group is complete, so the cut is exac
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from .cache import set_file_mode
+from .cache import write_atomic
 from .metrics import Metric
 
 
 def save_index(index, path: Path, metric: Metric) -> None:
-    """The metric's FAISS writer into a temp file, then an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        metric.write_index(index, Path(tmp))
-        set_file_mode(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """The metric's FAISS writer, atomically."""
+    write_atomic(path, lambda tmp: metric.write_index(index, Path(tmp)))
 
 
 @dataclass
