@@ -3,7 +3,7 @@
     python bench/faults.py [--no-cnn]
 
 Starts from a clean run on 12 real demo photos (pHash), then for every fault of
-``malle.testing.faults`` (a damaged cache, a wrong option, a bad file in the
+``harness.faults`` (a damaged cache, a wrong option, a bad file in the
 dataset, an in-place edit, kill -9 mid-stage, two processes on one cache) runs
 ``python -m malle`` again. Prints one table (fault, outcome, time to recover) and
 a closing line ``faults: N injected, N survived, N wrong results, N tracebacks``.
@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from common import publish  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from malle.sampling import demo_root  # noqa: E402
-from malle.testing import faults  # noqa: E402
+from harness import faults  # noqa: E402
 
 
 def main() -> int:

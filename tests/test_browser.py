@@ -13,7 +13,7 @@ import pytest
 
 from urllib.parse import urlparse
 
-from malle.testing.browser import CHROMIUM, ROOT, chromium, listening_addresses, settle, streamlit_server
+from harness.browser import CHROMIUM, ROOT, chromium, listening_addresses, settle, streamlit_server
 
 SHOTS = ROOT / "test-output" / "screenshots"
 PAGES = {

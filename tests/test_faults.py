@@ -1,4 +1,4 @@
-"""Every fault of ``malle.testing.faults`` injected into a real run, one test each.
+"""Every fault of ``harness.faults`` injected into a real run, one test each.
 
 A damaged cache must be rebuilt to exactly the clean results, a wrong option refused
 in one line before any work, a bad file skipped with its reason, a killed run
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from malle.testing import faults
+from harness import faults
 
 
 @pytest.fixture(scope="module")
