@@ -19,5 +19,7 @@ if ! command -v chromium >/dev/null 2>&1 || [ ! -d /usr/share/fonts/truetype/not
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null
 fi
 
-"$PY" -m pip install -q -r requirements-dev.txt
+# Malle itself, editable, with every extra (pyproject.toml declares the dependencies), then the lines still
+# listed only in requirements.txt.
+"$PY" -m pip install -q -e ".[all,dev]" -r requirements.txt
 "$PY" -m pytest "$@"
