@@ -1,22 +1,37 @@
 """Name -> descriptor class, and choosing which methods a run can use.
 
-Every descriptor reports its own weights status. A default run leaves out the
-methods whose weights cannot be had, each as one ``Unavailable`` record (method,
-reason, how to fix); an explicit request keeps them, and ``Experiment.check``
-loads their weights before any other work, so a run never fails halfway or
-falls back to random weights silently.
+A method is one of three kinds, found in this order:
+
+- built in (``DESCRIPTORS``);
+- the path of a TOML spec describing a user's ONNX model (``onnx_spec``, ``user_onnx``): the method
+  takes the spec's ``name``, and that name then also finds it for the rest of the process;
+- a plug-in: a ``Descriptor`` another package registers under the entry-point group
+  ``malle.descriptors`` (``plugins``).
+
+Every descriptor reports its own weights status. A default run (built-in methods only) leaves out
+the methods whose weights cannot be had, each as one ``Unavailable`` record (method, reason, how to
+fix); an explicit request keeps them, and ``Experiment.check`` loads their weights before any other
+work, so a run never fails halfway or falls back to random weights silently. A bad spec or a broken
+plug-in is one ``ConfigError`` line as soon as it is asked for.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from malle.descriptors.base import Descriptor, Unavailable
 from malle.descriptors.cnn import EfficientNetLite2, ResNet50, check_precision
 from malle.descriptors.hashes import AHash, DHash, PHash, WHash
+from malle.descriptors.onnx_spec import SPEC_SUFFIX, is_spec_path
 from malle.descriptors.pdq import PDQ, PDQDihedral
+from malle.descriptors.plugins import Plugin, discover
 from malle.descriptors.sscd import SSCD, SSCDDistilled
+from malle.descriptors.user_onnx import FAMILY as USER_FAMILY
+from malle.descriptors.user_onnx import load_method
 from malle.errors import ConfigError
 
 DESCRIPTORS: dict[str, type[Descriptor]] = {
@@ -25,13 +40,62 @@ DESCRIPTORS: dict[str, type[Descriptor]] = {
 }
 DEFAULT_METHODS = tuple(name for name, cls in DESCRIPTORS.items() if cls.default)
 WeightsMap = Mapping[str, "str | Path"]  # method -> weights file, for descriptors that take one
+METHODS_DIR_ENV = "MALLE_METHODS_DIR"  # the folder of spec files the dashboard offers
+
+# Spec name -> its file, for every spec asked for by path in this process: the experiment and the
+# dashboard pages then find the method by the name its results carry.
+_SPECS: dict[str, Path] = {}
+_SPECS_LOCK = threading.Lock()
 
 
 def descriptor_class(name: str) -> type[Descriptor]:
+    """A built-in name, a spec file's path, a plug-in's name, or the name of a spec asked for earlier."""
     cls = DESCRIPTORS.get(name)
-    if cls is None:
+    if cls is not None:
+        return cls
+    if is_spec_path(name):
+        return spec_method(name)
+    plugin = plugins().get(name)
+    if plugin is not None:
+        return plugin_class(plugin)
+    with _SPECS_LOCK:
+        spec = _SPECS.get(name)
+    if spec is None:
         raise ConfigError(unknown_names_message([name]))
+    return load_method(spec)
+
+
+def plugins() -> dict[str, Plugin]:
+    """Every installed plug-in by name, usable or not (found once per process)."""
+    return discover(frozenset(DESCRIPTORS))
+
+
+def plugin_class(plugin: Plugin) -> type[Descriptor]:
+    if plugin.cls is None:
+        raise ConfigError(f"plug-in method {plugin.name!r} ({plugin.distribution}) cannot be used: {plugin.problem}")
+    return plugin.cls
+
+
+def spec_method(path: str | Path) -> type[Descriptor]:
+    """The method a spec file describes, fully checked, and from now on also found by its name."""
+    cls = load_method(path)
+    taken = "a built-in method" if cls.name in DESCRIPTORS else "a plug-in method" if cls.name in plugins() else None
+    if taken:
+        raise ConfigError(f"method spec {cls.spec.path}: name {cls.name!r} is taken by {taken}; choose another")
+    with _SPECS_LOCK:
+        other = _SPECS.get(cls.name)
+        if other is not None and other != cls.spec.path and _spec_name(other) == cls.name:
+            raise ConfigError(f"method spec {cls.spec.path}: name {cls.name!r} is already used by {other}; "
+                              "give one of them another name")
+        _SPECS[cls.name] = cls.spec.path
     return cls
+
+
+def _spec_name(path: Path) -> str | None:
+    try:
+        return load_method(path).name
+    except ConfigError:
+        return None  # that file no longer holds a good spec: its name is free
 
 
 def create_descriptor(name: str, weights: str | Path | None = None, precision: str = "auto") -> Descriptor:
@@ -58,20 +122,81 @@ def resolve_methods(
         unavailable = [u for name in DEFAULT_METHODS if (u := DESCRIPTORS[name].unavailable(weights.get(name)))]
         skipped = {u.method for u in unavailable}
         return [name for name in DEFAULT_METHODS if name not in skipped], unavailable
-    methods = list(dict.fromkeys(requested))
-    if not methods:
+    if not requested:
         raise ConfigError(f"no methods requested; valid names: {', '.join(DESCRIPTORS)}")
-    unknown = [name for name in methods if name not in DESCRIPTORS]
+    # In order, so a spec's name may follow its path; a path becomes the spec's name. Every spec and
+    # plug-in is checked here, before any work.
+    methods, unknown = [], []
+    for name in requested:
+        if is_method_name(name):
+            methods.append(descriptor_class(name).name)
+        else:
+            unknown.append(name)
     if unknown:
         raise ConfigError(unknown_names_message(unknown))
-    return methods, []
+    return list(dict.fromkeys(methods)), []
+
+
+def is_method_name(name: str) -> bool:
+    """Whether ``name`` can name a method (a spec path still has to hold a good spec)."""
+    if name in DESCRIPTORS or is_spec_path(name):
+        return True
+    with _SPECS_LOCK:
+        if name in _SPECS:
+            return True
+    return name in plugins()
 
 
 def available_methods(weights: WeightsMap | None = None) -> list[str]:
-    """Every method that can run here now."""
+    """Every built-in and plug-in method that can run here now."""
     weights = weights or {}
-    return [name for name, cls in DESCRIPTORS.items() if cls.unavailable(weights.get(name)) is None]
+    return [info.method for info in list_methods(weights=weights) if info.problem is None]
 
 
 def unknown_names_message(names: Sequence[str]) -> str:
-    return f"unknown method(s) {', '.join(map(repr, names))}; valid names: {', '.join(DESCRIPTORS)}"
+    known = [*DESCRIPTORS, *(name for name, plugin in plugins().items() if plugin.cls is not None)]
+    return (f"unknown method(s) {', '.join(map(repr, names))}; valid names: {', '.join(known)}, "
+            f"or the path of a {SPEC_SUFFIX} method spec")
+
+
+# -- listing --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MethodInfo:
+    method: str
+    source: str  # "built-in", "plug-in (<distribution> <version>)", or the spec file
+    family: str
+    label: str
+    problem: str | None  # why it cannot run here and how to fix it; None when it can
+
+
+def list_methods(specs: Sequence[str | Path] = (), weights: WeightsMap | None = None) -> list[MethodInfo]:
+    """Every built-in and plug-in method, then each spec in ``specs``, with whether it can run here."""
+    weights = weights or {}
+    found = [_info(cls, "built-in", weights.get(name)) for name, cls in DESCRIPTORS.items()]
+    for plugin in plugins().values():
+        source = f"plug-in ({plugin.distribution})"
+        found.append(_info(plugin.cls, source) if plugin.cls is not None else
+                     MethodInfo(plugin.name, source, "?", plugin.target, plugin.problem))
+    for path in specs:
+        try:
+            found.append(_info(spec_method(path), str(path)))
+        except ConfigError as err:
+            found.append(MethodInfo(Path(path).stem, str(path), USER_FAMILY, "-", str(err)))
+    return found
+
+
+def _info(cls: type[Descriptor], source: str, weights: str | Path | None = None) -> MethodInfo:
+    unavailable = cls.unavailable(weights)
+    return MethodInfo(cls.name, source, str(cls.family), cls.display_name(),
+                      f"{unavailable.reason}. {unavailable.fix}".strip() if unavailable else None)
+
+
+def methods_folder() -> Path:
+    """Where the dashboard looks for spec files: ``$MALLE_METHODS_DIR``, else ``~/.config/malle/methods``."""
+    return Path(os.environ.get(METHODS_DIR_ENV) or "~/.config/malle/methods").expanduser()
+
+
+def folder_specs(folder: Path | None = None) -> list[Path]:
+    """The spec files directly in ``folder`` (default: ``methods_folder()``), in name order."""
+    folder = methods_folder() if folder is None else folder
+    return sorted(p for p in folder.glob(f"*{SPEC_SUFFIX}") if p.is_file()) if folder.is_dir() else []
