@@ -1,0 +1,158 @@
+"""Argument types and option groups shared by the subcommands, and the experiment config they describe."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+from pathlib import Path
+
+from ..augment import OPS, REFERENCE_OPS, AugmentConfig
+from ..descriptors import DEFAULT_METHODS, DESCRIPTORS, weight_options
+from ..descriptors.cnn import PRECISIONS
+from ..descriptors.registry import is_method_name
+from ..experiment import ExperimentConfig
+
+SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def chain_lengths(text: str) -> tuple[int, int]:
+    """``1-5`` (uniform on 1..5) or ``3`` (always 3)."""
+    try:
+        lo, _, hi = text.partition("-")
+        bounds = (int(lo), int(hi or lo))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO-HI such as 1-5, got {text!r}") from None
+    if not 1 <= bounds[0] <= bounds[1] <= len(OPS):
+        raise argparse.ArgumentTypeError(f"chain lengths must satisfy 1 <= LO <= HI <= {len(OPS)}")
+    return bounds
+
+
+def names(valid, kind: str):
+    def parse(text: str) -> tuple[str, ...]:
+        found = tuple(x.strip() for x in text.split(",") if x.strip())
+        unknown = [x for x in found if x not in valid]
+        if unknown or not found:
+            raise argparse.ArgumentTypeError(f"unknown {kind} {unknown}; choose from {', '.join(valid)}")
+        return found
+    return parse
+
+
+def method_name(text: str) -> str:
+    """A built-in or plug-in method's name, or the path of a .toml method spec (read when the run starts)."""
+    if not is_method_name(text.strip()):
+        raise argparse.ArgumentTypeError(f"unknown method {text.strip()!r}; choose from {', '.join(DESCRIPTORS)}, "
+                                         "a plug-in's name (`malle methods` lists them) or a .toml method spec")
+    return text.strip()
+
+
+def method_names(text: str) -> tuple[str, ...]:
+    found = tuple(method_name(x) for x in text.split(",") if x.strip())
+    if not found:
+        raise argparse.ArgumentTypeError(f"no method given; choose from {', '.join(DESCRIPTORS)}")
+    return found
+
+
+def size(text: str) -> int:
+    """``500M``, ``2G``, ``123456`` (bytes)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size such as 500M or 2G, got {text!r}")
+    return int(float(match[1]) * SIZE_UNITS[match[2].upper()])
+
+
+def add_methods_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--methods", type=method_names, default=None,
+                   help="comma-separated, from: " + ", ".join(DESCRIPTORS) + ", a plug-in's name, or the path of "
+                        "a .toml spec of an ONNX model (`malle methods` lists them all)" +
+                        f" (default: {', '.join(DEFAULT_METHODS)}, each when it can run here)")
+
+
+def add_weight_options(p: argparse.ArgumentParser) -> None:
+    for option, cls in weight_options().items():
+        p.add_argument(f"--{option}", type=str, default=None, metavar="PATH",
+                       help=f"a {cls.display_name()} weights file (or ${cls.weights_env})")
+
+
+def add_experiment_options(p: argparse.ArgumentParser, n_default: int) -> None:
+    p.add_argument("--n", type=int, default=n_default, help=f"number of originals (default {n_default})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-classes", type=int, default=20, help="classes taken whole before the random fill")
+    add_methods_option(p)
+    p.add_argument("--copies", type=int_list, default=(4, 8), help="copies per original, drawn from (4,8)")
+    p.add_argument("--chain-lengths", type=chain_lengths, default=(1, 5),
+                   help="ops per copy, uniform on LO-HI (default 1-5)")
+    p.add_argument("--ops", type=names(list(OPS), "op"), default=REFERENCE_OPS,
+                   help="ops allowed in chains (default: the reference ten; also: " +
+                        ", ".join(op for op in OPS if op not in REFERENCE_OPS) + ")")
+    p.add_argument("--distractors", type=int, default=None, metavar="K",
+                   help="open-set queries made from images not sampled as originals (default: as many as there are "
+                        "copies, when the dataset has them; 0: closed-set only)")
+    add_weight_options(p)
+    add_precision_option(p)
+    p.add_argument("--index", default="Flat", metavar="FACTORY",
+                   help="FAISS index-factory string for the database, e.g. Flat (exact, default), HNSW32, "
+                        "IVF1024,Flat, IVF4096_HNSW32,PQ64; or auto (chosen by database size and memory). "
+                        "Only Flat is exact; others report their R@10 against exact search")
+    p.add_argument("--index-params", default="", metavar="PARAMS",
+                   help="search-time parameters such as efSearch=256 or nprobe=32 (default: efSearch=128; "
+                        "nprobe one list in 32, at least 16)")
+    p.add_argument("--db-distractors", type=int, default=0, metavar="M",
+                   help="add M images of the dataset that are not sampled as originals to the database: "
+                        "references no query copies (DISC21-style)")
+    p.add_argument("--db-extra", default=None, metavar="DIR",
+                   help="add every image of DIR to the database, or the embeddings `python -m malle embed` wrote there")
+    p.add_argument("--out", type=Path, default=Path("out"), help="folder for the CSV outputs (default out/)")
+    add_cache_option(p)
+
+
+def add_precision_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="CNN inference: fp32 (exact, matches PyTorch), int8 (calibrated, faster), or auto (int8 "
+                        "where it keeps R@1 and the CPU has VNNI; default). Other methods keep their own precision.")
+
+
+def add_cache_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", type=Path, default=None, help="cache folder (default ~/.cache/malle or $MALLE_CACHE)")
+
+
+def add_data_option(p: argparse.ArgumentParser, required: bool) -> None:
+    # A str, not a Path: Path('') is '.', which would silently run on the current folder.
+    if required:
+        p.add_argument("--data", required=True, type=str,
+                       help="dataset root: ROOT/<class>/<file> or a flat folder of <class>_<name> files")
+    else:
+        p.add_argument("--data", default=None, type=str, help="dataset folder (default: the built-in demo photos)")
+
+
+def weights_from_args(args: argparse.Namespace) -> dict[str, str]:
+    """Method -> weights file, for the ``--<method>-weights`` options given."""
+    given = {cls.name: getattr(args, option.replace("-", "_"), None) for option, cls in weight_options().items()}
+    return {method: path for method, path in given.items() if path}
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The experiment the options describe; commands without chain options (severity) keep the defaults."""
+    weights = weights_from_args(args)
+    chains = {} if not hasattr(args, "chain_lengths") else {
+        "augment": AugmentConfig(copies=args.copies, chain_lengths=args.chain_lengths, ops=args.ops),
+        "distractors": args.distractors, "index": args.index, "index_params": args.index_params,
+        "db_distractors": args.db_distractors, "db_extra": args.db_extra}
+    return ExperimentConfig(
+        data=getattr(args, "data", None),
+        n=args.n, seed=args.seed, n_classes=args.n_classes, methods=args.methods, precision=args.precision,
+        weights=weights, **chains,
+    )
+
+
+def skip_summary(skipped) -> str:
+    reasons = Counter(r.split(" (")[0] for r in skipped["reason"])
+    detail = "; ".join(f"{n} × {reason}" for reason, n in reasons.most_common())
+    return f"Skipped {len(skipped)} file(s): {detail}."

@@ -1,0 +1,45 @@
+"""``malle run --data DIR``: the experiment on a dataset folder, with its tables printed and written."""
+
+from __future__ import annotations
+
+import argparse
+from functools import partial
+
+from tqdm.auto import tqdm
+
+from .. import cache, report
+from ..experiment import Experiment
+from .options import add_data_option, add_experiment_options, config_from_args, skip_summary
+
+NAME = "run"
+HELP = "run the experiment on a dataset folder"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_option(parser, required=True)
+    add_experiment_options(parser, 200)
+
+
+def run(args: argparse.Namespace, say) -> int:
+    config = config_from_args(args)
+    # Both folders are checked before any computation, so a typo costs nothing.
+    cache_root = cache.ensure_writable_dir(args.cache or cache.default_root(), "--cache")
+    cache.ensure_writable_dir(args.out, "--out")
+    cache.sweep_leftovers(cache_root)
+    experiment = Experiment(config, cache_root, log=say)
+    results = experiment.run(progress=partial(tqdm, leave=False))
+    print(f"Data: {experiment.data_root} | originals: {len(experiment.originals)} | "
+          f"copies: {len(experiment.manifest)} | chain lengths: {experiment.config.augment.describe()} | "
+          f"seed: {args.seed}")
+    print(report.format_tables(results.recall(), results.labels))
+    costs = results.costs()
+    print("\n" + costs.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    if results.has_openset:
+        print(f"\nOpen set: {len(experiment.distractor_manifest)} distractor queries next to the "
+              f"{len(experiment.manifest)} copies (micro average precision, recall at precision 0.9)")
+        print(results.openset().to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    if len(experiment.skipped):
+        print(skip_summary(experiment.skipped) + f" Reasons per file: {args.out / 'skipped.csv'}")
+    written = results.write(args.out)
+    print(f"Wrote {len(written)} files to {args.out}/")
+    return 0
