@@ -20,22 +20,7 @@ USAGE = """Find modified copies of images and measure how well each method finds
     malle severity --data DIR   robustness curves: each op alone, level by level
     malle embed --data DIR --method M --out DIR [--ray ADDRESS]   a folder into Parquet shards
     malle cache info|verify|prune|clear
-    malle methods [SPEC.toml ...]   every method (built-in, plug-in, ONNX spec) and whether it runs here
-
-``python -m malle`` is the same command. A subcommand module has ``NAME``, ``HELP``,
-``add_arguments(parser)`` and ``run(args, say) -> int``; adding one is a new module and one
-line in ``COMMANDS``.
 """
-
-from __future__ import annotations
-
-import argparse
-import sys
-from functools import partial
-
-from .. import __version__
-from ..errors import MalleError
-from . import cache_cmd, demo, embed, methods, run, severity
 
 COMMANDS = (
     run,
@@ -43,14 +28,12 @@ COMMANDS = (
     severity,
     embed,
     cache_cmd,
-    methods,
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="malle", description=USAGE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_arguments(sub.add_parser(command.NAME, help=command.HELP))
