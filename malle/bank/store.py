@@ -1,0 +1,433 @@
+"""The bank's database: one SQLite file in WAL mode, the source of truth.
+
+Tables:
+
+* ``collections``: name, method, the method's fingerprint (JSON and digest), code width and dtype,
+  precision, threshold (in the metric's own unit) and where it came from, index factory string,
+  created, a random ``uid`` (a collection deleted and created again under the same name is another
+  collection) and ``version``, bumped by every add and remove;
+* ``items``: id (never reused), collection, SHA-256 of the image bytes (or, for codes read from an
+  embeddings folder whose images were not at hand, of the code: ``digest_of`` says which), filename,
+  metadata JSON, added, removed, the collection versions at which it was added and removed, and its
+  code as a BLOB. One live item per (collection, SHA-256): adding the same bytes again finds it.
+
+Every write is one transaction (``BEGIN IMMEDIATE``) that commits before the caller is answered, with
+``synchronous=FULL``: a process killed at any point loses no acknowledged add, and SQLite's journal
+makes a half-done transaction vanish. Writers are serialised by SQLite's own lock and, around it, a
+file lock next to the database (``bank.lock``), which also serialises index writes. Readers never
+wait on writers (WAL). Connections are per thread, as ``sqlite3`` requires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import re
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import filelock
+import numpy as np
+
+from ..errors import CacheError, ConfigError, MalleError
+
+DB_NAME = "bank.sqlite"
+LOCK_NAME = "bank.lock"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 60_000  # a writer waits this long for another before giving up
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # also a safe file name for the index
+METADATA_MAX_BYTES = 64 * 1024
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS collections (
+    name TEXT PRIMARY KEY,
+    uid TEXT NOT NULL,
+    method TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    fingerprint_digest TEXT NOT NULL,
+    precision TEXT NOT NULL,  -- as asked of create_descriptor (fp32, int8, auto)
+    metric TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    dtype TEXT NOT NULL,
+    threshold REAL NOT NULL,
+    threshold_source TEXT NOT NULL,
+    index_factory TEXT NOT NULL,
+    created TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection TEXT NOT NULL REFERENCES collections(name) ON DELETE CASCADE,
+    sha256 TEXT NOT NULL,
+    digest_of TEXT NOT NULL DEFAULT 'bytes',
+    filename TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    added TEXT NOT NULL,
+    removed TEXT,
+    added_version INTEGER NOT NULL,
+    removed_version INTEGER,
+    code BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS live_sha ON items(collection, sha256) WHERE removed IS NULL;
+CREATE INDEX IF NOT EXISTS by_added ON items(collection, added_version);
+CREATE INDEX IF NOT EXISTS by_removed ON items(collection, removed_version);
+"""
+
+
+class BankError(MalleError):
+    """The bank cannot do what was asked; the message says why."""
+
+
+class NotFound(BankError, KeyError):
+    """An unknown collection or item."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; this is a sentence
+        return str(self.args[0]) if self.args else "not found"
+
+
+class Conflict(BankError):
+    """A collection of that name exists already."""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Collection:
+    name: str
+    uid: str
+    method: str
+    fingerprint: dict
+    fingerprint_digest: str
+    precision: str
+    metric: str
+    dim: int
+    width: int
+    dtype: str
+    threshold: float
+    threshold_source: str
+    index_factory: str
+    created: str
+    version: int
+    count: int = 0  # live items
+
+    def public(self) -> dict:
+        """What the API and ``bank info`` show."""
+        return {"name": self.name, "method": self.method, "count": self.count, "threshold": self.threshold,
+                "threshold_source": self.threshold_source, "metric": self.metric, "precision": self.precision,
+                "dim": self.dim, "index": self.index_factory, "created": self.created, "version": self.version}
+
+
+@dataclass(frozen=True)
+class Item:
+    id: int
+    collection: str
+    sha256: str
+    filename: str
+    metadata: dict
+    added: str
+    removed: str | None = None
+    digest_of: str = "bytes"
+
+    def public(self) -> dict:
+        return {"id": self.id, "collection": self.collection, "sha256": self.sha256, "digest_of": self.digest_of,
+                "filename": self.filename, "metadata": self.metadata, "added": self.added, "removed": self.removed}
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """An item to add: its identity, name, metadata and code (one row of the collection's width)."""
+
+    sha256: str
+    filename: str
+    code: np.ndarray
+    metadata: dict = field(default_factory=dict)
+    digest_of: str = "bytes"
+
+
+ITEM_COLUMNS = "id, collection, sha256, filename, metadata, added, removed, digest_of"
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(f"collection name {name!r} must be 1-64 letters, digits, '_', '.' or '-', "
+                          "starting with a letter or digit")
+    return name
+
+
+def metadata_json(metadata) -> str:
+    """Metadata as stored: a JSON object, at most ``METADATA_MAX_BYTES``."""
+    if metadata is None:
+        return "{}"
+    if isinstance(metadata, str):
+        try:
+            metadata = json.loads(metadata)
+        except ValueError as err:
+            raise ConfigError(f"metadata is not valid JSON ({err})") from None
+    if not isinstance(metadata, dict):
+        raise ConfigError("metadata must be a JSON object, such as {\"source\": \"upload\"}")
+    text = json.dumps(metadata, sort_keys=True, allow_nan=False, default=_refuse)
+    if len(text.encode()) > METADATA_MAX_BYTES:
+        raise ConfigError(f"metadata is larger than {METADATA_MAX_BYTES // 1024} KiB")
+    return text
+
+
+def _refuse(value):
+    raise ConfigError(f"metadata holds a value JSON cannot store ({type(value).__name__})")
+
+
+class Store:
+    """The database of one bank folder; safe to share between threads (one connection each)."""
+
+    def __init__(self, folder: Path, create: bool = True) -> None:
+        self.folder = Path(folder).expanduser()
+        self.path = self.folder / DB_NAME
+        if not self.path.is_file():
+            if not create:
+                raise BankError(f"{self.folder} is not a bank (no {DB_NAME}); `malle bank create` makes one")
+            if self.folder.exists() and not self.folder.is_dir():
+                raise CacheError(f"bank {self.folder} is a file, not a folder")
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise CacheError(f"bank {self.folder} cannot be created ({err.strerror or err})") from None
+        self._local = threading.local()
+        self._thread_lock = threading.RLock()  # file locks are per descriptor; this serialises threads too
+        self._file_lock = filelock.FileLock(str(self.folder / LOCK_NAME))
+        with self.exclusive():  # executescript commits on its own, so the script is its own transaction
+            self.db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} INSERT OR IGNORE INTO meta VALUES ('schema', "
+                                  f"'{SCHEMA_VERSION}'); COMMIT;")
+        schema = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
+        if schema != str(SCHEMA_VERSION):
+            raise BankError(f"{self.path} has bank schema {schema}; this Malle reads schema {SCHEMA_VERSION}")
+
+    # -- connections and transactions ------------------------------------------------------------------
+    @property
+    def db(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                   check_same_thread=True)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # an acknowledged add is on disk
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        except sqlite3.DatabaseError as err:
+            raise BankError(f"{self.path} cannot be opened as a bank database ({err})") from None
+        return conn
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, serialised across threads and processes; committed on exit."""
+        with self._thread_lock, self._file_lock:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """One consistent snapshot for several reads (a deferred transaction; WAL never blocks it)."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """The bank's write lock without a transaction: for writing index files."""
+        with self._thread_lock, self._file_lock:
+            yield
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- collections -------------------------------------------------------------------------------------
+    def insert_collection(self, row: dict) -> None:
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self.writing() as db:
+            if db.execute("SELECT 1 FROM collections WHERE name = ?", (row["name"],)).fetchone():
+                raise Conflict(f"collection {row['name']!r} exists already")
+            db.execute(f"INSERT INTO collections ({columns}) VALUES ({marks})",
+                       [_column_value(v) for v in row.values()])
+
+    def collection(self, name: str, db: sqlite3.Connection | None = None) -> Collection:
+        db = db or self.db
+        row = db.execute("SELECT * FROM collections WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"no collection named {name!r}")
+        return self._collection(db, row)
+
+    def collections(self) -> list[Collection]:
+        with self.reading() as db:
+            return [self._collection(db, row) for row in db.execute("SELECT * FROM collections ORDER BY name")]
+
+    def _collection(self, db: sqlite3.Connection, row: tuple) -> Collection:
+        names = [d[0] for d in db.execute("SELECT * FROM collections LIMIT 0").description]
+        values = dict(zip(names, row, strict=True))
+        values["fingerprint"] = json.loads(values["fingerprint"])
+        count = db.execute("SELECT COUNT(*) FROM items WHERE collection = ? AND removed IS NULL",
+                           (values["name"],)).fetchone()[0]
+        return Collection(**values, count=count)
+
+    def version(self, name: str) -> tuple[str, int]:
+        """(uid, version) of a collection: what a cached index must match."""
+        row = self.db.execute("SELECT uid, version FROM collections WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"no collection named {name!r}")
+        return row[0], row[1]
+
+    def delete_collection(self, name: str) -> None:
+        with self.writing() as db:
+            self.collection(name, db)
+            db.execute("DELETE FROM items WHERE collection = ?", (name,))
+            db.execute("DELETE FROM collections WHERE name = ?", (name,))
+
+    # -- items ------------------------------------------------------------------------------------------------
+    def find(self, name: str, sha256: str, db: sqlite3.Connection | None = None) -> Item | None:
+        """The live item with these bytes, if any."""
+        row = (db or self.db).execute(f"SELECT {ITEM_COLUMNS} FROM items WHERE collection = ? AND sha256 = ? "
+                                      "AND removed IS NULL", (name, sha256)).fetchone()
+        return _item(row) if row else None
+
+    def insert_items(self, name: str, new: Sequence[NewItem]) -> list[tuple[Item, bool]]:
+        """Add every item in one transaction; (item, True) when added, (existing item, False) when its
+        SHA-256 was there already. Returns after the commit."""
+        out: list[tuple[Item, bool]] = []
+        with self.writing() as db:
+            coll = self.collection(name, db)
+            version = coll.version + 1
+            stamp = now()
+            for item in new:
+                code = _check_code(coll, item.code)
+                existing = self.find(name, item.sha256, db)
+                if existing is not None:
+                    out.append((existing, False))
+                    continue
+                cursor = db.execute(
+                    "INSERT INTO items (collection, sha256, digest_of, filename, metadata, added, added_version, code) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, item.sha256, item.digest_of, item.filename, metadata_json(item.metadata), stamp, version,
+                     code.tobytes()))
+                out.append((Item(cursor.lastrowid, name, item.sha256, item.filename, item.metadata or {}, stamp,
+                                 None, item.digest_of), True))
+            if any(created for _, created in out):
+                db.execute("UPDATE collections SET version = ? WHERE name = ?", (version, name))
+        return out
+
+    def remove_item(self, name: str, item_id: int) -> Item:
+        with self.writing() as db:
+            coll = self.collection(name, db)
+            item = self.item(name, item_id, db)
+            if item.removed is None:
+                stamp = now()
+                db.execute("UPDATE items SET removed = ?, removed_version = ? WHERE id = ?",
+                           (stamp, coll.version + 1, item_id))
+                db.execute("UPDATE collections SET version = version + 1 WHERE name = ?", (name,))
+                item = dataclasses.replace(item, removed=stamp)
+        return item
+
+    def item(self, name: str, item_id: int, db: sqlite3.Connection | None = None) -> Item:
+        row = (db or self.db).execute(f"SELECT {ITEM_COLUMNS} FROM items WHERE collection = ? AND id = ?",
+                                      (name, int(item_id))).fetchone()
+        if row is None:
+            raise NotFound(f"collection {name!r} has no item {item_id}")
+        return _item(row)
+
+    def items(self, name: str, ids: Sequence[int] | None = None, offset: int = 0, limit: int = 100) -> list[Item]:
+        """Live items by id (in the order given), or a page of them in id order."""
+        if ids is not None:
+            found = {}
+            for start in range(0, len(ids), 500):  # SQLite's variable limit
+                part = [int(i) for i in ids[start:start + 500]]
+                marks = ",".join("?" * len(part))
+                for row in self.db.execute(f"SELECT {ITEM_COLUMNS} FROM items WHERE collection = ? AND id IN "
+                                           f"({marks})", (name, *part)):
+                    found[row[0]] = _item(row)
+            return [found[i] for i in ids if i in found]
+        rows = self.db.execute(f"SELECT {ITEM_COLUMNS} FROM items WHERE collection = ? AND removed IS NULL "
+                               "ORDER BY id LIMIT ? OFFSET ?", (name, int(limit), int(offset)))
+        return [_item(row) for row in rows]
+
+    def codes(self, coll: Collection, db: sqlite3.Connection, where: str = "removed IS NULL",
+              params: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
+        """(item ids ascending, codes) of a collection's items matching ``where``; each BLOB is checked."""
+        rows = db.execute(f"SELECT id, code FROM items WHERE collection = ? AND {where} ORDER BY id",
+                          (coll.name, *params)).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        codes = np.zeros((len(rows), coll.width), dtype=np.dtype(coll.dtype))
+        for row, (item_id, blob) in enumerate(rows):
+            codes[row] = _decode(coll, item_id, blob)
+        return ids, codes
+
+    def changed_since(self, coll: Collection, version: int, db: sqlite3.Connection) -> tuple:
+        """(ids, codes) added after ``version`` and still live; ids removed after ``version``."""
+        ids, codes = self.codes(coll, db, "removed IS NULL AND added_version > ?", (version,))
+        removed = db.execute("SELECT id FROM items WHERE collection = ? AND removed_version > ?",
+                             (coll.name, version)).fetchall()
+        return ids, codes, np.asarray([r[0] for r in removed], dtype=np.int64)
+
+    def integrity(self) -> list[str]:
+        """SQLite's own check, then every code's size against its collection."""
+        problems = [r[0] for r in self.db.execute("PRAGMA integrity_check") if r[0] != "ok"]
+        for coll in self.collections():
+            for item_id, size in self.db.execute("SELECT id, length(code) FROM items WHERE collection = ?",
+                                                 (coll.name,)):
+                if size != coll.width * np.dtype(coll.dtype).itemsize:
+                    problems.append(f"{coll.name}: item {item_id} holds {size} bytes of code, "
+                                    f"{coll.width * np.dtype(coll.dtype).itemsize} expected")
+        return problems
+
+
+def _column_value(value):
+    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict) else value
+
+
+def _item(row: tuple) -> Item:
+    item_id, collection, sha, filename, metadata, added, removed, digest_of = row
+    return Item(item_id, collection, sha, filename, json.loads(metadata), added, removed, digest_of)
+
+
+def _check_code(coll: Collection, code: np.ndarray) -> np.ndarray:
+    code = np.asarray(code)
+    if code.shape != (coll.width,) or code.dtype != np.dtype(coll.dtype):
+        raise ConfigError(f"collection {coll.name!r} holds {coll.dtype} codes of width {coll.width}; "
+                          f"got {code.dtype} of shape {code.shape}")
+    return np.ascontiguousarray(code)
+
+
+def _decode(coll: Collection, item_id: int, blob: bytes) -> np.ndarray:
+    dtype = np.dtype(coll.dtype)
+    if len(blob) != coll.width * dtype.itemsize:
+        raise BankError(f"{coll.name}: item {item_id} holds {len(blob)} bytes of code, "
+                        f"{coll.width * dtype.itemsize} expected; the bank is damaged (`malle bank verify`)")
+    return np.frombuffer(blob, dtype=dtype)
+
+
+def new_uid() -> str:
+    return secrets.token_hex(8)
