@@ -51,8 +51,8 @@ def test_sscd_defaults_and_bad_settings():
 def test_region_windows_cover_the_query():
     boxes = regions.windows(400, 300)
     assert boxes[0] == (0, 0, 400, 300) and len(boxes) == 11
-    assert all(0 <= l < r <= 400 and 0 <= t < b <= 300 for l, t, r, b in boxes)
-    assert {(l, t) for l, t, *_ in boxes[1:10]} == {(x, y) for x in (0, 100, 200) for y in (0, 75, 150)}
+    assert all(0 <= x0 < x1 <= 400 and 0 <= y0 < y1 <= 300 for x0, y0, x1, y1 in boxes)
+    assert {(x0, y0) for x0, y0, *_ in boxes[1:10]} == {(x, y) for x in (0, 100, 200) for y in (0, 75, 150)}
     assert [c.size for c in regions.crops(Image.new("RGB", (400, 300)))][:2] == [(400, 300), (200, 150)]
 
 
