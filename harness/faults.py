@@ -314,7 +314,8 @@ def in_place_edit(lab: Lab) -> Outcome:
     victim.write_bytes(bytes(body))
     os.utime(victim, ns=(info.st_atime_ns, info.st_mtime_ns))
     run = run_cli(data, cache_dir, out)
-    clean = run_cli(data, lab.scratch / f"edit-clean-{lab.counter[0]}", lab.scratch / f"edit-clean-out-{lab.counter[0]}")
+    n = lab.counter[0]
+    clean = run_cli(data, lab.scratch / f"edit-clean-{n}", lab.scratch / f"edit-clean-out-{n}")
     return judge(lab, name, "same", run, reference=clean.per_query() if clean.code == 0 else None)
 
 
