@@ -26,14 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common import machine, publish  # noqa: E402  (bench/ is on sys.path when run as a script)
-
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from malle.sampling import DEMO_DISTRACTORS, DEMO_N  # noqa: E402
 from harness.browser import CHROMIUM, chromium, settle, streamlit_server  # noqa: E402
+from malle.sampling import DEMO_DISTRACTORS, DEMO_N  # noqa: E402
 
 PAGES_DIR = ROOT / "app_pages"
-REFERENCE_APP = "import pandas as pd\nimport streamlit as st\nst.title('Reference')\nst.dataframe(pd.DataFrame([[1]*5]*5))\n"
+REFERENCE_APP = ("import pandas as pd\nimport streamlit as st\n"
+                 "st.title('Reference')\nst.dataframe(pd.DataFrame([[1]*5]*5))\n")
 
 
 def first_overview_seconds(cache_root: Path) -> float:

@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from common import publish  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from malle.sampling import demo_root  # noqa: E402
 from harness import faults  # noqa: E402
+from malle.sampling import demo_root  # noqa: E402
 
 
 def main() -> int:
