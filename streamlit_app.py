@@ -73,7 +73,7 @@ def sidebar_config(weights: dict, roots, cache_root: str) -> tuple[ExperimentCon
                             key=f"n_{source.key}")
         seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="seed")
         options, defaults = frame.method_options(weights)
-        methods = st.multiselect("Methods", options, default=defaults, key="methods")
+        methods = st.multiselect("Methods", options, default=defaults, key="methods", format_func=frame.method_label)
         if not methods:
             st.warning("Pick at least one method.")
             st.stop()
@@ -113,6 +113,8 @@ def show_sidebar_status(exp, notices: list[str], weights: dict, cache_root: str)
         for skipped in frame.unavailable_notices(weights):
             if skipped.method not in exp.methods:
                 st.info(frame.notice_text(skipped, exp.methods))
+        for notice in frame.method_folder_notices():
+            st.warning(notice)
         st.caption(f"Cache: `{cache_root}` ({widgets.cache_size(cache_root) / 2**20:,.0f} MB; "
                    "`python -m malle cache prune` trims it)")
 

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from .. import cache
 from .. import embed as embedding_job
-from ..descriptors import DESCRIPTORS
+from ..descriptors import DESCRIPTORS, descriptor_class
 from ..errors import ConfigError
 from .options import add_cache_option, add_precision_option, add_weight_options, method_name
 
@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, say) -> int:
+    descriptor_class(args.method)  # a bad spec or a broken plug-in is one line before any file is looked at
     data = Path(args.data).expanduser()
     if not str(args.data).strip() or not data.is_dir():
         raise ConfigError(f"--data {args.data!r} is not a folder")

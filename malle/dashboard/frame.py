@@ -20,8 +20,10 @@ from typing import Any
 import pandas as pd
 
 from malle import cache
-from malle.descriptors import DESCRIPTORS, Unavailable, available_methods, resolve_methods, weight_options
-from malle.errors import BadImage, DatasetError
+from malle.descriptors import Unavailable, available_methods, descriptor_class, resolve_methods, weight_options
+from malle.descriptors.onnx_spec import is_spec_path
+from malle.descriptors.registry import folder_specs, spec_method
+from malle.errors import BadImage, ConfigError, DatasetError
 from malle.experiment import Experiment, ExperimentConfig, Results
 from malle.imageio import IMAGE_SUFFIXES, load_rgb
 from malle.naming import safe_file_name
@@ -106,10 +108,36 @@ def method_options(weights: dict[str, str] | None = None) -> tuple[list[str], li
     """(every method that can run here, the default selection).
 
     A method whose weights are missing is not offered: picking it could only end
-    in an error, and the frame explains how to get them.
+    in an error, and the frame explains how to get them. ONNX models are offered
+    by the paths of the good spec files in the methods folder (``$MALLE_METHODS_DIR``,
+    else ``~/.config/malle/methods``), and only those: the dashboard reads no spec
+    from anywhere else.
     """
     defaults, _ = resolve_methods(None, weights)
-    return available_methods(weights), defaults
+    specs = [str(path) for path, problem in folder_spec_status() if problem is None]
+    return available_methods(weights) + specs, defaults
+
+
+def folder_spec_status() -> list[tuple[Path, str | None]]:
+    """Each spec file in the methods folder, with why it cannot be offered (None when it can)."""
+    found: list[tuple[Path, str | None]] = []
+    for path in folder_specs():
+        try:
+            spec_method(path)
+            found.append((path, None))
+        except ConfigError as err:
+            found.append((path, str(err)))
+    return found
+
+
+def method_folder_notices() -> list[str]:
+    return [f"**{path.name} is not offered:** {problem}" for path, problem in folder_spec_status() if problem]
+
+
+def method_label(option: str) -> str:
+    """How the method picker shows an option: a name as it is, a spec file by its method's name and file."""
+    return f"{descriptor_class(option).name} ({Path(option).name}, user ONNX model)" if is_spec_path(option) \
+        else option
 
 
 def unavailable_notices(weights: dict[str, str] | None = None) -> list[Unavailable]:
@@ -119,8 +147,8 @@ def unavailable_notices(weights: dict[str, str] | None = None) -> list[Unavailab
 
 def notice_text(skipped: Unavailable, methods: Sequence[str]) -> str:
     """One notice: what is missing, how to fix it, and what of the same family is shown instead."""
-    family = DESCRIPTORS[skipped.method].family
-    instead = [DESCRIPTORS[m].display_name() for m in methods if DESCRIPTORS[m].family == family]
+    family = descriptor_class(skipped.method).family
+    instead = [descriptor_class(m).display_name() for m in methods if descriptor_class(m).family == family]
     shown = f" Until then the {family} shown here is **{', '.join(instead)}**." if instead else ""
     return f"**{skipped.label} is not shown:** {skipped.reason}. {skipped.fix}{shown}"
 
