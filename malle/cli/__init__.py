@@ -11,7 +11,7 @@ import sys
 from functools import partial
 
 from ..errors import MalleError
-from . import cache_cmd, demo, embed, run, severity
+from . import cache_cmd, demo, embed, methods, run, severity
 
 USAGE = """Find modified copies of images and measure how well each method finds them.
 
@@ -20,6 +20,7 @@ USAGE = """Find modified copies of images and measure how well each method finds
     malle severity --data DIR   robustness curves: each op alone, level by level
     malle embed --data DIR --method M --out DIR [--ray ADDRESS]   a folder into Parquet shards
     malle cache info|verify|prune|clear
+    malle methods [SPEC.toml ...]   every method (built-in, plug-in, ONNX spec) and whether it runs here
 """
 
 COMMANDS = (
@@ -28,6 +29,7 @@ COMMANDS = (
     severity,
     embed,
     cache_cmd,
+    methods,
 )
 
 
