@@ -12,7 +12,6 @@ recorded in ``skipped.csv`` either way.
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,11 @@ import pandas as pd
 from . import cache, embeddings
 from .descriptors import Descriptor, create_descriptor
 from .descriptors.base import Skipping, open_progress
-from .errors import BadImage, ConfigError
+from .errors import BadImage
 from .imageio import load_rgb
 from .sampling import discover
+from .scale.ray_cluster import connect
 
-RAY_CONNECT_TIMEOUT_S = 5
 RAY_BATCH = 64  # images per map_batches call: a multiple of every engine's own batch, so batches line up
 
 
@@ -75,39 +74,6 @@ def relative(path: str, root: Path) -> str:
 
 
 # -- Ray ---------------------------------------------------------------------------------------------
-def connect(address: str, log: Callable[[str], None]):
-    """``ray.init`` on ``address`` ('auto', 'ray://host:10001', 'local' for a cluster of this machine);
-    an address that cannot be reached is a one-line error."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--ray needs the package ray: pip install 'ray[data]'") from None
-    target = None if address == "local" else address
-    if target not in (None, "auto"):
-        check_reachable(target)
-    if ray.is_initialized():
-        return ray  # a session this process (or its test) opened already
-    try:
-        ray.init(address=target, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
-        reason = " ".join(str(err).split())[:200]
-        raise ConfigError(f"--ray {address}: cannot reach a Ray cluster ({type(err).__name__}: {reason})") from None
-    log(f"Ray: {ray.cluster_resources().get('CPU', 0):.0f} CPUs")
-    return ray
-
-
-def check_reachable(address: str) -> None:
-    """A TCP connect to HOST:PORT first: ray.init retries an unreachable address for minutes."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--ray {address}: expected HOST:PORT, ray://HOST:PORT, auto or local")
-    try:
-        with socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S):
-            pass
-    except OSError as err:
-        raise ConfigError(f"--ray {address}: cannot reach a Ray cluster ({err.strerror or err})") from None
-
-
 class EncodeActor:
     """One per pool slot: builds its descriptor once, then encodes the batches Ray Data sends it."""
 
@@ -130,8 +96,8 @@ class EncodeActor:
 
 
 def encode_on_ray(job: EmbedJob, paths: Sequence[Path], address: str, bar, log: Callable[[str], None]) -> Skipping:
-    ray = connect(address, log)
-    import ray.data
+    connect(address, log)
+    import ray.data  # binds ray too
 
     # Our own bar reports progress; Ray Data's bars and per-operator log lines would bury it.
     ray.data.DataContext.get_current().enable_progress_bars = False
