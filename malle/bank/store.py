@@ -295,13 +295,6 @@ class Store:
                            (values["name"],)).fetchone()[0]
         return Collection(**values, count=count)
 
-    def version(self, name: str) -> tuple[str, int]:
-        """(uid, version) of a collection: what a cached index must match."""
-        row = self.db.execute("SELECT uid, version FROM collections WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            raise NotFound(f"no collection named {name!r}")
-        return row[0], row[1]
-
     def delete_collection(self, name: str) -> None:
         with self.writing() as db:
             self.collection(name, db)

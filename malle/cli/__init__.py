@@ -10,8 +10,9 @@ import argparse
 import sys
 from functools import partial
 
+from .. import __version__
 from ..errors import MalleError
-from . import cache_cmd, demo, embed, methods, run, severity
+from . import bank, cache_cmd, dedup, demo, embed, index_build, methods, report, run, serve, severity, stages
 
 USAGE = """Find modified copies of images and measure how well each method finds them.
 
@@ -19,8 +20,14 @@ USAGE = """Find modified copies of images and measure how well each method finds
     malle demo                  the experiment on the built-in demo photos
     malle severity --data DIR   robustness curves: each op alone, level by level
     malle embed --data DIR --method M --out DIR [--ray ADDRESS]   a folder into Parquet shards
+    malle index-build --embeddings DIR --factory IVF1024,PQ32 --out DIR [--ray ADDRESS]   lists on disk
     malle cache info|verify|prune|clear
+    malle bank create|add|remove|match|info|verify BANK ...   banks of reference images
+    malle serve --bank BANK     the bank's REST API (OpenAPI at /docs)
+    malle dedup DIR --out OUT   the modified copies inside one folder
+    malle stages [run options]  the stage graph: each stage's cache key and whether it is cached
     malle methods [SPEC.toml ...]   every method (built-in, plug-in, ONNX spec) and whether it runs here
+    malle report OUT [--html FILE] [--pdf FILE]   a run's folder as a self-contained HTML report and PDF
 """
 
 COMMANDS = (
@@ -28,14 +35,21 @@ COMMANDS = (
     demo,
     severity,
     embed,
+    index_build,
     cache_cmd,
+    bank,
+    serve,
+    dedup,
+    stages,
     methods,
+    report,
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="malle", description=USAGE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_arguments(sub.add_parser(command.NAME, help=command.HELP))
