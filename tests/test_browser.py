@@ -8,10 +8,9 @@ uploads images on the Search page, and saves a screenshot of each page to
 
 from __future__ import annotations
 
+from urllib.parse import urlparse
 
 import pytest
-
-from urllib.parse import urlparse
 
 from harness.browser import CHROMIUM, ROOT, chromium, listening_addresses, settle, streamlit_server
 
