@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from malle.augment import OPS, chain_from_json, describe_chain
 from malle.dashboard import lab, widgets
 from malle.dashboard.shared import THUMB_PX, n_pages, op_title, original_labels, ranking_thumbs
+from malle.ops import OPS, chain_from_json, describe_chain
 
 BROWSE_PER_PAGE = 12
 

@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from malle.augment import OPS
 from malle.dashboard import failures, widgets
 from malle.dashboard.shared import Thumb, n_pages, op_title, page_rows
+from malle.ops import OPS
 
 PER_PAGE = 10
 

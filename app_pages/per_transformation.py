@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from malle.augment import OPS
 from malle.dashboard import per_transformation as logic
 from malle.dashboard import widgets
 from malle.dashboard.shared import LEVELS, op_title
+from malle.ops import OPS
 
 ctx = widgets.context()
 labels = ctx.labels

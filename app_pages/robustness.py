@@ -5,7 +5,7 @@ import streamlit as st
 from malle.dashboard import robustness as logic
 from malle.dashboard import widgets
 from malle.dashboard.shared import op_title, original_labels
-from malle.severity import MIN_RECALL
+from malle.ops.severity import MIN_RECALL
 
 ctx = widgets.context()
 exp, labels = ctx.experiment, ctx.labels

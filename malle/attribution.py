@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .augment import COPY_JPEG_QUALITY, Step, apply_chain, chain_from_json
 from .descriptors import Descriptor
 from .imageio import encode_jpeg, load_rgb
+from .ops import COPY_JPEG_QUALITY, Step, apply_chain, chain_from_json
 from .search import search
 
 COMBINATION = "the combination"

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .augment import MANIFEST_COLUMNS, AugmentConfig, copy_rng, write_copies
 from .errors import BadImage
 from .imageio import load_rgb
+from .ops import MANIFEST_COLUMNS, AugmentConfig, copy_rng, write_copies
 from .sampling import Candidate, original_name
 
 DISTRACTOR_COLUMNS = [*MANIFEST_COLUMNS, "origin"]  # origin: the unsampled image, relative to the dataset

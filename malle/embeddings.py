@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from . import cache
 from .descriptors import Descriptor
 from .errors import ConfigError
+from .metrics import metric_named
 
 MANIFEST = "embeddings.json"
 FORMAT = "malle-embeddings"
@@ -103,7 +104,7 @@ def read(folder: Path, desc: Descriptor | None = None) -> Embeddings:
         vectors = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         chunks.append(vectors.reshape(-1, width))
         paths += table.column("path").to_pylist()
-    dtype = np.uint8 if manifest["metric"] == "hamming" else np.float32
+    dtype = metric_named(manifest.get("metric")).dtype
     vectors = np.concatenate(chunks).astype(dtype, copy=False) if chunks else np.zeros((0, 0), dtype)
     return Embeddings(paths, vectors, manifest)
 

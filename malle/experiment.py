@@ -36,14 +36,14 @@ from PIL import Image, features
 from . import cache, embeddings, evaluate, indexes
 from .attribution import attribute_misses
 from .attribution import summarise as summarise_attribution
-from .augment import COPY_JPEG_QUALITY, AugmentConfig, make_copies
+from .ops import COPY_JPEG_QUALITY, AugmentConfig, make_copies
 from .descriptors import Descriptor, Unavailable, create_descriptor, resolve_methods
 from .descriptors.base import open_progress, package_versions
 from .descriptors.cnn import check_precision
 from .inference.cpu import cpu_features
 from .errors import BadImage, ConfigError, DatasetError
 from .imageio import encode_jpeg, load_rgb
-from .severity import GRIDS, placement_rng
+from .ops.severity import GRIDS, placement_rng
 from .sampling import dataset_fingerprint, demo_root, discover, select, write_originals
 from . import openset as openset_metrics
 from .distractors import database_distractors, make_distractors, reference_rows, unsampled

@@ -2,8 +2,8 @@
 
 The index is configuration, as in faiss.contrib: ``Flat`` (exact, the default),
 ``HNSW32``, ``IVF4096_HNSW32,Flat``, ``IVF16384_HNSW32,PQ64``... One string serves
-float and binary codes: for hashes it is translated to FAISS's binary factory
-(``Flat`` -> ``BFlat``, ``HNSW32`` -> ``BHNSW32``, ``IVF1024,Flat`` -> ``BIVF1024``).
+float and binary codes: for hashes the Hamming metric translates it to FAISS's binary
+factory (``Flat`` -> ``BFlat``, ``HNSW32`` -> ``BHNSW32``, ``IVF1024,Flat`` -> ``BIVF1024``).
 
 ``auto`` follows the FAISS wiki's "Guidelines to choose an index" by database
 size and memory: Flat while exact search is cheap, HNSW32 up to a million, IVF with
@@ -118,16 +118,6 @@ def physical_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 16 * 2**30  # platforms without sysconf: assume a modest machine
-
-
-def binary_factory(spec: str) -> str:
-    """The float-style string in FAISS's binary grammar; hashes are already compact, so no PQ."""
-    if spec.startswith("B"):
-        return spec
-    body = spec.removesuffix(",Flat")
-    if "PQ" in body or "," in body:
-        raise ConfigError(f"--index {spec!r} does not apply to binary hashes; use Flat, HNSW32 or IVF<K>,Flat")
-    return "B" + body
 
 
 def new_index(choice: IndexChoice, metric: Metric, dim: int):

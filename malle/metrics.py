@@ -16,6 +16,8 @@ from typing import ClassVar
 import faiss
 import numpy as np
 
+from .errors import ConfigError
+
 # Scoring an (a x b) Hamming matrix in row blocks keeps the xor temporary small.
 _HAMMING_ROWS_PER_BLOCK = 1024
 
@@ -35,6 +37,11 @@ class Metric(ABC):
     @abstractmethod
     def build_index(self, codes: np.ndarray) -> faiss.Index | faiss.IndexBinary:
         """An exact FAISS index holding ``codes`` in row order (row i has id i)."""
+
+    @abstractmethod
+    def factory(self, spec: str) -> str:
+        """An index-factory string in its float form (see ``malle.indexes``) in the grammar of this metric's
+        FAISS indexes; a ConfigError where it has no such form."""
 
     @abstractmethod
     def new_index(self, dim: int, factory: str):
@@ -99,8 +106,11 @@ class InnerProduct(Metric):
         index.add(np.ascontiguousarray(codes, dtype=np.float32))
         return index
 
+    def factory(self, spec: str) -> str:
+        return spec
+
     def new_index(self, dim: int, factory: str) -> faiss.Index:
-        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        return faiss.index_factory(dim, self.factory(factory), faiss.METRIC_INNER_PRODUCT)
 
     def set_search_params(self, index, params: str) -> None:
         faiss.ParameterSpace().set_index_parameters(index, params)
@@ -135,10 +145,18 @@ class Hamming(Metric):
         index.add(np.ascontiguousarray(codes, dtype=np.uint8))
         return index
 
-    def new_index(self, dim: int, factory: str) -> faiss.IndexBinary:
-        from .indexes import binary_factory
+    def factory(self, spec: str) -> str:
+        """FAISS's binary grammar (``Flat`` -> ``BFlat``, ``HNSW32`` -> ``BHNSW32``, ``IVF1024,Flat`` ->
+        ``BIVF1024``); hashes are already compact, so no PQ."""
+        if spec.startswith("B"):
+            return spec
+        body = spec.removesuffix(",Flat")
+        if "PQ" in body or "," in body:
+            raise ConfigError(f"--index {spec!r} does not apply to binary hashes; use Flat, HNSW32 or IVF<K>,Flat")
+        return "B" + body
 
-        return faiss.index_binary_factory(dim, binary_factory(factory))
+    def new_index(self, dim: int, factory: str) -> faiss.IndexBinary:
+        return faiss.index_binary_factory(dim, self.factory(factory))
 
     def set_search_params(self, index, params: str) -> None:
         # FAISS's ParameterSpace knows only float indexes; binary ones expose the same knobs as attributes.
@@ -180,4 +198,12 @@ def _popcount(xor: np.ndarray) -> np.ndarray:
 IP = InnerProduct()
 HAMMING = Hamming()
 METRICS: dict[str, Metric] = {m.name: m for m in (IP, HAMMING)}
+
+
+def metric_named(name: str) -> Metric:
+    """The metric stored under ``name`` (in cache metadata, an embeddings manifest); a ConfigError if unknown."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise ConfigError(f"unknown metric {name!r}; known metrics: {', '.join(METRICS)}") from None
 

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-from malle import augment
-from malle.augment import (
+from malle.imageio import encode_jpeg, load_rgb
+from malle.ops import (
     COPY_JPEG_QUALITY,
+    MANIFEST_COLUMNS,
     OPS,
     REFERENCE_OPS,
     AugmentConfig,
     ParamSpec,
     Step,
     apply_chain,
-    blur_kernel_for,
     chain_from_json,
     chain_to_json,
     copy_filename,
@@ -30,7 +32,9 @@ from malle.augment import (
     replay,
     sample_chain,
 )
-from malle.imageio import encode_jpeg, load_rgb
+from malle.ops.params import Sweep
+from malle.ops.reference import blur_kernel_for
+from malle.ops.registry import Op, ops_defined_in, register
 
 GEOMETRY_OPS = {"centercrop", "randomcrop", "resize", "rotatequarter", "pad", "screenshot"}
 
@@ -75,6 +79,44 @@ def test_registry_order_names_and_specs():
                 assert spec.default in spec.choices
             else:
                 assert spec.low <= spec.default <= spec.high
+
+
+# The registry's order decides which copies a seed makes (chains permute ops in this order): never reorder it.
+REGISTRY_ORDER = ["centercrop", "randomcrop", "resize", "rotate", "blur", "color", "hue", "watermark", "jpeg",
+                  "occlude", "hflip", "rotatequarter", "pad", "text", "sticker", "grayscale", "noise", "pixelate",
+                  "perspective", "screenshot"]
+
+
+def test_the_registry_order_is_pinned_and_new_families_come_after_it():
+    assert list(OPS)[: len(REGISTRY_ORDER)] == REGISTRY_ORDER
+    assert [op.name for op in ops_defined_in("malle.ops.reference")] == list(REFERENCE_OPS)
+    assert [op.name for op in ops_defined_in("malle.ops.edits")] == REGISTRY_ORDER[10:]
+
+
+@pytest.mark.parametrize("first", ["malle.ops.edits", "malle.ops.severity", "malle.ops.chains", "malle.ops.registry"])
+def test_the_registry_order_does_not_depend_on_which_module_is_imported_first(first):
+    code = f"import {first}; from malle.ops.registry import OPS; print(','.join(OPS))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().split(",") == list(OPS)
+
+
+def _op_class(name: str, sweep: Sweep | None = Sweep("strength", (0, 1), lambda v, size, rng: {})) -> type[Op]:
+    attrs = {"name": name, "label": name, "params": (), "apply": lambda self, img, params: img.copy()}
+    if sweep is not None:
+        attrs["sweep"] = sweep
+    return type("Made", (Op,), attrs)
+
+
+@pytest.mark.parametrize("name, sweep, error", [
+    ("blur", Sweep("strength", (0, 1), lambda v, size, rng: {}), "registered twice"),
+    ("Two_words", Sweep("strength", (0, 1), lambda v, size, rng: {}), "lowercase ascii letters"),
+    ("unswept", None, "declares no severity sweep"),
+])
+def test_register_refuses_a_clash_a_bad_name_and_an_op_without_a_sweep(name, sweep, error):
+    before = dict(OPS)
+    with pytest.raises((ValueError, TypeError), match=error):
+        register(_op_class(name, sweep))
+    assert OPS == before
 
 
 def test_get_op_unknown_lists_valid_names():
@@ -422,7 +464,7 @@ def test_make_copies_different_seed_differs(originals, two_runs, tmp_path):
 def test_make_copies_manifest_contents(originals, two_runs):
     frame, _ = originals
     manifest, *_, bars = two_runs
-    assert list(manifest.columns) == augment.MANIFEST_COLUMNS
+    assert list(manifest.columns) == MANIFEST_COLUMNS
     counts = manifest.groupby("source", sort=False).size()
     assert list(counts.index) == list(frame["file"])  # rows follow original order
     assert set(counts) <= set(CONFIG.copies)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from malle.augment import AugmentConfig
 from malle.cli import main
 from malle.descriptors import DESCRIPTORS, create_descriptor, resolve_methods
 from malle.descriptors.pdq import MATCH_DISTANCE, PDQ, PDQDihedral
@@ -16,6 +15,7 @@ from malle.descriptors.sscd import SSCD, SSCDDistilled, ShortSideResize, SquareR
 from malle.experiment import Experiment, ExperimentConfig
 from malle.imageio import load_rgb
 from malle.metrics import HAMMING, IP
+from malle.ops import AugmentConfig
 
 COPY_DETECTION = ["sscd", "sscd_distilled"]
 

@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 from malle import evaluate, report
-from malle.augment import OPS, REFERENCE_OPS, chain_from_json
 from malle.dashboard import comparison, failures, frame, lab, overview, per_transformation, search, shared
 from malle.errors import BadImage
 from malle.experiment import ExperimentConfig
 from malle.inference.cpu import cpu_features
 from malle.metrics import HAMMING
+from malle.ops import OPS, REFERENCE_OPS, chain_from_json
 
 
 def ranks(results, method: str, level: str = "instance") -> pd.Series:

@@ -3,8 +3,8 @@
 import pandas as pd
 from conftest import GOOD_IN_BAD_FOLDER
 
-from malle.augment import AugmentConfig
 from malle.experiment import Experiment, ExperimentConfig
+from malle.ops import AugmentConfig
 
 SMALL = dict(n=12, n_classes=2, augment=AugmentConfig(copies=(2,), chain_lengths=(1, 3)))
 

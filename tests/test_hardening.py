@@ -17,13 +17,13 @@ import pytest
 from PIL import Image
 
 from malle import cache, experiment
-from malle.augment import OPS, AugmentConfig, float_param, sample_params
 from malle.cli import main
 from malle.dashboard import frame
 from malle.errors import BadImage, DatasetError
 from malle.experiment import Experiment, ExperimentConfig
 from malle.imageio import MAX_ASPECT, encode_jpeg, load_rgb
 from malle.naming import MAX_NAME_BYTES, safe_file_name
+from malle.ops import OPS, AugmentConfig, float_param, sample_params
 from malle.sampling import discover
 
 SMALL = dict(n=6, n_classes=1, augment=AugmentConfig(copies=(2,), chain_lengths=(1, 2)), methods=("phash",))
@@ -184,7 +184,7 @@ def _png(img: Image.Image) -> bytes:
 def test_param_spec_ranges_are_checked_once_in_the_constructor():
     with pytest.raises(ValueError, match="outside"):
         float_param("angle", -15.0, 15.0, 20.0)
-    from malle.augment import Uniform
+    from malle.ops import Uniform
     with pytest.raises(ValueError, match="leaves the range"):
         float_param("angle", -15.0, 15.0, 0.0, sample=Uniform(-30.0, 30.0))
 

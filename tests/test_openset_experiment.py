@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from malle import openset
-from malle.augment import AugmentConfig
 from malle.cli import main
 from malle.experiment import Experiment, ExperimentConfig
+from malle.ops import AugmentConfig
 
 SMALL = dict(n=12, n_classes=2, augment=AugmentConfig(copies=(2,), chain_lengths=(1, 2)),
              methods=("sscd_distilled", "phash"))

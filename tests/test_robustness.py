@@ -8,13 +8,22 @@ import pytest
 from PIL import Image
 
 from malle.attribution import COMBINATION, charged_ops, summarise
-from malle.augment import OPS, REFERENCE_OPS, AugmentConfig, Step, apply_chain, chain_from_json, chain_to_json, sample_params
 from malle.cli import main
 from malle.descriptors import create_descriptor
-from malle.edits import EXTRA_OPS
 from malle.experiment import Experiment, ExperimentConfig
 from malle.imageio import encode_jpeg, load_rgb
-from malle.severity import GRIDS, MIN_RECALL, breaking_points, placement_rng
+from malle.ops import (
+    EXTRA_OPS,
+    OPS,
+    REFERENCE_OPS,
+    AugmentConfig,
+    Step,
+    apply_chain,
+    chain_from_json,
+    chain_to_json,
+    sample_params,
+)
+from malle.ops.severity import GRIDS, MIN_RECALL, breaking_points, placement_rng
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@ import faiss
 import numpy as np
 import pytest
 
-from malle.metrics import HAMMING, IP, METRICS
+from malle.errors import ConfigError
+from malle.metrics import HAMMING, IP, METRICS, metric_named
 from malle.search import save_index, search
 
 
@@ -82,6 +83,9 @@ def test_pair_scores():
 
 def test_metric_objects_describe_themselves():
     assert METRICS == {"ip": IP, "hamming": HAMMING}
+    assert metric_named("hamming") is HAMMING and metric_named("ip").dtype is np.float32
+    with pytest.raises(ConfigError, match="unknown metric 'cosine'; known metrics: ip, hamming"):
+        metric_named("cosine")
     assert IP.higher_is_better and not HAMMING.higher_is_better
     assert IP.code_width(512) == 512 and HAMMING.code_width(256) == 32
     assert HAMMING.format_score(12, 256) == "12/256 bits"

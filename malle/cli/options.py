@@ -7,11 +7,11 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from ..augment import OPS, REFERENCE_OPS, AugmentConfig
 from ..descriptors import DEFAULT_METHODS, DESCRIPTORS, weight_options
 from ..descriptors.cnn import PRECISIONS
 from ..descriptors.registry import is_method_name
 from ..experiment import ExperimentConfig
+from ..ops import OPS, REFERENCE_OPS, AugmentConfig
 
 SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .. import cache
-from ..augment import OPS
 from ..experiment import Experiment
-from ..severity import MIN_RECALL, breaking_points
+from ..ops import OPS
+from ..ops.severity import MIN_RECALL, breaking_points
 from .options import (add_cache_option, add_data_option, add_methods_option, add_precision_option,
                       add_weight_options, config_from_args, names)
 

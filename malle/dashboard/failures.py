@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from malle import evaluate
-from malle.augment import chain_from_json, describe_chain
 from malle.experiment import Experiment, Results
+from malle.ops import chain_from_json, describe_chain
 from malle.tables import row_ids
 
 from .shared import Thumb, neighbour_thumbs

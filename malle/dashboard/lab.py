@@ -9,10 +9,18 @@ from typing import Any
 
 import numpy as np
 
-from malle.augment import (COPY_JPEG_QUALITY, OPS, ParamSpec, Step, apply_chain, chain_from_json, chain_to_json,
-                           sample_params)
 from malle.experiment import Results
 from malle.imageio import encode_jpeg, load_rgb
+from malle.ops import (
+    COPY_JPEG_QUALITY,
+    OPS,
+    ParamSpec,
+    Step,
+    apply_chain,
+    chain_from_json,
+    chain_to_json,
+    sample_params,
+)
 
 from .shared import Ranking, rank_everywhere
 

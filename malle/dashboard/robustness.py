@@ -5,11 +5,11 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from malle.augment import OPS
 from malle.errors import BadImage
 from malle.experiment import Experiment
 from malle.imageio import load_rgb
-from malle.severity import GRIDS, breaking_points, placement_rng
+from malle.ops import OPS
+from malle.ops.severity import GRIDS, breaking_points, placement_rng
 
 from .shared import image_thumbnail, with_labels
 

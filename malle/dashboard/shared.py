@@ -11,9 +11,9 @@ import pandas as pd
 from PIL import Image
 
 from malle import evaluate
-from malle.augment import OPS
 from malle.experiment import Experiment, Results
 from malle.imageio import encode_jpeg, load_rgb
+from malle.ops import OPS
 from malle.tables import row_ids
 
 LEVELS = tuple(evaluate.LEVELS)  # ("instance", "class")

@@ -16,9 +16,9 @@ import pandas as pd
 import streamlit as st
 
 from malle import cache
-from malle.augment import OPS, ParamSpec
 from malle.experiment import Experiment, Results
 from malle.metrics import Metric
+from malle.ops import OPS, ParamSpec
 
 from .frame import ProgressReporter, ResultsStore, open_experiment, progress_text
 from .lab import control_for, param_key, rolled_state

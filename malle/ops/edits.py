@@ -22,24 +22,39 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from torchvision.transforms import InterpolationMode
 
-from malle.augment import OPS, IntUniform, Op, Uniform, _fraction_spec, _offset, choice_param, float_param, int_param
+from .params import (
+    IntUniform,
+    Sweep,
+    Uniform,
+    choice_param,
+    float_param,
+    fraction_param,
+    int_param,
+    offset,
+    random_position,
+)
+from .registry import Op, ops_defined_in, register
 
 TEXT_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789"
 
 
+@register
 class HorizontalFlip(Op):
     name = "hflip"
     label = "Horizontal flip"
     params = ()
+    sweep = Sweep("flipped", (0, 1), lambda v, size, rng: {})
 
     def apply(self, img, params):
         return ImageOps.mirror(img)
 
 
+@register
 class QuarterTurn(Op):
     name = "rotatequarter"
     label = "Rotation by 90° steps"
     params = (choice_param("turns", (1, 2, 3), 1, help="quarter turns counter-clockwise"),)
+    sweep = Sweep("turns", (0, 1, 2, 3), lambda v, size, rng: {"turns": int(v)})
 
     def apply(self, img, params):
         return img.rotate(90 * int(params["turns"]), expand=True)
@@ -48,6 +63,7 @@ class QuarterTurn(Op):
         return size if int(params["turns"]) == 2 else (size[1], size[0])
 
 
+@register
 class Pad(Op):
     name = "pad"
     label = "Border"
@@ -56,6 +72,8 @@ class Pad(Op):
                     sample=Uniform(0.05, 0.25)),
         int_param("gray", 0, 255, 0, help="border colour, 0 black to 255 white"),
     )
+    sweep = Sweep("border", (0, 0.05, 0.1, 0.2, 0.3, 0.5),
+                  lambda v, size, rng: {"fraction": float(v), "gray": int(rng.integers(0, 256))})
 
     def apply(self, img, params):
         border = int(round(float(params["fraction"]) * min(img.size)))
@@ -67,23 +85,27 @@ class Pad(Op):
         return size[0] + 2 * border, size[1] + 2 * border
 
 
+@register
 class TextOverlay(Op):
     name = "text"
     label = "Text overlay"
     params = (
         int_param("text_seed", 0, 9999, 0, help="which random text (8 characters) is written"),
         int_param("font_size", 8, 160, 40, help="text size in pixels", sample=IntUniform(16, 64)),
-        _fraction_spec("x"),
-        _fraction_spec("y"),
+        fraction_param("x"),
+        fraction_param("y"),
     )
+    sweep = Sweep("font_size", (0, 16, 32, 48, 64, 96, 128),
+                  lambda v, size, rng: {"text_seed": int(rng.integers(0, 10000)), "font_size": int(v),
+                                        **random_position(rng)})
 
     def apply(self, img, params):
         rng = np.random.default_rng(int(params["text_seed"]))
         text = "".join(rng.choice(list(TEXT_ALPHABET), 8))
         font = ImageFont.load_default(size=int(params["font_size"]))
         left, top, right, bottom = font.getbbox(text)
-        x = _offset(params["x"], img.width - (right - left))
-        y = _offset(params["y"], img.height - (bottom - top))
+        x = offset(params["x"], img.width - (right - left))
+        y = offset(params["y"], img.height - (bottom - top))
         out = img.copy()
         # Black-outlined white text, readable on any photo, as overlays on shared images usually are.
         ImageDraw.Draw(out).text((x - left, y - top), text, font=font, fill=(255, 255, 255),
@@ -91,6 +113,7 @@ class TextOverlay(Op):
         return out
 
 
+@register
 class ShapeOverlay(Op):
     name = "sticker"
     label = "Sticker (shape overlay)"
@@ -98,16 +121,19 @@ class ShapeOverlay(Op):
         choice_param("shape", (0, 1, 2), 0, help="0 disc, 1 square, 2 triangle"),
         float_param("size", 0.0, 0.8, 0.25, help="side as a fraction of the shorter side", sample=Uniform(0.1, 0.35)),
         float_param("hue", 0.0, 1.0, 0.0, help="colour on the hue circle"),
-        _fraction_spec("x"),
-        _fraction_spec("y"),
+        fraction_param("x"),
+        fraction_param("y"),
     )
+    sweep = Sweep("size", (0, 0.1, 0.2, 0.3, 0.4, 0.5),
+                  lambda v, size, rng: {"shape": int(rng.integers(0, 3)), "size": float(v),
+                                        "hue": round(float(rng.uniform()), 4), **random_position(rng)})
 
     def apply(self, img, params):
         side = int(round(float(params["size"]) * min(img.size)))
         if side < 1:
             return img.copy()
-        left = _offset(params["x"], img.width - side)
-        top = _offset(params["y"], img.height - side)
+        left = offset(params["x"], img.width - side)
+        top = offset(params["y"], img.height - side)
         colour = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(float(params["hue"]), 0.9, 0.95))
         out = img.copy()
         draw, box = ImageDraw.Draw(out), (left, top, left + side - 1, top + side - 1)
@@ -122,15 +148,18 @@ class ShapeOverlay(Op):
         return out
 
 
+@register
 class Grayscale(Op):
     name = "grayscale"
     label = "Grayscale"
     params = ()
+    sweep = Sweep("gray", (0, 1), lambda v, size, rng: {})
 
     def apply(self, img, params):
         return img.convert("L").convert("RGB")
 
 
+@register
 class Noise(Op):
     name = "noise"
     label = "Gaussian noise"
@@ -138,6 +167,8 @@ class Noise(Op):
         float_param("sigma", 0.0, 100.0, 15.0, help="standard deviation in 8-bit levels", sample=Uniform(3.0, 30.0)),
         int_param("noise_seed", 0, 9999, 0, help="which noise pattern"),
     )
+    sweep = Sweep("sigma", (0, 5, 10, 20, 35, 50, 75),
+                  lambda v, size, rng: {"sigma": float(v), "noise_seed": int(rng.integers(0, 10000))})
 
     def apply(self, img, params):
         rng = np.random.default_rng(int(params["noise_seed"]))
@@ -146,10 +177,12 @@ class Noise(Op):
         return Image.fromarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8), "RGB")
 
 
+@register
 class Pixelate(Op):
     name = "pixelate"
     label = "Pixelation"
     params = (int_param("block", 1, 64, 8, help="side of each flat block in pixels", sample=IntUniform(3, 12)),)
+    sweep = Sweep("block", (1, 2, 4, 8, 16, 32, 64), lambda v, size, rng: {"block": int(v)})
 
     def apply(self, img, params):
         block = max(1, int(params["block"]))
@@ -157,6 +190,7 @@ class Pixelate(Op):
         return small.resize(img.size, Image.Resampling.NEAREST)
 
 
+@register
 class Perspective(Op):
     name = "perspective"
     label = "Perspective skew"
@@ -165,6 +199,8 @@ class Perspective(Op):
                     sample=Uniform(0.05, 0.25)),
         choice_param("tilt", (0, 1, 2, 3), 0, help="which edge recedes: 0 top, 1 right, 2 bottom, 3 left"),
     )
+    sweep = Sweep("strength", (0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
+                  lambda v, size, rng: {"strength": float(v), "tilt": int(rng.integers(0, 4))})
 
     def apply(self, img, params):
         w, h = img.size
@@ -183,15 +219,19 @@ class Perspective(Op):
                              interpolation=InterpolationMode.BILINEAR, fill=0)
 
 
+@register
 class ScreenshotFrame(Op):
     name = "screenshot"
     label = "Screenshot frame"
     params = (
         float_param("bar", 0.0, 0.4, 0.12, help="height of the app bar above the photo, as a fraction of its height",
                     sample=Uniform(0.06, 0.2)),
-        float_param("margin", 0.0, 0.3, 0.05, help="side margins, as a fraction of the width", sample=Uniform(0.0, 0.1)),
+        float_param("margin", 0.0, 0.3, 0.05, help="side margins, as a fraction of the width",
+                    sample=Uniform(0.0, 0.1)),
         choice_param("dark", (0, 1), 0, help="0 light interface, 1 dark"),
     )
+    sweep = Sweep("bar", (0, 0.05, 0.1, 0.15, 0.2, 0.3),
+                  lambda v, size, rng: {"bar": float(v), "margin": 0.05, "dark": int(rng.integers(0, 2))})
 
     def apply(self, img, params):
         w, h = img.size
@@ -215,6 +255,5 @@ class ScreenshotFrame(Op):
         return size[0] + 2 * margin, size[1] + 2 * bar
 
 
-EXTRA_OPS = (HorizontalFlip(), QuarterTurn(), Pad(), TextOverlay(), ShapeOverlay(), Grayscale(), Noise(), Pixelate(),
-             Perspective(), ScreenshotFrame())
-OPS.update({op.name: op for op in EXTRA_OPS})  # after the reference ten, so REFERENCE_OPS stays their prefix
+# The extra edits, in registry order: after the reference ten, so REFERENCE_OPS stays the registry's prefix.
+EXTRA_OPS = ops_defined_in(__name__)

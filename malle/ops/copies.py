@@ -1,0 +1,157 @@
+"""Stage 2's work: each original's modified copies, made by op chains and written as JPEGs with a manifest.
+
+Each copy records its exact chain as JSON, so any copy can be replayed
+pixel-identically. One generator per original (``copy_rng``) decides its copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from malle.cache import write_bytes
+from malle.errors import BadImage, ConfigError
+from malle.imageio import encode_jpeg, load_rgb
+from malle.naming import unique_name
+
+from .chains import Step, apply_chain, chain_to_json, check_lengths, sample_chain
+from .reference import REFERENCE_OPS
+from .registry import OPS
+
+COPY_JPEG_QUALITY = 95  # storage quality of copies; the jpeg op compresses harder on purpose
+MANIFEST_COLUMNS = ["file", "source", "class", "copy_index", "chain_length", "ops", "chain", "chain_lengths"]
+COPY_SUFFIX = ".JPEG"
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    copies: tuple[int, ...] = (4, 8)  # each original's copy count is drawn from these
+    chain_lengths: tuple[int, int] = (1, 5)
+    ops: tuple[str, ...] = REFERENCE_OPS
+
+    def __post_init__(self):
+        # Tuples even when built from JSON lists, so configs compare and hash equal.
+        for name in ("copies", "chain_lengths", "ops"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        # Fail at configuration time, not halfway through a long run.
+        if not self.copies or any(int(n) < 1 for n in self.copies):
+            raise ConfigError(f"copies must be positive counts, got {self.copies}")
+        check_lengths(self.chain_lengths, self.ops)
+
+    def describe(self) -> str:
+        low, high = self.chain_lengths
+        return f"uniform {low}..{min(high, len(self.ops))}"
+
+    def as_dict(self) -> dict:
+        return {"copies": list(self.copies), "chain_lengths": list(self.chain_lengths), "ops": list(self.ops)}
+
+
+TOKEN = re.compile(r"[^_]+")
+COPY_NAME = re.compile(r"(?P<stem>[^_]+_[^_]+(?:_[a-z]+)+?)(?:-(?P<n>\d+))?\.jpe?g", re.IGNORECASE)
+
+
+def copy_filename(class_token: str, instance_token: str, chain: Sequence[Step], taken: set[str]) -> str:
+    """``{class}_{instance}_{op1}_..._{opN}.JPEG``, with ``-2``, ``-3``... on a clash."""
+    if not chain:
+        raise ValueError("a copy needs at least one op (its name would equal the original's)")
+    for token in (class_token, instance_token):
+        if not TOKEN.fullmatch(token):
+            raise ValueError(f"filename token must be non-empty without '_': {token!r}")
+    stem = "_".join([class_token, instance_token, *(step.op for step in chain)])
+    return unique_name(stem, COPY_SUFFIX, taken)
+
+
+def parse_copy_filename(name: str) -> tuple[str, str, list[str]]:
+    """Inverse of ``copy_filename``: (class_token, instance_token, op names)."""
+    match = COPY_NAME.fullmatch(name)
+    if not match:
+        raise ValueError(f"not a copy filename ({{class}}_{{instance}}_{{op}}[_{{op}}...][-N].JPEG): {name!r}")
+    class_token, instance_token, *ops = match["stem"].split("_")
+    unknown = [op for op in ops if op not in OPS]
+    if unknown:
+        raise ValueError(f"copy filename {name!r} names unknown op(s) {unknown}; valid ops: {', '.join(OPS)}")
+    return class_token, instance_token, ops
+
+
+def make_copies(
+    originals: pd.DataFrame,
+    originals_dir: Path,
+    out_dir: Path,
+    config: AugmentConfig,
+    seed: int,
+    progress: Callable[..., Any] | None = None,
+) -> pd.DataFrame:
+    """Write each original's copies into ``out_dir``; return the manifest (one row per copy)."""
+    _check_unique_identities(originals)
+    records = originals.to_dict("records")
+    bar = progress(total=len(records), desc="copies") if progress else None
+    try:
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            jobs = [pool.submit(_copies_of, row, Path(originals_dir), Path(out_dir), config, seed) for row in records]
+            rows = []
+            # Collect in submission order: the manifest never depends on thread scheduling.
+            for job in jobs:
+                rows.extend(job.result())
+                if bar:
+                    bar.update(1)
+    finally:
+        if bar:
+            bar.close()
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+
+
+def _check_unique_identities(originals: pd.DataFrame) -> None:
+    # Copy names come from (class_token, instance); two originals sharing both would
+    # overwrite each other's copies and make instance-level matching ambiguous.
+    dupes = originals[originals.duplicated(["class_token", "instance"], keep=False)]
+    if len(dupes):
+        raise ValueError(f"originals share class_token+instance: {sorted(dupes['file'])[:5]}")
+
+
+def copy_rng(seed: int, original: str) -> np.random.Generator:
+    """One generator per original, seeded by the run seed and the original's file name.
+
+    Its copies then depend on nothing else: not on how many copies other originals
+    got, nor on which other images the dataset holds.
+    """
+    words = np.frombuffer(hashlib.sha256(original.encode()).digest(), dtype=np.uint32)
+    return np.random.default_rng([seed, *words.tolist()])
+
+
+def _copies_of(row: dict, originals_dir: Path, out_dir: Path, config: AugmentConfig, seed: int) -> list:
+    rng = copy_rng(seed, row["file"])
+    n_copies = int(rng.choice(config.copies))
+    try:
+        img = load_rgb(originals_dir / row["file"])
+    except BadImage as err:
+        raise BadImage(f"{row['file']}: {err}") from err
+    return write_copies(img, rng, n_copies, (row["class_token"], row["instance"]), row["file"], row["class"], config,
+                        out_dir)
+
+
+def write_copies(img: Image.Image, rng: np.random.Generator, n: int, tokens: tuple[str, str], source: str, label: str,
+                 config: AugmentConfig, out_dir: Path) -> list[dict]:
+    """``n`` modified copies of ``img`` with chains drawn from ``config``, written as JPEGs; their manifest rows.
+
+    ``source`` is the original's file (empty for a distractor, whose original is not in the database).
+    """
+    taken: set[str] = set()
+    rows = []
+    for copy_index in range(n):
+        chain = sample_chain(rng, img.size, config.ops, config.chain_lengths)
+        name = copy_filename(*tokens, chain, taken)
+        write_bytes(out_dir / name, encode_jpeg(apply_chain(img, chain), COPY_JPEG_QUALITY))
+        rows.append({"file": name, "source": source, "class": label, "copy_index": copy_index,
+                     "chain_length": len(chain), "ops": "|".join(step.op for step in chain),
+                     "chain": chain_to_json(chain), "chain_lengths": config.describe()})
+    return rows

@@ -1,0 +1,154 @@
+"""The shape of the package: no import cycles inside ``malle/``, and no module over ``MAX_LINES`` lines.
+
+The import graph is read from the source with ``ast``, so it sees every import,
+also those inside functions (a lazy import hides a cycle; it does not remove it).
+Only imports that run count: not those under ``if TYPE_CHECKING:``, which only name
+types for annotations. Nor does a package count for its submodules: importing
+``malle.ops.chains`` runs ``malle/ops/__init__.py`` first, but that is how packages
+load, not a dependency of ``chains`` on its package.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "malle"
+MAX_LINES = 450
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imported(path: Path, name: str, known: set[str]) -> set[str]:
+    """The modules of ``known`` that the module ``name`` at ``path`` imports."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in runtime_nodes(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = resolve(node, package)
+            # ``from pkg import mod`` imports the submodule; ``from mod import name`` the module itself.
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
+        else:
+            continue
+        found.update(nearest_known(target, known) for target in targets)
+    found.discard(None)
+    found.discard(name)
+    return found
+
+
+def runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` except those in the body of an ``if TYPE_CHECKING:``."""
+    for node in ast.iter_child_nodes(tree):
+        yield node
+        if isinstance(node, ast.If) and is_type_checking(node.test):
+            for branch in node.orelse:
+                yield branch
+                yield from runtime_nodes(branch)
+        else:
+            yield from runtime_nodes(node)
+
+
+def is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def resolve(node: ast.ImportFrom, package: str) -> str:
+    if not node.level:
+        return node.module or ""
+    parts = package.split(".")
+    base = ".".join(parts[: len(parts) - (node.level - 1)])
+    return f"{base}.{node.module}" if node.module else base
+
+
+def nearest_known(target: str, known: set[str]) -> str | None:
+    """``malle.ops.chains.Step``-style targets belong to the longest known module that prefixes them."""
+    parts = target.split(".")
+    for end in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:end])
+        if candidate in known:
+            return candidate
+    return None
+
+
+def import_graph() -> dict[str, set[str]]:
+    found = modules()
+    known = set(found)
+    return {name: imported(path, name, known) for name, path in found.items()}
+
+
+def cyclic_groups(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Groups of modules that import each other, directly or around a loop (Tarjan's strongly connected
+    components with more than one module)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for start in sorted(graph):
+        if start not in index:
+            visit(start)
+    return sorted(groups)
+
+
+def test_the_graph_reader_sees_relative_absolute_and_lazy_imports():
+    graph = import_graph()
+    assert "malle.ops.registry" in graph["malle.ops.reference"]  # from .registry import ...
+    assert "malle.imageio" in graph["malle.ops.reference"]  # from malle.imageio import ...
+    assert {"malle.ops.reference", "malle.ops.edits"} <= graph["malle.ops"]  # the package's own imports
+    assert "malle.errors" in graph["malle.metrics"]
+
+
+def test_imports_only_for_type_checking_are_not_edges(tmp_path):
+    source = tmp_path / "mod.py"
+    source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\nelse:\n    import b\n"
+                      "def f():\n    import c\n")
+    assert imported(source, "mod", {"a", "b", "c"}) == {"b", "c"}
+
+
+def test_the_cycle_finder_finds_every_loop_and_nothing_else():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"f"}, "f": {"e"}, "g": {"a"}}
+    assert cyclic_groups(graph) == [["a", "b", "c"], ["e", "f"]]
+    assert cyclic_groups({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_inside_malle():
+    groups = cyclic_groups(import_graph())
+    assert not groups, "modules that import each other: " + "; ".join(" <-> ".join(g) for g in groups)
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_no_module_is_over_the_line_limit(name):
+    lines = len(modules()[name].read_text().splitlines())
+    assert lines <= MAX_LINES, f"{name} has {lines} lines (limit {MAX_LINES}): split it"
