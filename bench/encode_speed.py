@@ -62,7 +62,7 @@ def _timed(fn) -> float:
 def small_experiment(data: Path, n: int, cache_root: Path) -> Experiment:
     experiment = Experiment(ExperimentConfig(data=str(data), n=n, seed=0, methods=("phash",), distractors=0),
                             cache_root)
-    experiment.copies()
+    experiment.stage("copies")
     return experiment
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .errors import BadImage
 from .imageio import load_rgb
-from .ops import MANIFEST_COLUMNS, AugmentConfig, copy_rng, write_copies
+from .augment import MANIFEST_COLUMNS, AugmentConfig, copy_rng, write_copies
 from .sampling import Candidate, original_name
 
 DISTRACTOR_COLUMNS = [*MANIFEST_COLUMNS, "origin"]  # origin: the unsampled image, relative to the dataset
@@ -40,12 +40,25 @@ def database_distractors(pool: list[Candidate], wanted: int, seed: int) -> list[
     return [pool[i] for i in sorted(order[:wanted])]
 
 
+# An extra reference's file name says where it came from: the dataset (database distractors), the --db-extra
+# folder of images, or an embeddings folder (then only its codes are here, no image).
+DB_PREFIX, EXTRA_PREFIX, EMBEDDED_PREFIX = "db:", "extra:", "embedded:"
+
+
 def reference_rows(db_distractors: list[Candidate], extra: list[Candidate]) -> pd.DataFrame:
     """``file, class, path`` of the extra references: database distractors, then a folder's images, whose
     classes are unknown, so they never count as a same-class hit."""
-    rows = [{"file": f"db:{c.rel}", "class": c.label, "path": str(c.path)} for c in db_distractors]
-    rows += [{"file": f"extra:{c.rel}", "class": "", "path": str(c.path)} for c in extra]
+    rows = [{"file": f"{DB_PREFIX}{c.rel}", "class": c.label, "path": str(c.path)} for c in db_distractors]
+    rows += [{"file": f"{EXTRA_PREFIX}{c.rel}", "class": "", "path": str(c.path)} for c in extra]
     return pd.DataFrame(rows, columns=["file", "class", "path"])
+
+
+def reference_path(file: str, data_root: Path, extra_root: Path | None) -> Path | None:
+    """The image of an extra reference named by ``reference_rows``; None when only its embedding is known."""
+    for prefix, root in ((DB_PREFIX, data_root), (EXTRA_PREFIX, extra_root)):
+        if file.startswith(prefix) and root is not None:
+            return root / file.removeprefix(prefix)
+    return None
 
 
 def make_distractors(pool: list[Candidate], k: int, out_dir: Path, config: AugmentConfig, seed: int,

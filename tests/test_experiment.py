@@ -1,8 +1,10 @@
 """The cached engine end to end, on real photos."""
 
+import numpy as np
 import pandas as pd
 from conftest import GOOD_IN_BAD_FOLDER
 
+from malle.dashboard import shared
 from malle.experiment import Experiment, ExperimentConfig
 from malle.ops import AugmentConfig
 
@@ -53,3 +55,20 @@ def test_cnn_beats_phash_on_strong_crops(tree_dataset, tmp_path):
     assert r1["efficientnet_lite2"] >= 0.8
     assert r1["efficientnet_lite2"] >= r1["phash"] + 0.3
     assert results.labels["efficientnet_lite2"].startswith("EfficientNet-Lite2")
+
+
+def test_neighbour_thumbnails_cover_the_whole_database(tree_dataset, tmp_path):
+    """Neighbour ids count the extra references after the originals; a thumbnail shows the item the id names."""
+    config = ExperimentConfig(data=str(tree_dataset), methods=("phash",), db_distractors=6, distractors=0, **SMALL)
+    exp = Experiment(config, tmp_path)
+    exp.run()
+    ids, scores = exp.neighbours("phash")
+    database = exp.database("phash")["file"]
+    assert len(database) == 18 and ids.max() >= len(exp.originals)
+    row = int(np.flatnonzero((ids >= len(exp.originals)).any(axis=1))[0])
+    thumbs = shared.neighbour_thumbs(exp, "phash", ids[row], scores[row], exp.manifest["source"].iloc[row])
+    assert len(thumbs) == len(ids[row])
+    for thumb, item in zip(thumbs, ids[row]):
+        assert f" {database.iloc[item]} · " in thumb.caption and thumb.path.is_file()
+        if item >= len(exp.originals):  # a database distractor: its own photo from the dataset
+            assert thumb.path == tree_dataset / database.iloc[item].removeprefix("db:")

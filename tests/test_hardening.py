@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from malle import cache, experiment
+from malle import cache, experiment, stages
 from malle.cli import main
 from malle.dashboard import frame
 from malle.errors import BadImage, DatasetError
@@ -214,7 +214,7 @@ def test_pixel_stage_keys_follow_the_pixel_libraries(tmp_path, tree_dataset, mon
     exp = Experiment(ExperimentConfig(data=str(tree_dataset), **SMALL), tmp_path)
     before = (exp.samples_folder, exp.copies_folder)
     upgraded = {**experiment.pixel_versions(), "Pillow": "99.0"}
-    monkeypatch.setattr(experiment, "pixel_versions", lambda: upgraded)
+    monkeypatch.setattr(stages.base, "_pixel_versions", lambda: tuple(upgraded.items()))  # what the stages read
     after = Experiment(ExperimentConfig(data=str(tree_dataset), **SMALL), tmp_path)
     assert after.samples_folder != before[0] and after.copies_folder != before[1]
 

@@ -110,7 +110,7 @@ def test_breaking_points_name_the_first_level_below_the_bar(sweep):
 
 def test_a_level_that_leaves_an_unusable_image_is_skipped_not_fatal(tree_dataset, tmp_path):
     exp = Experiment(ExperimentConfig(data=str(tree_dataset), n=2, n_classes=0, methods=("phash",)), tmp_path)
-    stage = exp.sweep("resize", 6)  # scale 0.1 of a 512 px photo: 51 px, still usable
+    stage = exp.stage("sweep", "resize", 6)  # scale 0.1 of a 512 px photo: 51 px, still usable
     assert stage.meta["items"] == 2
     tiny = Image.new("RGB", (60, 60), "white")
     with pytest.raises(Exception, match="too small"):

@@ -32,7 +32,7 @@ def scale_cache(tmp_path_factory):
 def neighbours(config: ExperimentConfig, root, method: str = FLOAT_METHOD) -> tuple[np.ndarray, dict]:
     experiment = Experiment(config, root)
     experiment.run()
-    return experiment.neighbours(method)[0][:, :10], experiment.evaluation(method).meta
+    return experiment.neighbours(method)[0][:, :10], experiment.stage("search", method).meta
 
 
 # ------------------------------------------------------------------------------------- index choice

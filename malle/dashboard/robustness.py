@@ -55,5 +55,5 @@ def op_options() -> list[str]:
 
 def sweeps_cached(exp: Experiment, ops: list[str]) -> bool:
     """Whether every (method, op, level) of these sweeps is in the cache already."""
-    return all(exp.sweep_scores_done(m, op, level) for m in exp.methods for op in ops
+    return all(exp.is_cached("sweepscore", m, op, level) for m in exp.methods for op in ops
                for level in range(len(GRIDS[op].values)))

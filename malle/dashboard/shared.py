@@ -11,8 +11,9 @@ import pandas as pd
 from PIL import Image
 
 from malle import evaluate
-from malle.experiment import Experiment, Results
+from malle.experiment import Experiment
 from malle.imageio import encode_jpeg, load_rgb
+from malle.results import Results
 from malle.ops import OPS
 from malle.tables import row_ids
 
@@ -68,13 +69,18 @@ def image_thumbnail(img: Image.Image, px: int = THUMB_PX) -> bytes:
 
 def neighbour_thumbs(exp: Experiment, method: str, ids: np.ndarray, scores: np.ndarray,
                      source: str | None) -> list[Thumb]:
-    files = exp.originals["file"].to_numpy()
+    """Thumbnails of database items by id. Ids follow ``exp.database(method)``: the originals, then the extra
+    references (--db-distractors, --db-extra). A reference known only by its embedding has no image here and is
+    left out; the others keep their ranks."""
+    files = exp.database(method)["file"].to_numpy()
     thumbs = []
     for rank, (i, score) in enumerate(zip(ids, scores), start=1):
+        path = exp.database_image(method, int(i)) if i >= 0 else None  # FAISS pads a short result with -1
+        if path is None:
+            continue
         file = files[i]
         mark = "✅ true original · " if file == source else ""
-        thumbs.append(Thumb(exp.originals_dir / file, f"{mark}#{rank} {file} · {score_text(exp, method, score)}",
-                            file == source))
+        thumbs.append(Thumb(path, f"{mark}#{rank} {file} · {score_text(exp, method, score)}", file == source))
     return thumbs
 
 
