@@ -1,4 +1,5 @@
-"""Stage 5: class- and instance-level Recall@K, as the reference experiment defines them.
+"""Class- and instance-level Recall@K, as the reference experiment defines them (the ``search`` stage writes
+the per-query table; ``malle.results.Results`` derives the tables from it).
 
 * instance level: a query hits at K when its exact source original is in its top K;
 * class level: a query hits at K when any original of its class is in its top K.

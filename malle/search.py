@@ -1,4 +1,5 @@
-"""Stage 4: top-K search over FAISS indexes, with deterministic ties where the index is exact.
+"""Top-K search over FAISS indexes, with deterministic ties where the index is exact (used by the ``search``,
+``openset``, ``attribution`` and ``sweepscore`` stages, ``malle.stages``).
 
 Each metric (``malle.metrics``) builds its own exact index: float embeddings go
 into ``IndexFlatIP``, packed hashes into ``IndexBinaryFlat``. Approximate indexes
@@ -9,9 +10,10 @@ may not have visited every tied item anyway.
 Ties: perceptual hashes often put several originals at the same distance. FAISS
 does not promise an order among equal scores, so every result row is re-sorted
 by (score, database id), best score first and the lower id first among equals.
-Database ids are the originals' row order, sorted by file name, which is
-independent of which original is the true match. When a tie straddles the K-th
-place, the search is widened until the tie group is complete, so the cut is exact.
+Database ids are the originals' row order, sorted by file name, then any extra
+references in their stage's order, which is independent of which original is the
+true match. When a tie straddles the K-th place, the search is widened until the
+tie group is complete, so the cut is exact.
 """
 
 from __future__ import annotations
