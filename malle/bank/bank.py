@@ -34,7 +34,7 @@ from ..imageio import load_rgb
 from ..indexes import check as check_index
 from ..metrics import METRICS, Metric
 from . import thresholds
-from .snapshots import REBUILD_AFTER, Snapshots
+from .snapshots import Snapshots
 from .store import Collection, Item, NewItem, Store, check_name, metadata_json, new_uid, now
 
 MAX_K = 1000
@@ -265,12 +265,13 @@ class Bank:
 
     def _after_write(self, name: str) -> None:
         # Matches see a write at once through the delta; the index itself is rebuilt once the delta is large.
-        if self.snapshots.pending(name) >= REBUILD_AFTER:
+        if self.snapshots.rebuild_due(name):
             self.snapshots.schedule(name)
 
     # -- matching ---------------------------------------------------------------------------------------------
     def match_bytes(self, name: str, data: bytes, k: int = 10, threshold: float | None = None) -> MatchResult:
         """Best ``k`` items for one image (``BadImage`` for anything unusable)."""
+        self.collection(name)  # an unknown collection is the error, not the image
         return self.match_images(name, [load_rgb(data)], k, threshold)[0]
 
     def match_images(self, name: str, images: Sequence[Image.Image], k: int = 10,

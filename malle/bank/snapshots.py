@@ -124,6 +124,9 @@ class Snapshots:
                                     "removed_version > ?)", (name, snap.version, snap.version)).fetchone()
         return row[0]
 
+    def rebuild_due(self, name: str) -> bool:
+        return self.pending(name) >= REBUILD_AFTER
+
     # -- files ------------------------------------------------------------------------------------------------
     def paths(self, name: str) -> tuple[Path, Path, Path]:
         return self.folder / f"{name}.faiss", self.folder / f"{name}.ids.npy", self.folder / f"{name}.json"
