@@ -5,6 +5,7 @@ import streamlit as st
 from malle.dashboard import overview as logic
 from malle.dashboard import widgets
 from malle.dashboard.shared import LEVELS, recall_table
+from malle.reporting.live import report_files
 
 ctx = widgets.context()
 exp, labels = ctx.experiment, ctx.labels
@@ -56,7 +57,25 @@ st.subheader("What each method is")
 st.dataframe(ctx.cached(logic.methods_table), hide_index=True, key="overview_methods")
 
 st.subheader("Cost per method")
-st.caption("Encoding throughput on this machine's CPU, exact search time per query, how often the "
-           "top-1 score is shared by another original (ties are broken by database id), and for PDQ the share "
-           "of hashes below Meta's quality threshold of 50.")
+quality = ctx.cached(logic.quality_caption)
+st.caption("Encoding throughput on this machine's CPU, exact search time per query, and how often the "
+           "top-1 score is shared by another original (ties are broken by database id)"
+           + (f"; {quality}." if quality else "."))
 widgets.show_table(ctx.cached(logic.costs_table), key="overview_costs", fmt="%.3f", hide_index=True)
+
+st.subheader("Report for stakeholders")
+st.caption("This experiment as one self-contained HTML file (charts and images inside, no network needed) and a "
+           "PDF of it; `python -m malle report OUT` makes the same from a run's folder.")
+if st.button("Download report", key="overview_report", icon=":material/description:"):
+    with st.status("Building the report…", expanded=True) as box:
+        bar = st.progress(0.0, text="starting…")
+        st.session_state["overview_report_files"] = (ctx.key, report_files(
+            ctx.results, lambda what, share: bar.progress(share, text=what)))
+        box.update(label="Report ready", state="complete", expanded=False)
+built = st.session_state.get("overview_report_files")
+if built and built[0] == ctx.key:  # a report of another experiment is not offered for this one
+    left, right = st.columns(2)
+    left.download_button("HTML report", built[1].html, file_name="malle-report.html", mime="text/html",
+                         key="overview_report_html", icon=":material/download:")
+    right.download_button("PDF report", built[1].pdf, file_name="malle-report.pdf", mime="application/pdf",
+                          key="overview_report_pdf", icon=":material/picture_as_pdf:")

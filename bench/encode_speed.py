@@ -35,16 +35,17 @@ sys.path.insert(0, str(ROOT))
 from common import machine, publish  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from malle.descriptors import create_descriptor, descriptor_class  # noqa: E402
-from malle.descriptors.cnn import EAGER_FP32, ONNX_FP32, ONNX_INT8  # noqa: E402
 from malle.experiment import Experiment, ExperimentConfig  # noqa: E402
 from malle.imageio import load_rgb  # noqa: E402
 from malle.inference.cpu import cpu_features  # noqa: E402
+from malle.inference.engines import EagerTorch, OnnxRuntimeFp32, OnnxRuntimeInt8  # noqa: E402
 from malle.sampling import demo_root  # noqa: E402
 from malle.search import search  # noqa: E402
 from malle.tables import row_ids  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "imagenet-200x5" / "val"
-ENGINES = {"eager fp32 (today)": EAGER_FP32, "ONNX Runtime fp32 (exact)": ONNX_FP32, "ONNX Runtime int8": ONNX_INT8}
+ENGINES = {"eager fp32 (today)": EagerTorch, "ONNX Runtime fp32 (exact)": OnnxRuntimeFp32,
+           "ONNX Runtime int8": OnnxRuntimeInt8}
 
 
 def rate(fn, n_images: int, repeats: int = 3) -> float:
@@ -90,10 +91,10 @@ def cnn_rows(name: str, paths: list[Path], experiment: Experiment, cache_root: P
         desc = descriptor_class(name)(**weights, engine=engine)
         desc.use_cache(cache_root)
         desc.load()
-        tensors = [desc.preprocess(load_rgb(p)) for p in paths]
+        inputs = [desc.prepare_file(p) for p in paths]
         step = desc.engine.batch
-        batches = [torch.stack(tensors[i : i + step]) for i in range(0, len(tensors), step)]
-        forward = rate(lambda: [desc._run(b) for b in batches], len(paths))
+        batches = [np.stack(inputs[i : i + step]) for i in range(0, len(inputs), step)]
+        forward = rate(lambda: [desc.engine.run(b) for b in batches], len(paths))
         end_to_end = rate(lambda: desc.encode_files(paths), len(paths))
         decode_s = _timed(lambda: [desc.preprocess(load_rgb(p)) for p in paths]) / len(paths)
         codes = desc.encode_files(paths)
@@ -149,10 +150,12 @@ def main() -> int:
              "| method | path | precision | forward img/s | forward × today | end-to-end img/s | "
              "end-to-end × today | "
              "min cosine to eager | R@1 | R@1 change | decode share |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['path']} | {r['precision']} | {r['forward_img_s']:.1f} | {r['forward_ratio']:.2f}× | "
+    lines += [f"| {r['method']} | {r['path']} | {r['precision']} | {r['forward_img_s']:.1f} | "
+              f"{r['forward_ratio']:.2f}× | "
               f"{r['e2e_img_s']:.1f} | {r['e2e_ratio']:.2f}× | {r['min_cosine']:.5f} | {r['r1']:.4f} | "
               f"{r['r1_change']:+.4f} | {r['decode_share']:.0%} |" for r in rows]
-    lines += ["", "| method | path | precision | end-to-end img/s | ratio | codes identical |", "|---|---|---|---|---|---|"]
+    lines += ["", "| method | path | precision | end-to-end img/s | ratio | codes identical |",
+              "|---|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['path']} | {r['precision']} | {r['e2e_img_s']:.1f} | "
               f"{r['e2e_ratio']:.2f}× {'one thread' if 'identical' in r else 'EfficientNet-Lite2 eager'} | "
               f"{r.get('identical', '—')} |" for r in others]

@@ -30,18 +30,15 @@ from malle.descriptors import (
     resolve_methods,
 )
 from malle.descriptors.base import weights_identity
-from malle.descriptors.cnn import (
-    EAGER_FP32,
-    ONNX_INT8,
-    EfficientNetLite2,
-    OnnxFp32,
-    ResNet50,
-    load_efficientnet_lite2,
-)
+from malle.descriptors.cnn import EfficientNetLite2, ResNet50
+from malle.descriptors.efficientnet_weights import load_efficientnet_lite2
 from malle.descriptors.hashes import AHash, DHash, ImageHashDescriptor, PHash, WHash
+from malle.descriptors.network import DEMO_CALIBRATION
 from malle.errors import ConfigError
 from malle.imageio import BadImage, load_rgb
 from malle.inference.cpu import cpu_features
+from malle.inference.engines import EagerTorch, OnnxRuntimeFp32, OnnxRuntimeInt8
+from malle.inference.quantize import calibration_photos
 from malle.metrics import HAMMING, IP
 
 PHOTO_DIR = (
@@ -334,8 +331,8 @@ def test_resnet50_loads_a_valid_weights_file(no_hub_weights, resnet_state_file):
 
 
 def test_registry_names_and_errors():
-    assert set(DESCRIPTORS) == {"sscd", "sscd_distilled", "resnet50", "efficientnet_lite2", "phash", "pdq", "pdq_dihedral",
-                                "dhash", "ahash", "whash"}
+    assert set(DESCRIPTORS) == {"sscd", "sscd_distilled", "resnet50", "efficientnet_lite2", "phash", "pdq",
+                                "pdq_dihedral", "dhash", "ahash", "whash"}
     for name, cls in DESCRIPTORS.items():
         assert issubclass(cls, Descriptor) and cls.name == name
     with pytest.raises(ValueError, match="valid names: sscd, sscd_distilled, resnet50, efficientnet_lite2, phash"):
@@ -354,8 +351,8 @@ def test_registry_names_and_errors():
 @pytest.mark.parametrize("which", ["effnet", "resnet"])
 def test_the_onnx_engine_matches_eager_pytorch(which, images, request, tmp_path):
     onnx = request.getfixturevalue(which)
-    assert isinstance(onnx.engine, OnnxFp32)
-    eager = type(onnx)(**({"weights": onnx.weights} if which == "resnet" else {}), engine=EAGER_FP32)
+    assert isinstance(onnx.engine, OnnxRuntimeFp32)
+    eager = type(onnx)(**({"weights": onnx.weights} if which == "resnet" else {}), engine=EagerTorch)
     cosines = (onnx.encode(images) * eager.encode(images)).sum(axis=1)
     assert cosines.min() >= 0.9999, cosines
     assert onnx.fingerprint()["engine"] != eager.fingerprint()["engine"]  # never share a cache entry
@@ -390,7 +387,7 @@ def test_a_failed_export_falls_back_to_eager_with_one_notice(tmp_path, images):
     desc.use_cache(tmp_path)
     before = desc.fingerprint()["engine"]
     desc.load()
-    assert desc.engine is EAGER_FP32 and len(desc.notices) == 1 and "ONNX export failed" in desc.notices[0]
+    assert isinstance(desc.engine, EagerTorch) and len(desc.notices) == 1 and "ONNX export failed" in desc.notices[0]
     assert desc.fingerprint()["engine"] != before
     assert desc.encode(images[:2]).shape == (2, 1280)
 
@@ -401,7 +398,7 @@ def test_a_failed_export_falls_back_to_eager_with_one_notice(tmp_path, images):
 @pytest.fixture(scope="module")
 def held_out_photos():
     """Demo photos that were not used to calibrate the int8 models."""
-    calibration = set(ONNX_INT8.calibration_photos())
+    calibration = set(calibration_photos(DEMO_CALIBRATION))
     return [load_rgb(p) for p in sorted(PHOTO_DIR.glob("*.jpg")) if p not in calibration][:12]
 
 
@@ -420,7 +417,7 @@ def test_int8_calibration_without_photos_falls_back_to_eager_fp32_with_one_notic
     desc = EfficientNetLite2(precision="int8")
     desc.use_cache(tmp_path)
     desc.load()
-    assert desc.engine is EAGER_FP32 and desc.precision == "fp32" and desc.label.endswith(", fp32)")
+    assert isinstance(desc.engine, EagerTorch) and desc.precision == "fp32" and desc.label.endswith(", fp32)")
     assert len(desc.notices) == 1 and "int8 calibration failed (no calibration photos" in desc.notices[0]
     assert desc.encode(images[:1]).shape == (1, 1280)
 
@@ -442,7 +439,8 @@ def test_resnet50_quantises_too_through_the_form_the_quantiser_accepts(resnet_st
     int8 = ResNet50(weights=resnet_state_file, precision="int8")
     int8.use_cache(tmp_path)
     int8.load()
-    assert int8.engine is ONNX_INT8 and not int8.notices  # no fallback: the pre-processed graph quantised
+    # No fallback: the pre-processed graph quantised.
+    assert isinstance(int8.engine, OnnxRuntimeInt8) and not int8.notices
     assert int8.encode(images[:2]).shape == (2, 2048)
     metas = [cache.read_meta(done.parent) for done in (tmp_path / "models").glob("*/done.json")]
     (meta,) = [m for m in metas if "int8" in m["engine"]]

@@ -10,53 +10,57 @@ import pandas as pd
 
 from malle import report
 from malle.descriptors import DESCRIPTORS
+from malle.descriptors.families import Family, as_family
 from malle.experiment import Experiment, Results
 
 from .shared import LEVELS, with_labels
 
 
-# Stakeholders read the families top-down: methods built for copy detection first, hashes last.
-FAMILY_TITLES = {"copy-detection descriptor": "Copy-detection descriptors", "ImageNet CNN": "ImageNet CNNs",
-                 "perceptual hash": "Perceptual hashes"}
-FAMILY_ORDER = tuple(FAMILY_TITLES)
-
-
 @dataclass
 class Card:
     method: str
+    name: str  # the method without details, short enough for a card
     label: str
     r1: float  # instance Recall@1
     r10: float
     images_per_s: float
 
-    @property
-    def name(self) -> str:
-        """The label without its details in brackets, short enough for a card."""
-        return self.label.split(" (")[0]
-
 
 @dataclass
 class FamilyCards:
-    family: str
+    family: Family
     cards: list[Card]
 
     @property
     def title(self) -> str:
-        return FAMILY_TITLES.get(self.family, self.family)
+        return self.family.title
 
 
 def headline_cards(results: Results) -> list[FamilyCards]:
-    """One card per method (instance R@1, R@10, images/s), grouped by family, best first within a family."""
+    """One card per method (instance R@1, R@10, images/s), grouped by family in the families' own order,
+    best first within a family."""
     recall = results.recall([1, 10])
     instance = recall[recall["level"] == "instance"].pivot(index="method", columns="k", values="recall")
     costs = results.costs().set_index("method")
-    groups: dict[str, list[Card]] = {}
+    groups: dict[Family, list[Card]] = {}
     for method in results.methods:
-        card = Card(method, costs.loc[method, "label"], float(instance.loc[method, 1]),
+        desc = results.experiment.descriptor(method)
+        card = Card(method, desc.card_name(), costs.loc[method, "label"], float(instance.loc[method, 1]),
                     float(instance.loc[method, 10]), float(costs.loc[method, "images_per_s"]))
-        groups.setdefault(costs.loc[method, "family"], []).append(card)
-    order = [f for f in FAMILY_ORDER if f in groups] + sorted(set(groups) - set(FAMILY_ORDER))
-    return [FamilyCards(f, sorted(groups[f], key=lambda c: -c.r1)) for f in order]
+        groups.setdefault(as_family(desc.family), []).append(card)
+    order = sorted(groups, key=lambda family: (family.order, family.title))
+    return [FamilyCards(family, sorted(groups[family], key=lambda c: -c.r1)) for family in order]
+
+
+def quality_caption(results: Results) -> str:
+    """What the low-quality column counts, from the thresholds of the methods that score quality (PDQ's 50)."""
+    by_threshold: dict[int, list[str]] = {}
+    for method in results.methods:
+        desc = results.experiment.descriptor(method)
+        if desc.quality_threshold is not None:
+            by_threshold.setdefault(desc.quality_threshold, []).append(desc.card_name())
+    return "; ".join(f"for {' and '.join(names)} the share of hashes below the quality threshold of {threshold}"
+                     for threshold, names in by_threshold.items())
 
 
 def methods_table(results: Results) -> pd.DataFrame:

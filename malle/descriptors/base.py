@@ -15,9 +15,9 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import os
-from concurrent.futures import ThreadPoolExecutor
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -79,7 +79,9 @@ class Unavailable:
 
 class Descriptor(ABC):
     name: ClassVar[str]
-    family: ClassVar[str]  # "perceptual hash", "ImageNet CNN", ...
+    short_name: ClassVar[str] = ""  # the method without details, for cards: "PDQ dihedral" (see card_name)
+    # A malle.descriptors.families.Family (name, title, order); a plug-in's plain name is titled by itself.
+    family: ClassVar[str]
     metric: ClassVar[Metric]
     default: ClassVar[bool] = False  # in the default method set when it can run
     # Environment variable that names a weights file, for descriptors whose weights a user provides.
@@ -131,6 +133,10 @@ class Descriptor(ABC):
     def display_name(cls) -> str:
         return getattr(cls, "label", cls.name)
 
+    def card_name(self) -> str:
+        """The method's name short enough for a card: its short name, else its registry name."""
+        return self.short_name or self.name
+
     def load(self) -> None:
         """Build whatever the descriptor needs now, raising ``WeightsUnavailable`` early."""
 
@@ -140,7 +146,7 @@ class Descriptor(ABC):
 
     def provenance(self) -> dict[str, str]:
         """What this method is, for every table that names it: family, weights and their licence, precision."""
-        return {"method": self.name, "label": self.label, "family": self.family, "precision": self.precision,
+        return {"method": self.name, "label": self.label, "family": str(self.family), "precision": self.precision,
                 "weights": self.weights_source, "licence": self.licence}
 
     @abstractmethod

@@ -15,13 +15,14 @@ import numpy as np
 from PIL import Image
 
 from malle.descriptors.base import Descriptor
+from malle.descriptors.families import PERCEPTUAL_HASH
 from malle.metrics import HAMMING
 
 HASH_SIDE = 8  # imagehash's default hash_size: an 8x8 bit grid
 
 
 class ImageHashDescriptor(Descriptor):
-    family = "perceptual hash"
+    family = PERCEPTUAL_HASH
     metric = HAMMING
     precision = "binary hash"
     licence = "BSD-2-Clause (ImageHash)"
@@ -55,6 +56,7 @@ class ImageHashDescriptor(Descriptor):
 
 class PHash(ImageHashDescriptor):
     name = "phash"
+    short_name = "pHash"
     label = "pHash (64-bit)"
     default = True
 
@@ -64,6 +66,7 @@ class PHash(ImageHashDescriptor):
 
 class DHash(ImageHashDescriptor):
     name = "dhash"
+    short_name = "dHash"
     label = "dHash (64-bit)"
 
     def _hash_algo(self, image: Image.Image) -> imagehash.ImageHash:
@@ -72,6 +75,7 @@ class DHash(ImageHashDescriptor):
 
 class AHash(ImageHashDescriptor):
     name = "ahash"
+    short_name = "aHash"
     label = "aHash (64-bit)"
 
     def _hash_algo(self, image: Image.Image) -> imagehash.ImageHash:
@@ -80,6 +84,7 @@ class AHash(ImageHashDescriptor):
 
 class WHash(ImageHashDescriptor):
     name = "whash"
+    short_name = "wHash"
     label = "wHash (64-bit, Haar)"
 
     def _hash_algo(self, image: Image.Image) -> imagehash.ImageHash:

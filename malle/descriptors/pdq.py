@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from malle.descriptors.base import Descriptor, Encoded, WeightsStatus
+from malle.descriptors.families import PERCEPTUAL_HASH
 from malle.errors import BadImage
 from malle.metrics import HAMMING
 
@@ -29,7 +30,8 @@ MIN_SIDE = 5  # PDQ hashes anything smaller as all zeros with quality 0
 
 class PDQ(Descriptor):
     name = "pdq"
-    family = "perceptual hash"
+    short_name = "PDQ"
+    family = PERCEPTUAL_HASH
     label = "PDQ (Meta, 256-bit)"
     metric = HAMMING
     dim = PDQ_BITS
@@ -41,7 +43,8 @@ class PDQ(Descriptor):
     @classmethod
     def weights_status(cls, weights=None) -> WeightsStatus:
         if importlib.util.find_spec("pdqhash") is None:
-            return WeightsStatus(False, "the package pdqhash is not installed", "Install it: pip install pdqhash==0.2.8")
+            return WeightsStatus(False, "the package pdqhash is not installed",
+                                 "Install it: pip install pdqhash==0.2.8")
         return WeightsStatus(True, "no weights needed")
 
     def runtime(self) -> str:
@@ -84,6 +87,7 @@ class PDQDihedral(PDQ):
     """Plain PDQ in the database; each query is hashed in its 8 rotations and flips and matched by the best."""
 
     name = "pdq_dihedral"
+    short_name = "PDQ dihedral"
     label = "PDQ dihedral (Meta, 256-bit, query in 8 orientations)"
     query_variants = 8
 

@@ -1,0 +1,171 @@
+"""The engine layer on its own: real models, real ONNX Runtime sessions, real demo photos.
+
+Each engine is driven through its contract (``Engine(model, calibration, threads)``, ``load(folder)``,
+``run(batch)``) on the ``Model`` a descriptor hands it, and compared with the exact reference:
+eager PyTorch for the compiled engines of a PyTorch model, ONNX Runtime on the shipped graph for SSCD.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+from timm.data import create_transform, resolve_model_data_config
+
+from malle.descriptors.base import l2_normalise
+from malle.descriptors.cnn import EfficientNetLite2
+from malle.descriptors.network import DEMO_CALIBRATION
+from malle.descriptors.sscd import SSCDDistilled
+from malle.imageio import load_rgb
+from malle.inference.cpu import CpuFeatures, cpu_features
+from malle.inference.engines import EagerTorch, Engine, OnnxRuntimeFp32, OnnxRuntimeInt8
+from malle.inference.model import CalibrationFailed, CalibrationSet, Model
+from malle.inference.onnx import OnnxRunner
+from malle.inference.precision import ASKED, AUTO_PATHS, EXACT, FALLBACK, choose_engine, fallback_engine
+from malle.inference.quantize import CALIBRATION_IMAGES, calibration_photos
+
+WITH_VNNI = CpuFeatures(avx2=True, avx512=True, vnni=True, bf16=True)
+WITHOUT_VNNI = CpuFeatures(avx2=True, avx512=True, vnni=False, bf16=False)
+# What each engine promises against its exact reference on real photos (cosine, worst photo).
+FIDELITY = {OnnxRuntimeFp32: 0.9999, OnnxRuntimeInt8: 0.97}  # int8 measured 0.985 at worst on 36 held-out photos
+
+
+@pytest.fixture(scope="module")
+def held_out(demo_photos):
+    """Demo photos the int8 engine was not calibrated on."""
+    calibration = set(calibration_photos(DEMO_CALIBRATION))
+    return [p for p in demo_photos if p not in calibration][:12]
+
+
+@pytest.fixture(scope="module")
+def effnet_model() -> Model:
+    return EfficientNetLite2(precision="fp32").network()
+
+
+@pytest.fixture(scope="module")
+def models_folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+def embed(engine: Engine, model: Model, photos) -> np.ndarray:
+    batch = np.stack([model.prepare(p) for p in photos])
+    return l2_normalise(np.concatenate([engine.run(batch[i : i + engine.batch])
+                                        for i in range(0, len(batch), engine.batch)]))
+
+
+@pytest.fixture(scope="module")
+def eager_codes(effnet_model, held_out, models_folder):
+    engine = EagerTorch(effnet_model)
+    engine.load(models_folder)
+    return embed(engine, effnet_model, held_out)
+
+
+@pytest.mark.parametrize("kind", [OnnxRuntimeFp32, OnnxRuntimeInt8])
+def test_each_compiled_engine_matches_eager_pytorch_on_real_photos(kind, effnet_model, held_out, eager_codes,
+                                                                   models_folder):
+    engine = kind(effnet_model, DEMO_CALIBRATION)
+    engine.load(models_folder)
+    codes = embed(engine, effnet_model, held_out)
+    cosines = (codes * eager_codes).sum(axis=1)
+    assert codes.shape == (len(held_out), 1280)
+    assert cosines.min() >= FIDELITY[kind], cosines
+    assert engine.precision in engine.describe() and engine.name in engine.describe()
+
+
+def test_the_same_batch_gives_the_same_codes_on_a_second_load(effnet_model, held_out, models_folder):
+    """The export and the int8 model are kept in the model folder: a second engine reuses them, bit for bit."""
+    first = OnnxRuntimeInt8(effnet_model, DEMO_CALIBRATION)
+    first.load(models_folder)
+    before = sorted(p.name for p in models_folder.iterdir())
+    second = OnnxRuntimeInt8(effnet_model, DEMO_CALIBRATION)
+    second.load(models_folder)
+    assert sorted(p.name for p in models_folder.iterdir()) == before
+    np.testing.assert_array_equal(embed(first, effnet_model, held_out[:4]), embed(second, effnet_model, held_out[:4]))
+
+
+def test_sscd_runs_on_the_engine_layer_exactly_as_its_shipped_graph(held_out, tmp_path):
+    desc = SSCDDistilled()
+    model = desc.network()
+    assert model.shipped is not None and not model.exportable and not EagerTorch.runs(model)
+    engine = choose_engine(desc.name, "auto")(model)
+    engine.load(tmp_path)
+    assert isinstance(engine, OnnxRuntimeFp32) and engine.precision == "as shipped"
+    assert not any(tmp_path.iterdir())  # a shipped graph is run where it is, nothing is exported
+    batch = np.stack([model.prepare(p) for p in held_out[:4]])
+    assert batch.dtype == np.uint8 and batch.shape == (4, 288, 288, 3)  # NHWC uint8, as the graph takes it
+    np.testing.assert_array_equal(engine.run(batch), OnnxRunner(model.shipped).run(batch))
+    np.testing.assert_array_equal(l2_normalise(engine.run(batch)), desc.encode_files(held_out[:4]))
+
+
+def test_int8_without_calibration_photos_fails_as_a_calibration_failure(effnet_model, tmp_path):
+    def no_photos():
+        raise CalibrationFailed("no calibration photos (none here)")
+
+    with pytest.raises(CalibrationFailed, match="no calibration photos"):
+        OnnxRuntimeInt8(effnet_model, CalibrationSet("nothing", no_photos)).load(tmp_path)
+    with pytest.raises(CalibrationFailed, match=f"need {CALIBRATION_IMAGES}"):
+        OnnxRuntimeInt8(effnet_model, CalibrationSet("too few", lambda: DEMO_CALIBRATION.photos()[:3])).load(tmp_path)
+    with pytest.raises(CalibrationFailed, match="no calibration photos were given"):
+        OnnxRuntimeInt8(effnet_model).load(tmp_path)
+
+
+# -------------------------------------------------------------------------- the policy
+
+
+def test_auto_takes_int8_only_for_a_measured_model_on_a_cpu_with_vnni():
+    assert choose_engine("efficientnet_lite2", "auto", WITH_VNNI) is OnnxRuntimeInt8
+    assert choose_engine("efficientnet_lite2", "auto", WITHOUT_VNNI) is OnnxRuntimeFp32  # int8 not allowed here
+    assert choose_engine("resnet50", "auto", WITH_VNNI) is OnnxRuntimeFp32  # int8 R@1 not measured for it
+    assert choose_engine("sscd_distilled", "auto", WITH_VNNI) is EXACT
+    expected = OnnxRuntimeInt8 if cpu_features().fast_int8 else OnnxRuntimeFp32
+    assert choose_engine("efficientnet_lite2", "auto") is expected  # this machine's own CPU
+
+
+def test_an_explicit_precision_runs_its_engine_whatever_the_cpu():
+    for precision, kind in ASKED.items():
+        assert choose_engine("resnet50", precision, WITHOUT_VNNI) is kind
+        assert kind(EfficientNetLite2(precision="fp32").network()).precision == precision
+
+
+def test_every_listed_path_says_where_it_was_measured_and_is_a_real_engine():
+    for path in AUTO_PATHS:
+        assert issubclass(path.engine, Engine) and path.engine is not EXACT
+        assert "R@1" in path.measured and path.needs(WITH_VNNI) in (True, False)
+
+
+def test_the_fallback_runs_only_models_built_in_pytorch(effnet_model):
+    assert fallback_engine(effnet_model) is FALLBACK is EagerTorch
+    assert fallback_engine(SSCDDistilled().network()) is None  # nothing else can run a shipped graph
+
+
+def test_describing_an_engine_builds_and_hashes_nothing(effnet_model):
+    def must_not_run():
+        raise AssertionError("describe() built the model or hashed its weights")
+
+    untouchable = Model("untouchable", must_not_run, (1, 3, 8, 8), np.asarray, build=must_not_run)
+    for kind in (EagerTorch, OnnxRuntimeFp32, OnnxRuntimeInt8):
+        engine = kind(untouchable, DEMO_CALIBRATION)
+        assert engine.describe() and engine.summary and engine.name
+    assert OnnxRuntimeInt8(effnet_model, DEMO_CALIBRATION).describe() != OnnxRuntimeFp32(effnet_model).describe()
+
+
+def test_a_model_is_built_or_shipped_not_both(effnet_model, tmp_path):
+    with pytest.raises(ValueError, match="not both or neither"):
+        Model("both", str, (1, 3, 8, 8), np.asarray, build=lambda: None, shipped=tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="not both or neither"):
+        Model("neither", str, (1, 3, 8, 8), np.asarray)
+
+
+# -------------------------------------------------------------------------- preprocessing configs
+
+
+def test_efficientnet_preprocessing_is_timms_own_config_and_transform(demo_photos):
+    """The config is timm's pretrained_cfg for tf_efficientnet_lite2, and the transform gives timm's tensors."""
+    timm_cfg = resolve_model_data_config(timm.create_model("tf_efficientnet_lite2", pretrained=False))
+    ours = EfficientNetLite2.config
+    assert (ours.input_size, ours.interpolation, ours.crop_pct, ours.mean, ours.std) == (
+        timm_cfg["input_size"], timm_cfg["interpolation"], timm_cfg["crop_pct"], timm_cfg["mean"], timm_cfg["std"])
+    assert (ours.resize, ours.size) == (292, 260)
+    image = load_rgb(demo_photos[0])
+    timm_tensor = create_transform(**timm_cfg)(image)
+    np.testing.assert_array_equal(ours.float_transform()(image).numpy(), timm_tensor.numpy())
