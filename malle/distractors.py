@@ -20,7 +20,7 @@ import pandas as pd
 
 from .errors import BadImage
 from .imageio import load_rgb
-from .augment import MANIFEST_COLUMNS, AugmentConfig, copy_rng, write_copies
+from .ops import MANIFEST_COLUMNS, AugmentConfig, copy_rng, write_copies
 from .sampling import Candidate, original_name
 
 DISTRACTOR_COLUMNS = [*MANIFEST_COLUMNS, "origin"]  # origin: the unsampled image, relative to the dataset

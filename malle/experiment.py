@@ -25,8 +25,8 @@ from PIL import Image
 from . import cache, embeddings, evaluate, indexes
 from .descriptors.cnn import check_precision
 from .errors import ConfigError
-from .augment import AugmentConfig
-from .severity import GRIDS
+from .ops import AugmentConfig
+from .ops.severity import GRIDS
 from .results import Results
 from .search import Hits, search
 from .stages import Node, RunContext, pixel_versions

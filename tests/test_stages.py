@@ -16,7 +16,7 @@ import pytest
 from malle import cache
 from malle.cli import main
 from malle.experiment import Experiment, ExperimentConfig
-from malle.augment import AugmentConfig
+from malle.ops import AugmentConfig
 from malle.stages import STAGES, Engine, Node, Stage, StageGraphError
 
 TINY = dict(n=4, n_classes=0, seed=0, methods=("phash",), augment=AugmentConfig(copies=(2,), chain_lengths=(2, 3)))

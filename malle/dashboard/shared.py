@@ -13,8 +13,8 @@ from PIL import Image
 from malle import evaluate
 from malle.experiment import Experiment
 from malle.imageio import encode_jpeg, load_rgb
-from malle.results import Results
 from malle.ops import OPS
+from malle.results import Results
 from malle.tables import row_ids
 
 LEVELS = tuple(evaluate.LEVELS)  # ("instance", "class")

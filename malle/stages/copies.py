@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import cache
-from ..augment import make_copies
+from ..ops import make_copies
 from .base import Ctx, Node, Stage, pixel_versions
 
 

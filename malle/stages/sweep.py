@@ -14,8 +14,8 @@ from .. import cache
 from ..descriptors.base import open_progress
 from ..errors import BadImage
 from ..imageio import encode_jpeg, load_rgb
-from ..augment import COPY_JPEG_QUALITY
-from ..severity import GRIDS, placement_rng
+from ..ops import COPY_JPEG_QUALITY
+from ..ops.severity import GRIDS, placement_rng
 from .base import Ctx, Node, Stage, pixel_versions
 
 
