@@ -23,8 +23,8 @@ import pandas as pd
 from PIL import Image
 
 from . import cache, embeddings, evaluate, indexes
-from .descriptors.cnn import check_precision
 from .errors import ConfigError
+from .inference.precision import check_precision
 from .ops import AugmentConfig
 from .ops.severity import GRIDS
 from .results import Results
