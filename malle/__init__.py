@@ -1,14 +1,13 @@
-"""Malle: find modified copies of images.
+"""Malle: find modified copies of images, and measure how well each method finds them.
 
-The engine reproduces a five-stage experiment, one module per stage:
-
-1. ``malle.sampling``    pick originals from a dataset folder
-2. ``malle.augment``     make modified copies with replayable op chains
-3. ``malle.descriptors`` encode images (CNN embeddings, perceptual hashes)
-4. ``malle.search``      FAISS indexes with deterministic tie-breaking
-5. ``malle.evaluate``    class- and instance-level Recall@K
-
-``malle.experiment`` runs them in order and caches every stage on disk.
+An experiment runs ten cached stages (``malle.stages``, one module each, run by one engine):
+``samples`` picks originals (``malle.sampling``), ``copies`` makes modified copies with
+replayable op chains (``malle.ops``), ``embed`` encodes them with each method
+(``malle.descriptors``), ``references`` adds extra database items, ``search`` ranks every copy
+in the database (``malle.search``) and evaluates it (``malle.evaluate``), ``distractors`` and
+``openset`` measure open-set detection (``malle.openset``), ``attribution`` finds the op that
+broke each miss, and ``sweep`` / ``sweepscore`` give severity curves.
+``malle.experiment.Experiment`` runs them; ``malle.results.Results`` turns them into tables.
 """
 
 def __getattr__(name: str) -> str:
