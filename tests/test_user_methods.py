@@ -108,9 +108,9 @@ def test_toml_example_gives_sscd_distilled_results_in_one_run(tmp_path):
     mine, builtin = (per_query[per_query["method"] == m].drop(columns="method").reset_index(drop=True)
                      for m in ("my_student", "sscd_distilled"))
     assert len(mine) == 64 and mine.equals(builtin)
-    methods = pd.read_csv(out / "methods.csv").set_index("method") if (out / "methods.csv").is_file() else None
-    if methods is not None:
-        assert methods.loc["my_student", "family"] == "user ONNX model"
+    methods = pd.read_csv(out / "methods.csv").set_index("method")
+    assert methods.loc["my_student", "family"] == "user ONNX model"
+    assert methods.loc["my_student", "weights"].startswith(f"user ONNX model {STUDENT} (sha256 {file_digest(STUDENT)}")
 
 
 def test_codes_are_bit_identical_and_keys_hold_the_model_digest(tmp_path, demo_photos):
@@ -368,6 +368,15 @@ class GreyBits(Descriptor):
         return self._base_fingerprint()
 
 
+class FailingCheck(GreyBits):
+    name = "failing_check"
+    label = "Failing check (test plug-in)"
+
+    @classmethod
+    def weights_status(cls, weights=None):
+        raise RuntimeError("licence server unreachable")
+
+
 class NotADescriptor:
     name = "not_a_descriptor"
 '''
@@ -394,6 +403,7 @@ def plugin_path(tmp_path_factory) -> Path:
         grey_bits = "malle_test_plugin:GreyBits"
         broken_bits = "malle_test_plugin.broken:Bits"
         not_a_descriptor = "malle_test_plugin:NotADescriptor"
+        failing_check = "malle_test_plugin:FailingCheck"
         phash = "malle_test_plugin:GreyBits"
         """))
     target = tmp_path_factory.mktemp("plugin_site")
@@ -430,6 +440,8 @@ def test_malle_methods_lists_plugins_builtins_and_specs(tmp_path, plugin_path):
             "(ImportError: needs libgreyscale 2)") in why
     assert "not_a_descriptor" in why and "is not a subclass of malle.descriptors.Descriptor" in why
     assert "'phash' is the name of a built-in method" in why
+    assert "failing_check (plug-in (malle-test-plugin 0.1.0)): its weights check failed (RuntimeError: licence " \
+           "server unreachable)" in why
     assert f"unlisted ({bad}): method spec {bad}: 'bits' applies only with metric = \"hamming\"" in why
 
     proc = malle("methods", good, env={METHODS_DIR_ENV: str(tmp_path / "none")})
@@ -447,6 +459,8 @@ def test_a_plugin_runs_and_a_broken_one_is_one_line(tmp_path, plugin_path):
     # The plug-in is an average hash, so it finds what the built-in aHash finds, to within resampling.
     ahash = recall[(recall["method"] == "ahash") & (recall["level"] == "instance")].set_index("k")["recall"]
     assert len(grey) >= 5 and (grey - ahash).abs().max() <= 0.25 and grey.iloc[-1] > 0.3
+    methods = pd.read_csv(out / "methods.csv").set_index("method")
+    assert methods.loc["grey_bits", "family"] == "plug-in hash"
 
     proc = malle("demo", "--methods", "broken_bits", "--out", out, "--cache", tmp_path / "cache",
                  env=with_plugin(plugin_path))

@@ -99,6 +99,7 @@ class ShortSideCrop:
 class NhwcUint8:
     """RGB bytes as they are, ``[n, h, w, 3]``: the model normalises inside its graph."""
 
+    name: ClassVar[str] = "nhwc_uint8"
     input_type: ClassVar[str] = "tensor(uint8)"
     spatial: ClassVar[slice] = slice(1, 3)  # where height and width sit in the input's shape
 
@@ -106,7 +107,7 @@ class NhwcUint8:
         return np.asarray(img, dtype=np.uint8)
 
     def settings(self) -> dict:
-        return {"layout": "nhwc_uint8"}
+        return {"layout": self.name}
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class NchwFloat:
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    name: ClassVar[str] = "nchw_float"
     input_type: ClassVar[str] = "tensor(float)"
     spatial: ClassVar[slice] = slice(2, 4)
 
@@ -125,7 +127,7 @@ class NchwFloat:
         return np.ascontiguousarray(x.transpose(2, 0, 1))
 
     def settings(self) -> dict:
-        return {"layout": "nchw_float", "mean": list(self.mean), "std": list(self.std)}
+        return {"layout": self.name, "mean": list(self.mean), "std": list(self.std)}
 
 
 # -- how the model's output becomes codes ---------------------------------------------------------

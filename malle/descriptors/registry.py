@@ -173,10 +173,7 @@ def list_methods(specs: Sequence[str | Path] = (), weights: WeightsMap | None = 
     """Every built-in and plug-in method, then each spec in ``specs``, with whether it can run here."""
     weights = weights or {}
     found = [_info(cls, "built-in", weights.get(name)) for name, cls in DESCRIPTORS.items()]
-    for plugin in plugins().values():
-        source = f"plug-in ({plugin.distribution})"
-        found.append(_info(plugin.cls, source) if plugin.cls is not None else
-                     MethodInfo(plugin.name, source, "?", plugin.target, plugin.problem))
+    found += [_plugin_info(plugin) for plugin in plugins().values()]
     for path in specs:
         try:
             found.append(_info(spec_method(path), str(path)))
@@ -189,6 +186,17 @@ def _info(cls: type[Descriptor], source: str, weights: str | Path | None = None)
     unavailable = cls.unavailable(weights)
     return MethodInfo(cls.name, source, str(cls.family), cls.display_name(),
                       f"{unavailable.reason}. {unavailable.fix}".strip() if unavailable else None)
+
+
+def _plugin_info(plugin: Plugin) -> MethodInfo:
+    source = f"plug-in ({plugin.distribution})"
+    if plugin.cls is None:
+        return MethodInfo(plugin.name, source, "?", plugin.target, plugin.problem)
+    try:
+        return _info(plugin.cls, source)
+    except Exception as err:  # a plug-in's own weights check may raise anything; it is reported, not raised
+        return MethodInfo(plugin.name, source, str(plugin.cls.family), plugin.cls.display_name(),
+                          f"its weights check failed ({type(err).__name__}: {err})")
 
 
 def methods_folder() -> Path:

@@ -35,8 +35,9 @@ from malle.inference.onnx import OnnxRunner, onnxruntime_version
 from malle.inference.pipeline import pipelined
 
 FAMILY = "user ONNX model"
-# Data types of ONNX initialisers (onnx.TensorProto) by the word a label uses for them.
-STORED_PRECISION = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64", 3: "int8", 2: "uint8", 6: "int32", 7: "int64"}
+# Data types of ONNX initialisers (onnx.TensorProto) that hold weights, by the word a label uses for them;
+# int32 and int64 initialisers are shapes, indices or a quantised model's biases, not its weights.
+STORED_PRECISION = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64", 3: "int8", 2: "uint8"}
 
 
 # -- the model, checked once before any work -------------------------------------------------------
@@ -51,44 +52,61 @@ class ModelFacts:
 
 def inspect_model(spec: OnnxSpec) -> ModelFacts:
     """Open the model, check its input against the layout, run it on one blank image and check the output."""
-    def problem(text: str) -> ConfigError:
-        return ConfigError(f"method spec {spec.path}: {text}")
-
-    if not spec.onnx.is_file():
-        raise problem(f"onnx model {spec.onnx} not found")
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise problem("ONNX models need the package onnxruntime: pip install onnxruntime")
-    try:
-        session = OnnxRunner(spec.onnx, threads=1).session
-    except WeightsUnavailable as err:
-        raise problem(one_line(err)) from None
-    inputs, outputs = session.get_inputs(), [o.name for o in session.get_outputs()]
-    if len(inputs) != 1:
-        raise problem(f"the model takes {len(inputs)} inputs; a method's model takes one batch of images")
-    first = inputs[0]
-    if first.type != spec.layout.input_type or len(first.shape) != 4:
-        raise problem(f"layout = {spec.layout.settings()['layout']!r} feeds a 4-d {spec.layout.input_type}, but the "
-                      f"model's input {first.name!r} is a {len(first.shape)}-d {first.type}")
-    if spec.resize.varies and any(isinstance(d, int) for d in first.shape[spec.layout.spatial]):
-        raise problem(f"resize = \"short_side\" gives each image its own shape, but the model's input is fixed at "
-                      f"{first.shape}; use square or short_side_crop")
-    if spec.output is None and len(outputs) > 1:
-        raise problem(f"the model has several outputs ({', '.join(outputs)}); name one with output = \"...\"")
-    output = spec.output or outputs[0]
-    if output not in outputs:
-        raise problem(f"output {output!r} is not one of the model's outputs ({', '.join(outputs)})")
+    session = _open_session(spec)
+    image_input = _image_input(spec, session)
+    output = _chosen_output(spec, session)
     probe = spec.prepare(Image.new("RGB", (spec.resize.size, spec.resize.size)))[None]
     try:
-        result = np.asarray(session.run([output], {first.name: probe})[0])
+        result = np.asarray(session.run([output], {image_input: probe})[0])
     except Exception as err:  # onnxruntime raises its own pybind11 error types
-        raise problem(f"the model cannot run on a {probe.dtype} batch of shape {probe.shape} ({one_line(err)})") \
-            from None
+        raise spec_error(spec, f"the model cannot run on a {probe.dtype} batch of shape {probe.shape} "
+                               f"({one_line(err)})") from None
     if result.ndim != 2 or result.shape[0] != 1:
-        raise problem(f"output {output!r} has shape {result.shape} for one image; a method needs one vector per "
-                      f"image, shaped (batch, dim)")
+        raise spec_error(spec, f"output {output!r} has shape {result.shape} for one image; a method needs one "
+                               "vector per image, shaped (batch, dim)")
     if (wrong := spec.codes.problem(result)) is not None:
-        raise problem(wrong)
-    return ModelFacts(cache.file_digest(spec.onnx), first.name, output, result.shape[1], stored_precision(spec.onnx))
+        raise spec_error(spec, wrong)
+    return ModelFacts(cache.file_digest(spec.onnx), image_input, output, result.shape[1], stored_precision(spec.onnx))
+
+
+def spec_error(spec: OnnxSpec, problem: str) -> ConfigError:
+    return ConfigError(f"method spec {spec.path}: {problem}")
+
+
+def _open_session(spec: OnnxSpec):
+    if not spec.onnx.is_file():
+        raise spec_error(spec, f"onnx model {spec.onnx} not found")
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise spec_error(spec, "ONNX models need the package onnxruntime: pip install onnxruntime")
+    try:
+        return OnnxRunner(spec.onnx, threads=1).session
+    except WeightsUnavailable as err:
+        raise spec_error(spec, one_line(err)) from None
+
+
+def _image_input(spec: OnnxSpec, session) -> str:
+    """The name of the model's one input, once it is known to take what the layout and resize give."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise spec_error(spec, f"the model takes {len(inputs)} inputs; a method's model takes one batch of images")
+    first, layout = inputs[0], spec.layout
+    if first.type != layout.input_type or len(first.shape) != 4:
+        raise spec_error(spec, f"layout = {layout.name!r} feeds a 4-d {layout.input_type}, but the model's input "
+                               f"{first.name!r} is a {len(first.shape)}-d {first.type}")
+    if spec.resize.varies and any(isinstance(d, int) for d in first.shape[layout.spatial]):
+        raise spec_error(spec, f"resize = \"short_side\" gives each image its own shape, but the model's input is "
+                               f"fixed at {first.shape}; use square or short_side_crop")
+    return first.name
+
+
+def _chosen_output(spec: OnnxSpec, session) -> str:
+    outputs = [o.name for o in session.get_outputs()]
+    if spec.output is None and len(outputs) > 1:
+        raise spec_error(spec, f"the model has several outputs ({', '.join(outputs)}); name one with output = \"...\"")
+    output = spec.output or outputs[0]
+    if output not in outputs:
+        raise spec_error(spec, f"output {output!r} is not one of the model's outputs ({', '.join(outputs)})")
+    return output
 
 
 def stored_precision(model: Path) -> str:
@@ -102,11 +120,9 @@ def stored_precision(model: Path) -> str:
         return "weights of unknown precision"  # ONNX Runtime opened it (an .ort file, say); onnx cannot
     counts: Counter[int] = Counter()
     for tensor in graph.initializer:
-        counts[tensor.data_type] += math.prod(tensor.dims)
-    if not counts:
-        return "no stored weights"
-    kind = counts.most_common(1)[0][0]
-    return f"{STORED_PRECISION.get(kind) or onnx.TensorProto.DataType.Name(kind).lower()} weights"
+        if tensor.data_type in STORED_PRECISION:
+            counts[STORED_PRECISION[tensor.data_type]] += math.prod(tensor.dims)
+    return f"{counts.most_common(1)[0][0]} weights" if counts else "no stored weights"
 
 
 def one_line(err: BaseException) -> str:
@@ -166,12 +182,21 @@ class UserOnnx(Descriptor):
         facts = self.facts
 
         def infer(arrays: list[np.ndarray]) -> list[np.ndarray]:
-            return [session.run([facts.output_name], {facts.input_name: batch})[0]
+            return [self._checked(session.run([facts.output_name], {facts.input_name: batch})[0], batch.shape)
                     for batch in same_shape_batches(arrays)]
 
         outputs = pipelined(items, batch_size, prepare_one, infer, bar.update)
         flat = [array for batch in outputs for array in batch]
         return self.spec.codes.codes(np.concatenate(flat)) if flat else self.empty_codes()
+
+    def _checked(self, output: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        # The probe saw one square image; with short_side every shape is new, and a model without global
+        # pooling gives as many values as the image has pixels.
+        if output.ndim != 2 or output.shape[1] != self.facts.width:
+            raise ConfigError(f"{self.name}: the model gives {output.shape[1:]} values for an input batch of shape "
+                              f"{shape}, not {self.facts.width}; with resize = \"short_side\" its output must not "
+                              "depend on the image's size")
+        return output
 
 
 def method_class(spec: OnnxSpec, facts: ModelFacts) -> type[UserOnnx]:
