@@ -32,6 +32,7 @@ from malle.descriptors import (
 from malle.descriptors.base import weights_identity
 from malle.descriptors.cnn import EfficientNetLite2, ResNet50
 from malle.descriptors.efficientnet_weights import load_efficientnet_lite2
+from malle.descriptors.families import Family
 from malle.descriptors.hashes import AHash, DHash, ImageHashDescriptor, PHash, WHash
 from malle.descriptors.network import DEMO_CALIBRATION
 from malle.errors import ConfigError
@@ -343,6 +344,27 @@ def test_registry_names_and_errors():
         create_descriptor("phash", weights="w.pth")
     assert resolve_methods(["phash", "dhash", "phash"]) == (["phash", "dhash"], [])
     assert isinstance(create_descriptor("whash"), WHash)
+
+
+BUILT_IN = ("sscd", "sscd_distilled", "resnet50", "efficientnet_lite2", "phash", "pdq", "pdq_dihedral", "dhash",
+            "ahash", "whash")
+
+
+def test_each_family_is_an_object_with_its_title_and_order():
+    families = {DESCRIPTORS[name].family for name in BUILT_IN}
+    assert all(isinstance(family, Family) for family in families)
+    ordered = sorted(families, key=lambda family: family.order)
+    assert [f.title for f in ordered] == ["Copy-detection descriptors", "ImageNet CNNs", "Perceptual hashes"]
+    # The family is the name tables print: provenance rows hold plain text.
+    record = create_descriptor("phash").provenance()
+    assert type(record["family"]) is str and record["family"] == "perceptual hash"
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_a_card_name_is_the_start_of_the_label_and_thresholds_come_from_the_descriptor(name):
+    desc = create_descriptor(name, **({"weights": "random"} if name == "resnet50" else {}), precision="fp32")
+    assert desc.card_name() and desc.label.startswith(f"{desc.card_name()} (")
+    assert desc.quality_threshold == (50 if name.startswith("pdq") else None)
 
 
 # ------------------------------------------------------------------ engines: ONNX Runtime and eager

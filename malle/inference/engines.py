@@ -141,6 +141,7 @@ class OnnxRuntimeInt8(OnnxRuntimeEngine):
         return model.exportable
 
     def describe(self) -> str:
+        # The CPU is part of it: int8 kernels with and without VNNI accumulate differently.
         source = OnnxRuntimeFp32(self.model).describe()
         return f"{quantiser(self.calibration)}, from {source}, on {cpu_features().describe()}"
 
