@@ -29,6 +29,7 @@ PAGES = [
     st.Page("app_pages/robustness.py", title="Robustness", icon=":material/show_chart:"),
     st.Page("app_pages/detection.py", title="Detection", icon=":material/policy:"),
     st.Page("app_pages/search.py", title="Search", icon=":material/image_search:"),
+    BANK_PAGE := st.Page("app_pages/bank.py", title="Bank", icon=":material/inventory_2:"),
 ]
 NO_SKIPS = pd.DataFrame(columns=["path", "reason"])
 
@@ -74,11 +75,13 @@ def sidebar_config(weights: dict, roots, cache_root: str) -> tuple[ExperimentCon
         seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="seed")
         options, defaults = frame.method_options(weights)
         methods = st.multiselect("Methods", options, default=defaults, key="methods", format_func=frame.method_label)
+        preset = st.selectbox("Preset", frame.PRESET_NAMES, key="preset", format_func=frame.preset_label,
+                              help="reference: the reference experiment's chains; hard: DISC21-like, with composites")
         if not methods:
             st.warning("Pick at least one method.")
             st.stop()
     config = ExperimentConfig(data=data, n=int(n), seed=int(seed), methods=tuple(methods), weights=weights,
-                              distractors=source.distractors)
+                              distractors=source.distractors, augment=frame.augment_for(preset))
     return config, source.label, skipped
 
 
@@ -137,5 +140,6 @@ def load_context() -> widgets.AppContext:
 
 st.set_page_config(page_title="Malle", page_icon=":material/image_search:", layout="wide")
 page = st.navigation(PAGES)
-widgets.set_context(load_context())
+if page.url_path != BANK_PAGE.url_path:  # the Bank page reads a bank, not an experiment
+    widgets.set_context(load_context())
 page.run()

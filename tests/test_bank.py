@@ -214,3 +214,40 @@ def test_bank_command(tmp_path, demo_photos, capsys, monkeypatch):
     assert main(["bank", "match", str(tmp_path / "none"), str(query)]) == 2
     assert "is not a bank" in capsys.readouterr().err
     assert np.isfinite(thresholds.DEFAULTS["phash"].threshold)
+
+
+# -- the dashboard's Bank page --------------------------------------------------------------------------
+def test_bank_page_logic(bank, demo_photos, tmp_path):
+    from malle.dashboard import bank as page
+
+    bank.create_collection("photos", "pdq")
+    bank.add_files("photos", demo_photos[:8])
+    folder = page.bank_folder(str(bank.folder), [tmp_path.resolve()])
+    with pytest.raises(ConfigError, match="outside"):
+        page.bank_folder(str(bank.folder), [(tmp_path / "elsewhere").resolve()])
+    with pytest.raises(ConfigError, match="not a bank"):
+        page.bank_folder(str(tmp_path), [tmp_path.resolve()])
+    opened = page.open_bank(folder)
+    assert page.collections_table(opened)["items"].tolist() == [8]
+    result, cards = page.match_cards(opened, "photos", edited(demo_photos[2]), 3)
+    assert cards[0].filename == demo_photos[2].name and cards[0].is_match and "≤" in cards[0].caption
+    assert not cards[1].is_match and ">" in cards[1].caption
+    assert Image.open(io.BytesIO(cards[0].thumbnail)).size[0] <= 192
+    assert [c.item_id for c in page.item_cards(opened, "photos", 2, per_page=5)] == [6, 7, 8]
+    assert page.n_pages(8, 5) == 2
+
+
+def test_bank_page_renders_without_an_experiment(bank, demo_photos, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    bank.create_collection("photos", "phash", threshold=6)
+    bank.add_files("photos", demo_photos[:3])
+    monkeypatch.setenv("MALLE_BANK", str(bank.folder))
+    monkeypatch.setenv("MALLE_ALLOWED_ROOTS", str(tmp_path))
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "streamlit_app.py"), default_timeout=120)
+    app.switch_page("app_pages/bank.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.dataframe[0].value["collection"].tolist() == ["photos"]
+    assert len(app.image) >= 3  # the browse tab shows every item's thumbnail

@@ -110,6 +110,8 @@ def test_round_trip_with_edited_copies(server, demo_photos):
         assert best["id"] == ids[photo.name] and best["is_match"] and best["metadata"] == {"source": photo.stem}
         assert set(best) >= {"id", "filename", "score", "is_match", "metadata"}
         assert [m["score"] for m in found["matches"]] == sorted(m["score"] for m in found["matches"])  # Hamming
+    thumb = client.get(f"/v1/collections/photos/items/{ids[demo_photos[1].name]}/thumbnail")
+    assert thumb.headers["content-type"] == "image/jpeg" and max(Image.open(io.BytesIO(thumb.content)).size) <= 192
     strict = upload(client, "/v1/collections/photos/match?k=1&threshold=0", edited(demo_photos[0])).json()
     assert strict["threshold"] == 0 and not strict["matches"][0]["is_match"]
     removed = client.delete(f"/v1/collections/photos/items/{ids[demo_photos[0].name]}")

@@ -30,7 +30,7 @@ from .. import cache, embeddings
 from ..descriptors import Descriptor, create_descriptor
 from ..descriptors.cnn import PRECISIONS, check_precision
 from ..errors import BadImage, ConfigError
-from ..imageio import load_rgb
+from ..imageio import encode_jpeg, load_rgb
 from ..indexes import check as check_index
 from ..metrics import METRICS, Metric
 from . import thresholds
@@ -38,6 +38,7 @@ from .snapshots import Snapshots
 from .store import Collection, Item, NewItem, Store, check_name, metadata_json, new_uid, now
 
 MAX_K = 1000
+THUMB_PX = 192
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,10 @@ class Bank:
         existing = self.store.find(name, sha)
         if existing is not None:
             return existing, False
-        code = self._descriptor_for(coll).encode([load_rgb(data)])[0]
-        [(item, created)] = self.add_codes(name, [NewItem(sha, filename, code, _as_dict(metadata))])
+        img = load_rgb(data)
+        code = self._descriptor_for(coll).encode([img])[0]
+        [(item, created)] = self.add_codes(name, [NewItem(sha, filename, code, _as_dict(metadata),
+                                                          thumbnail=thumbnail(img))])
         return item, created
 
     def add_codes(self, name: str, new: Sequence[NewItem]) -> list[tuple[Item, bool]]:
@@ -223,8 +226,8 @@ class Bank:
             return
         encoded = desc.encode_files_skipping(todo)
         skipped += encoded.skipped.to_dict("records")
-        new = [NewItem(digests[i], todo[i].name, code, _as_dict(metadata)) for i, code in zip(encoded.kept,
-                                                                                                encoded.codes)]
+        new = [NewItem(digests[i], todo[i].name, code, _as_dict(metadata), thumbnail=thumbnail(load_rgb(todo[i])))
+               for i, code in zip(encoded.kept, encoded.codes)]
         for item, created in self.add_codes(coll.name, new):
             (report.added if created else report.existing).append(item)
 
@@ -337,6 +340,13 @@ class Bank:
 
     def info(self) -> list[dict]:
         return [{**coll.public(), "index_file": self.snapshots.state(coll)} for coll in self.collections()]
+
+
+def thumbnail(img: Image.Image) -> bytes:
+    """The small JPEG kept with an item, so galleries can show what matched."""
+    small = img.copy()
+    small.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
+    return encode_jpeg(small, 80)
 
 
 def _as_dict(metadata) -> dict:

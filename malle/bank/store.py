@@ -8,8 +8,9 @@ Tables:
   collection) and ``version``, bumped by every add and remove;
 * ``items``: id (never reused), collection, SHA-256 of the image bytes (or, for codes read from an
   embeddings folder whose images were not at hand, of the code: ``digest_of`` says which), filename,
-  metadata JSON, added, removed, the collection versions at which it was added and removed, and its
-  code as a BLOB. One live item per (collection, SHA-256): adding the same bytes again finds it.
+  metadata JSON, added, removed, the collection versions at which it was added and removed, its
+  code as a BLOB, and a small JPEG thumbnail for galleries (the image itself is not kept). One live item
+  per (collection, SHA-256): adding the same bytes again finds it.
 
 Every write is one transaction (``BEGIN IMMEDIATE``) that commits before the caller is answered, with
 ``synchronous=FULL``: a process killed at any point loses no acknowledged add, and SQLite's journal
@@ -74,7 +75,8 @@ CREATE TABLE IF NOT EXISTS items (
     removed TEXT,
     added_version INTEGER NOT NULL,
     removed_version INTEGER,
-    code BLOB NOT NULL
+    code BLOB NOT NULL,
+    thumbnail BLOB  -- a small JPEG for galleries (NULL for codes added without their image)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS live_sha ON items(collection, sha256) WHERE removed IS NULL;
 CREATE INDEX IF NOT EXISTS by_added ON items(collection, added_version);
@@ -152,6 +154,7 @@ class NewItem:
     code: np.ndarray
     metadata: dict = field(default_factory=dict)
     digest_of: str = "bytes"
+    thumbnail: bytes | None = None
 
 
 ITEM_COLUMNS = "id, collection, sha256, filename, metadata, added, removed, digest_of"
@@ -323,10 +326,10 @@ class Store:
                     out.append((existing, False))
                     continue
                 cursor = db.execute(
-                    "INSERT INTO items (collection, sha256, digest_of, filename, metadata, added, added_version, code) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO items (collection, sha256, digest_of, filename, metadata, added, added_version, code, "
+                    "thumbnail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (name, item.sha256, item.digest_of, item.filename, metadata_json(item.metadata), stamp, version,
-                     code.tobytes()))
+                     code.tobytes(), item.thumbnail))
                 out.append((Item(cursor.lastrowid, name, item.sha256, item.filename, item.metadata or {}, stamp,
                                  None, item.digest_of), True))
             if any(created for _, created in out):
@@ -351,6 +354,11 @@ class Store:
         if row is None:
             raise NotFound(f"collection {name!r} has no item {item_id}")
         return _item(row)
+
+    def thumbnail(self, name: str, item_id: int) -> bytes | None:
+        self.item(name, item_id)
+        row = self.db.execute("SELECT thumbnail FROM items WHERE id = ?", (int(item_id),)).fetchone()
+        return row[0]
 
     def items(self, name: str, ids: Sequence[int] | None = None, offset: int = 0, limit: int = 100) -> list[Item]:
         """Live items by id (in the order given), or a page of them in id order."""

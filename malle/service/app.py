@@ -6,7 +6,8 @@
   ``DELETE /v1/collections/{name}``;
 * ``POST /v1/collections/{name}/items``: multipart ``file`` and optional ``metadata`` (a JSON object as a
   string) -> 201 ``{"id", "sha256", "filename", ..., "created": true}``; the same bytes again -> 200 with
-  that item and ``"created": false``; ``GET .../items`` (a page), ``GET``/``DELETE .../items/{id}``;
+  that item and ``"created": false``; ``GET .../items`` (a page), ``GET``/``DELETE .../items/{id}``,
+  ``GET .../items/{id}/thumbnail`` (a small JPEG);
 * ``POST /v1/collections/{name}/match``: multipart ``file``, query ``k`` and ``threshold`` ->
   ``{"threshold", "matches": [{"id", "filename", "score", "is_match", "metadata"}]}``, best first;
 * ``POST /v1/compare``: multipart ``file_a`` and ``file_b``, query ``methods`` -> a score per method.
@@ -24,7 +25,7 @@ from typing import Annotated
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
@@ -136,6 +137,14 @@ def _add_item_routes(app: FastAPI, bank: Bank, limit: int) -> None:
     @app.get("/v1/collections/{name}/items/{item_id}")
     def get_item(name: str, item_id: int) -> dict:
         return bank.store.item(name, item_id).public()
+
+    @app.get("/v1/collections/{name}/items/{item_id}/thumbnail", response_class=Response,
+             responses={200: {"content": {"image/jpeg": {}}}})
+    def get_thumbnail(name: str, item_id: int) -> Response:
+        data = bank.store.thumbnail(name, item_id)
+        if data is None:
+            raise NotFound(f"item {item_id} has no thumbnail (added from codes, without its image)")
+        return Response(data, media_type="image/jpeg")
 
     @app.delete("/v1/collections/{name}/items/{item_id}")
     def remove_item(name: str, item_id: int) -> dict:
