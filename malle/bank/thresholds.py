@@ -41,7 +41,7 @@ class Calibrated:
 DEFAULTS: dict[str, Calibrated] = {c.method: c for c in (
     Calibrated("sscd_distilled", 0.235949, 0.9794),
     Calibrated("sscd", 0.223624, 0.9827),
-    Calibrated("efficientnet_lite2", 0.0, 0.0),
+    Calibrated("efficientnet_lite2", 0.634831, 0.8684),
     Calibrated("pdq", 94, 0.4227),
     Calibrated("phash", 14, 0.3923),
 )}
