@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"one of {', '.join(DESCRIPTORS)}, a plug-in's name, or a .toml method spec")
     parser.add_argument("--out", required=True, type=Path, help="folder for embeddings.json and the shards")
     parser.add_argument("--ray", default=None, metavar="ADDRESS",
-                        help="run on a Ray cluster: auto, ray://HOST:10001, or local (start one on this machine)")
+                        help="run on a Ray cluster: HOST:PORT of `ray start --head` (its token is used when it wants "
+                             "one), auto, ray://HOST:10001, or local (start one on this machine)")
     add_weight_options(parser)
     add_precision_option(parser)
     add_cache_option(parser)
