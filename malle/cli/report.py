@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .. import cache
-from ..reporting import DOWNSCALED, RunFolder, RunImages, build, print_pdf
+from ..reporting import DOWNSCALED, RunFolder, build, print_pdf, reopen
 from .options import add_cache_option
 
 NAME = "report"
@@ -24,16 +24,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also print a PDF (needs Chromium and Playwright)")
     add_cache_option(parser)
     parser.description = ("The failure gallery's images come from the cache that made the run (--cache, "
-                          "default $MALLE_CACHE or ~/.cache/malle); without it the gallery lists the misses alone.")
+                          "default $MALLE_CACHE or ~/.cache/malle), else from its dataset folder (each copy re-made "
+                          "from its recorded edits), else the gallery lists the misses alone.")
 
 
 def run(args: argparse.Namespace, say) -> int:
     start = time.perf_counter()
     folder = RunFolder.open(args.out)  # a one-line error before anything else when OUT is not a run
     html_path = args.html or folder.path / "report.html"
-    images, why = RunImages.reopen(folder, args.cache or cache.default_root())
+    images, why = reopen(folder, args.cache or cache.default_root())
     if images is None:
         say(f"malle report: gallery without images: {why}")
+    elif why:
+        say(f"malle report: {why}; gallery images from {images.origin}")
     with tqdm(total=100, desc="report", leave=False) as bar:
         def progress(what: str, share: float) -> None:
             bar.set_description(f"report: {what}")

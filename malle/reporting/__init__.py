@@ -1,17 +1,19 @@
 """A report of a finished run for stakeholders: one self-contained HTML file, and a PDF of it.
 
 ``build(OUT)`` reads the folder ``malle run/demo --out OUT`` (and ``malle severity --out OUT``) wrote; images
-for the failure gallery come from the run's cache (``RunImages``). Charts are SVG rendered offline
-(vl-convert), images are data URIs: the file makes no network request. ``print_pdf`` prints it with
+for the failure gallery come from the run's cache, else its dataset (``images``). Charts are SVG rendered
+offline (vl-convert), images are data URIs: the file makes no network request. ``print_pdf`` prints it with
 headless Chromium through Playwright.
 
 Modules: ``run_folder`` (reading OUT), ``html`` (page pieces), ``charts``, ``summary`` (headline, methods,
-Recall@K), ``details`` (edits, open set), ``gallery`` (failures), ``provenance``, ``build``, ``pdf``.
+Recall@K), ``details`` (edits, open set), ``gallery`` (failures), ``images`` (the gallery's pictures),
+``provenance``, ``build``, ``pdf``, ``live`` (the dashboard's button).
 """
 
 from .build import DOWNSCALED, Report, build
-from .gallery import RunImages
+from .images import CachedImages, ReplayedImages, reopen
 from .pdf import PdfUnavailable, print_pdf
 from .run_folder import RunFolder
 
-__all__ = ["DOWNSCALED", "PdfUnavailable", "Report", "RunFolder", "RunImages", "build", "print_pdf"]
+__all__ = ["DOWNSCALED", "CachedImages", "PdfUnavailable", "ReplayedImages", "Report", "RunFolder", "build",
+           "print_pdf", "reopen"]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from . import html
 from .details import edits_section, openset_section
-from .gallery import THUMB_PX, RunImages, gallery_section
+from .gallery import gallery_section
+from .images import THUMB_PX, Images
 from .provenance import is_demo, provenance_section
 from .run_folder import RunFolder
 from .summary import headline, methods_section, recall_section
@@ -31,7 +32,7 @@ class Report:
         return len(self.html.encode("utf-8"))
 
 
-def build(out: Path | str, images: RunImages | None = None, why_no_images: str = "",
+def build(out: Path | str, images: Images | None = None, why_no_images: str = "",
           progress: Progress | None = None) -> Report:
     """The report of the run in ``out``; ``images`` gives the gallery its pictures (else it lists the misses)."""
     run = RunFolder.open(out)

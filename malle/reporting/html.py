@@ -42,6 +42,10 @@ pre { background: #f6f8fa; padding: 8px; white-space: pre-wrap; word-break: brea
   section.newpage { break-before: page; }
   h2, h3 { break-after: avoid; }
   table, figure, .card, .chart { break-inside: avoid; }
+  .gallery { gap: 6px; }
+  .card { width: calc(50% - 22px); }  /* two cards a row on A4 */
+  .card figure { width: 32%; }
+  .card img { max-width: 100%; }
 }
 """
 

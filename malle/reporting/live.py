@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..results import Results
 from .build import Progress, build
-from .gallery import RunImages
+from .images import CachedImages
 from .pdf import print_pdf
 
 PDF_SHARE = 0.3  # of the progress bar: printing takes about as long as building the HTML
@@ -26,7 +26,7 @@ def report_files(results: Results, progress: Progress | None = None) -> ReportFi
     with tempfile.TemporaryDirectory(prefix="malle-report-") as tmp:
         say("Writing the run's tables…", 0.0)
         results.write(Path(tmp))
-        report = build(tmp, RunImages.of(results),
+        report = build(tmp, CachedImages.of(results),
                        progress=lambda what, share: say(what, share * (1 - PDF_SHARE)))
     say("Printing the PDF…", 1 - PDF_SHARE)
     pdf = print_pdf(report.html)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..cache import write_bytes
 from ..errors import MalleError
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -31,6 +33,16 @@ def chromium_path() -> Path:
 def print_pdf(html: str, target: Path | str | None = None) -> bytes:
     """The PDF of ``html`` (A4, backgrounds printed); also written to ``target`` when given."""
     executable = chromium_path()
+    # Playwright's sync API refuses a thread that already runs an event loop (or another sync Playwright,
+    # as a caller's own browser): a thread of its own has neither.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="malle-pdf") as pool:
+        data = pool.submit(_print, html, executable).result()
+    if target is not None:
+        write_bytes(Path(target), data)
+    return data
+
+
+def _print(html: str, executable: Path) -> bytes:
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
@@ -49,7 +61,4 @@ def print_pdf(html: str, target: Path | str | None = None) -> bytes:
                 browser.close()
     except PlaywrightError as err:
         raise PdfUnavailable(f"Chromium could not print the PDF: {str(err).splitlines()[0]}") from None
-    if target is not None:
-        from ..cache import write_bytes
-        write_bytes(Path(target), data)
     return data

@@ -13,6 +13,7 @@ from ..descriptors import weight_options
 from ..descriptors.base import package_versions
 from ..errors import MalleError
 from ..ops import REFERENCE_OPS
+from ..ops.presets import PRESETS, get_preset
 from ..sampling import dataset_fingerprint, demo_root, discover
 from .html import paragraph, table, text
 from .run_folder import RunFolder
@@ -35,8 +36,10 @@ def reproduce_command(config: dict, out: str = "OUT") -> str:
               "--methods", ",".join(config["methods"])]
     if augment:
         lo, hi = augment["chain_lengths"]
+        # A named preset brings its share of single edits; explicit ops and lengths override the rest of it.
+        words += ["--preset", augment["preset"]] if augment.get("preset") else []
         words += ["--copies", ",".join(map(str, augment["copies"])), "--chain-lengths", f"{lo}-{hi}"]
-        if list(augment["ops"]) != list(REFERENCE_OPS):
+        if list(augment["ops"]) != list(preset_ops(augment)):
             words += ["--ops", ",".join(augment["ops"])]
     if config.get("distractors") is not None:
         words += ["--distractors", str(config["distractors"])]
@@ -49,6 +52,22 @@ def reproduce_command(config: dict, out: str = "OUT") -> str:
         if method in options:
             words += [f"--{options[method]}", str(path)]
     return shlex.join([*words, "--out", out])
+
+
+def preset_ops(augment: dict) -> tuple[str, ...]:
+    """The ops of the run's preset: what its command need not spell out."""
+    return get_preset(augment["preset"]).ops if augment.get("preset") in PRESETS else REFERENCE_OPS
+
+
+def preset_text(augment: dict) -> str:
+    if augment.get("preset") in PRESETS:
+        named = get_preset(augment["preset"])
+        same = list(augment.get("ops", [])) == list(named.ops)
+        return f"{named.name} ({named.description})" + ("" if same else "; its ops replaced by " +
+                                                          ", ".join(augment.get("ops", [])))
+    if list(augment.get("ops", [])) == list(REFERENCE_OPS):
+        return "the reference experiment's ten edits"
+    return "edits " + ", ".join(augment.get("ops", []))
 
 
 def fingerprint(config: dict) -> str:
@@ -76,15 +95,14 @@ def provenance_section(run: RunFolder, built: datetime | None = None) -> str:
     """Built last: the checksums list every file the other sections read."""
     cfg, built = run.config, built or datetime.now(UTC)
     augment = cfg.get("augment", {})
-    preset = ("the reference ten edits" if list(augment.get("ops", [])) == list(REFERENCE_OPS)
-              else "edits " + ", ".join(augment.get("ops", [])))
     data_rows = [
         ("Dataset", "the built-in demo photos (ai-benchmark package)" if is_demo(cfg.get("data")) else cfg.get("data")),
         ("Dataset fingerprint", fingerprint(cfg)),
         ("N (originals asked for / used)", f"{cfg.get('n')} / {len(run.originals)}"),
         ("Seed", cfg.get("seed")),
-        ("Preset", f"{preset}; {', '.join(map(str, augment.get('copies', [])))} copies per original drawn at "
-                   f"random; chains {cfg.get('chain_lengths')}; {cfg.get('n_classes')} classes taken whole"),
+        ("Preset", f"{preset_text(augment)}; {', '.join(map(str, augment.get('copies', [])))} copies per "
+                   f"original drawn at random; chains {cfg.get('chain_lengths')}; {cfg.get('n_classes')} classes "
+                   "taken whole"),
         ("Index, precision", f"{cfg.get('index')}, {cfg.get('precision')}"),
         ("Methods not available to the run", "; ".join(f"{u['label']}: {u['reason']}"
                                                         for u in cfg.get("unavailable", [])) or "none"),
