@@ -1,0 +1,301 @@
+"""``malle serve`` under a bounded load on loopback: matches from several clients while adds go on.
+
+    python bench/serve_load.py [--sizes 10000,100000] [--clients 4] [--matches 200] [--adds 100]
+
+What runs, plainly:
+* the bank: one ``sscd_distilled`` collection (exact ``Flat`` index, the default) holding the real
+  embeddings of 50 demo photos (added from their files) and synthetic 512-d unit vectors up to each
+  size (seeded Gaussian clusters, inserted through ``Bank.add_codes``, the path every add takes);
+  it grows from one size to the next, and the index is rebuilt once before the server starts;
+* the server: ``python -m malle serve`` as a subprocess on a free 127.0.0.1 port;
+* the load: ``--clients`` threads, each with its own HTTP client, send ``--matches`` match requests
+  each (real JPEG bytes of edited copies of the 50 photos: cropped, shrunk, watermarked), while one
+  more thread adds new photos (other edited demo photos, each distinct bytes) until the matches end
+  or ``--adds`` are done. Every loop is bounded in count and in time (``--max-seconds``).
+
+Reported per size: match requests per second, p50/p99 latency, adds done and their p50, whether each
+match found its photo first (a sanity check, not a quality measure), errors, and the server's resident
+memory (VmRSS) idle after start and at its peak during the load. Writes bench/results/serve_load.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common import machine, publish  # noqa: E402  (bench/ is on sys.path when run as a script)
+
+from malle.bank import Bank  # noqa: E402
+from malle.bank.store import NewItem  # noqa: E402
+from malle.sampling import demo_root  # noqa: E402
+
+METHOD = "sscd_distilled"
+COLLECTION = "load"
+PLANTED = 50  # demo photos 0..49 are in the bank; their edited copies are the queries
+START_TIMEOUT_S = 600
+INSERT_CHUNK = 5000
+RSS_EVERY_S = 0.25
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def photos() -> list[Path]:
+    return sorted(demo_root().glob("*.jpg"), key=lambda p: int(p.stem))
+
+
+def jpeg(image: Image.Image, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def edited(photo: Path, variant: int = 0) -> bytes:
+    """A modified copy: a crop that moves with ``variant`` (so every variant is new bytes), 320 px, a bar of text."""
+    image = Image.open(photo).convert("RGB")
+    w, h = image.size
+    shift = variant % 8
+    image = image.crop((w // 12 + shift, h // 12, w - w // 12 + shift - 8, h - h // 12)).resize((320, 320))
+    ImageDraw.Draw(image).rectangle((0, 290, 320, 320), fill=(20, 20, 20))
+    ImageDraw.Draw(image).text((8, 298), f"copy {variant}", fill=(240, 240, 240))
+    return jpeg(image, 70 + variant % 20)
+
+
+def synthetic(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    centres = rng.standard_normal((256, dim)).astype(np.float32)
+    vectors = centres[rng.integers(0, len(centres), n)] + 0.7 * rng.standard_normal((n, dim)).astype(np.float32)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+# -- the bank ------------------------------------------------------------------------------------------
+def prepare(bank_dir: Path, cache: Path) -> None:
+    """A new bank holding the planted photos (named by file, as matches report them)."""
+    bank = Bank.open(bank_dir, model_cache=cache)
+    try:
+        bank.create_collection(COLLECTION, METHOD)
+        report = bank.add_files(COLLECTION, photos()[:PLANTED])
+        assert len(report.added) == PLANTED, report.skipped
+    finally:
+        bank.close()
+
+
+def grow(bank_dir: Path, cache: Path, size: int, rng: np.random.Generator) -> float:
+    """Synthetic codes up to ``size`` items, then one index rebuild; returns the seconds it took."""
+    started = time.perf_counter()
+    bank = Bank.open(bank_dir, model_cache=cache)  # a fresh Bank: no snapshot in memory, so no rebuild per chunk
+    try:
+        coll = bank.collection(COLLECTION)
+        missing = size - coll.count
+        for start in range(0, missing, INSERT_CHUNK):
+            codes = synthetic(rng, min(INSERT_CHUNK, missing - start), coll.dim)
+            bank.add_codes(COLLECTION, [NewItem(hashlib.sha256(c.tobytes()).hexdigest(),
+                                                f"synthetic-{coll.count + start + i}", c, {}, "code")
+                                        for i, c in enumerate(codes)])
+        bank.snapshots.rebuild(COLLECTION)
+    finally:
+        bank.close()
+    return time.perf_counter() - started
+
+
+# -- the server ----------------------------------------------------------------------------------------
+class Server:
+    def __init__(self, bank_dir: Path, cache: Path):
+        self.url = f"http://127.0.0.1:{free_port()}"
+        env = {**os.environ, "MALLE_CACHE": str(cache)}
+        env.pop("MALLE_API_KEY", None)
+        started = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "malle", "serve", "--bank", str(bank_dir), "--host",
+                                      "127.0.0.1", "--port", self.url.rsplit(":", 1)[1]], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            while time.perf_counter() - started < START_TIMEOUT_S:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"malle serve exited with {self.proc.returncode}")
+                try:
+                    if client.get("/v1/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.5)
+            else:
+                raise RuntimeError("malle serve did not answer in time")
+        self.start_s = time.perf_counter() - started
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- the load ------------------------------------------------------------------------------------------
+@dataclass
+class Tally:
+    match_s: list[float] = field(default_factory=list)
+    add_s: list[float] = field(default_factory=list)
+    hits: int = 0
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def matcher(url: str, queries: list[tuple[str, bytes]], count: int, offset: int, deadline: float,
+            tally: Tally) -> None:
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for n in range(count):
+            if time.monotonic() > deadline:
+                return
+            want, data = queries[(offset + n) % len(queries)]
+            started = time.perf_counter()
+            answer = client.post(f"/v1/collections/{COLLECTION}/match", params={"k": 10},
+                                 files={"file": ("query.jpg", data, "image/jpeg")})
+            took = time.perf_counter() - started
+            with tally.lock:
+                if answer.status_code != 200:
+                    tally.errors.append(f"match {answer.status_code}: {answer.text[:120]}")
+                    continue
+                tally.match_s.append(took)
+                best = answer.json()["matches"][:1]
+                tally.hits += bool(best) and best[0]["filename"] == want
+
+
+def adder(url: str, sources: list[Path], limit: int, stop: threading.Event, first_variant: int, tally: Tally) -> None:
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for n in range(limit):
+            if stop.is_set():
+                return
+            data = edited(sources[n % len(sources)], first_variant + n)
+            started = time.perf_counter()
+            answer = client.post(f"/v1/collections/{COLLECTION}/items", files={"file": (f"add-{n}.jpg", data)})
+            took = time.perf_counter() - started
+            with tally.lock:
+                if answer.status_code not in (200, 201):
+                    tally.errors.append(f"add {answer.status_code}: {answer.text[:120]}")
+                else:
+                    tally.add_s.append(took)
+
+
+def sample_rss(server: Server, stop: threading.Event, peak: list[float]) -> None:
+    while not stop.wait(RSS_EVERY_S):
+        peak[0] = max(peak[0], server.rss_mib())
+
+
+def load(server: Server, args, queries, round_number: int) -> dict:
+    tally, stop, peak = Tally(), threading.Event(), [server.rss_mib()]
+    idle = peak[0]
+    deadline = time.monotonic() + args.max_seconds
+    sampler = threading.Thread(target=sample_rss, args=(server, stop, peak), daemon=True)
+    sampler.start()
+    adding = threading.Thread(target=adder, args=(server.url, photos()[PLANTED:], args.adds, stop,
+                                                  round_number * 10_000, tally))
+    clients = [threading.Thread(target=matcher, args=(server.url, queries, args.matches, c * 7, deadline, tally))
+               for c in range(args.clients)]
+    started = time.perf_counter()
+    adding.start()
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+    wall = time.perf_counter() - started
+    stop.set()
+    adding.join()
+    sampler.join()
+    latencies = np.asarray(tally.match_s) * 1000
+    return {"matches": len(latencies), "wall_s": wall, "rps": len(latencies) / wall,
+            "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
+            "p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else float("nan"),
+            "adds": len(tally.add_s),
+            "add_p50_ms": float(np.median(tally.add_s) * 1000) if tally.add_s else float("nan"),
+            "hit_share": tally.hits / max(1, len(latencies)), "errors": tally.errors,
+            "rss_idle_mib": idle, "rss_peak_mib": peak[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000", help="bank sizes to measure at, ascending")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--matches", type=int, default=200, help="match requests per client")
+    parser.add_argument("--adds", type=int, default=100, help="most adds during one size's load")
+    parser.add_argument("--max-seconds", type=float, default=900, help="time bound of one size's load")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve_load.md")
+    args = parser.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    work = Path(tempfile.mkdtemp(prefix="malle-serve-load-"))
+    try:
+        rows = measure(work, sizes, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # a 100k bank is some 250 MB of SQLite
+    publish(report(rows, args), args.out)
+
+
+def measure(work: Path, sizes: list[int], args) -> list[dict]:
+    cache = work / "cache"
+    bank_dir = work / "bank"
+    prepare(bank_dir, cache)
+    queries = [(p.name, edited(p)) for p in photos()[:PLANTED]]
+    rng = np.random.default_rng(0)
+    rows = []
+    for number, size in enumerate(sizes):
+        grow_s = grow(bank_dir, cache, size, rng)
+        server = Server(bank_dir, cache)
+        try:
+            result = load(server, args, queries, number)
+        finally:
+            server.stop()
+        rows.append({"size": size, "grow_s": grow_s, "start_s": server.start_s, **result})
+        print(f"{size:,} items: {result['rps']:.1f} matches/s, p50 {result['p50_ms']:.0f} ms, "
+              f"p99 {result['p99_ms']:.0f} ms, {result['adds']} adds, RSS {result['rss_peak_mib']:.0f} MiB",
+              flush=True)
+    return rows
+
+
+def report(rows: list[dict], args) -> list[str]:
+    lines = ["# malle serve under load (bench/serve_load.py)", "",
+             f"Machine: {machine()}; load average at the end {os.getloadavg()[0]:.1f} (a shared machine: other "
+             "processes compete for the same cores, so these times are upper bounds)", "",
+             f"Load per size: {args.clients} clients x {args.matches} matches (k=10, real JPEG copies of "
+             f"{PLANTED} planted photos), one client adding new photos meanwhile (at most {args.adds}); "
+             f"{METHOD}, exact Flat index, 127.0.0.1.", "",
+             "| items | matches/s | p50 ms | p99 ms | adds done | add p50 ms | top-1 is the photo | errors | "
+             "RSS idle MiB | RSS peak MiB | server start s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['size']:,} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['adds']} | "
+                     f"{r['add_p50_ms']:.0f} | {r['hit_share']:.3f} | {len(r['errors'])} | {r['rss_idle_mib']:.0f} | "
+                     f"{r['rss_peak_mib']:.0f} | {r['start_s']:.1f} |")
+    errors = [e for r in rows for e in r["errors"]][:5]
+    if errors:
+        lines += ["", "First errors:", *[f"- {e}" for e in errors]]
+    return lines
+
+
+if __name__ == "__main__":
+    main()
