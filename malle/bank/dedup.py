@@ -1,7 +1,10 @@
 """``malle dedup DIR``: the modified copies inside one folder, as groups.
 
 Every image is encoded once and put in an exact FAISS index; one range search at the threshold finds,
-for each image, every other image at least as close as the threshold (``is_close_enough``).
+for each image, every other image at least as close as the threshold (``is_close_enough``). The default
+threshold is the method's strict calibrated one (``thresholds.Calibrated.no_false_match``): no false match
+of the reproduction run's open set passes it. The precision-0.9 threshold that banks use is too loose here,
+since a folder of n images offers n²/2 pairs.
 
 Grouping by connected components would chain: A close to B and B close to C puts A and C together even
 when they share nothing (a photo, a crop of it, a crop of that crop with a new overlay...). Groups here
@@ -54,10 +57,11 @@ def default_method() -> str:
 
 
 def default_threshold(method: str) -> float:
+    """The strict calibrated threshold: a folder's every pair is a chance of a false match (``thresholds``)."""
     calibrated = thresholds.DEFAULTS.get(method)
     if calibrated is None:
         raise ConfigError(f"{method} has no calibrated threshold; pass --threshold")
-    return calibrated.threshold
+    return calibrated.no_false_match
 
 
 def neighbours(metric: Metric, codes: np.ndarray, threshold: float) -> list[dict[int, float]]:

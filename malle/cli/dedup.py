@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", type=method_name, default=None,
                         help=f"default: the first of {', '.join(dedup.PREFERENCE)} that runs here")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="in the method's unit (cosine similarity; Hamming bits for hashes); default: the "
-                             "threshold calibrated on the reproduction run")
+                        help="in the method's unit (cosine similarity; Hamming bits for hashes); default: the strict "
+                             "threshold calibrated on the reproduction run (no false match there)")
     parser.add_argument("--out", required=True, type=Path, help="folder for groups.csv and groups.html")
     add_cache_option(parser)
 
