@@ -168,11 +168,14 @@ class RunContext:
 
     def embed_index(self, method: str):
         """The exact index over the originals alone (uploads, lab results and severity sweeps search it)."""
-        return self.descriptor(method).metric.read_index(self.stage("embed", method).folder / "index.faiss")
+        return self._index("embed", method)
 
     def search_index(self, method: str):
         """The configured index over the whole database (originals and extra references)."""
-        return self.descriptor(method).metric.read_index(self.stage("search", method).folder / "index.faiss")
+        return self._index("search", method)
+
+    def _index(self, kind: str, method: str):
+        return self.descriptor(method).metric.read_index(self.stage(kind, method).folder / "index.faiss")
 
     def neighbours(self, method: str) -> tuple[np.ndarray, np.ndarray]:
         """Top-N database ids and scores per copy (rows follow the manifest; ids follow ``database``)."""
