@@ -3,7 +3,7 @@
 import streamlit as st
 
 from malle.dashboard import failures, widgets
-from malle.dashboard.shared import Thumb, n_pages, op_title, page_rows
+from malle.dashboard.shared import THUMB_PX, Thumb, n_pages, op_title, page_rows
 from malle.ops import OPS
 
 PER_PAGE = 10
@@ -43,4 +43,7 @@ for card in failures.failure_cards(exp, method, page_rows(failed, page, PER_PAGE
     query = Thumb(card.query_path, "query")
     source = Thumb(card.source_path, f"✅ true original {card.source_path.name}", True)
     widgets.thumbnail_grid([query, source, *card.neighbours], columns=5)
+    if card.box is not None:
+        st.image(failures.boxed(card.query_path, card.box), width=THUMB_PX * 2,
+                 caption="The query with the composite's pasted region outlined in red")
     st.divider()

@@ -18,21 +18,22 @@ from PIL import Image
 
 from .descriptors import Descriptor
 from .imageio import encode_jpeg, load_rgb
-from .ops import COPY_JPEG_QUALITY, Step, apply_chain, chain_from_json
+from .ops import COPY_JPEG_QUALITY, NO_CONTEXT, OpContext, Step, apply_chain, chain_from_json
 from .search import search
 
 COMBINATION = "the combination"
 
 
-def leave_one_out(original: Image.Image, chain: Sequence[Step]) -> list[Image.Image]:
-    """The copy remade without each op in turn, stored like the copies (JPEG)."""
-    return [load_rgb(encode_jpeg(apply_chain(original, [s for j, s in enumerate(chain) if j != i]),
+def leave_one_out(original: Image.Image, chain: Sequence[Step], context: OpContext = NO_CONTEXT) -> list[Image.Image]:
+    """The copy remade without each op in turn, stored like the copies (JPEG); composites read ``context``."""
+    return [load_rgb(encode_jpeg(apply_chain(original, [s for j, s in enumerate(chain) if j != i], context),
                                  COPY_JPEG_QUALITY)) for i in range(len(chain))]
 
 
-def charged_ops(desc: Descriptor, index, original: Image.Image, chain: Sequence[Step], source_id: int) -> list[str]:
+def charged_ops(desc: Descriptor, index, original: Image.Image, chain: Sequence[Step], source_id: int,
+                context: OpContext = NO_CONTEXT) -> list[str]:
     """The ops whose removal puts the true original back at rank 1 (empty: only the combination misses)."""
-    codes = desc.encode_queries(leave_one_out(original, chain))
+    codes = desc.encode_queries(leave_one_out(original, chain, context))
     hits = search(index, codes, 1, desc.metric)
     return [step.op for step, top in zip(chain, hits.ids[:, 0]) if top == source_id]
 
@@ -53,7 +54,8 @@ def summarise(method: str, per_query: pd.DataFrame) -> pd.DataFrame:
 
 
 def attribute_misses(desc: Descriptor, index, per_query: pd.DataFrame, manifest: pd.DataFrame,
-                     originals: pd.DataFrame, originals_dir, progress_bar=None) -> pd.DataFrame:
+                     originals: pd.DataFrame, originals_dir, progress_bar=None,
+                     context: OpContext = NO_CONTEXT) -> pd.DataFrame:
     """Per missed query with two or more ops: ``query, ops, charged`` (``charged`` as ``op|op`` or the combination)."""
     missed = per_query[(per_query["rank"].astype("Float64").fillna(np.inf) > 1) & (per_query["chain_length"] >= 2)]
     chains = manifest.set_index("file")["chain"]
@@ -61,7 +63,7 @@ def attribute_misses(desc: Descriptor, index, per_query: pd.DataFrame, manifest:
     rows = []
     for row in missed.itertuples():
         chain = chain_from_json(chains[row.query])
-        ops = charged_ops(desc, index, load_rgb(originals_dir / row.source), chain, int(ids[row.source]))
+        ops = charged_ops(desc, index, load_rgb(originals_dir / row.source), chain, int(ids[row.source]), context)
         rows.append({"query": row.query, "ops": row.ops, "charged": "|".join(ops) if ops else COMBINATION})
         if progress_bar is not None:
             progress_bar.update(1)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .errors import BadImage
 from .imageio import load_rgb
-from .ops import MANIFEST_COLUMNS, AugmentConfig, copy_rng, write_copies
+from .ops import MANIFEST_COLUMNS, NO_CONTEXT, AugmentConfig, OpContext, copy_rng, write_copies
 from .sampling import Candidate, original_name
 
 DISTRACTOR_COLUMNS = [*MANIFEST_COLUMNS, "origin"]  # origin: the unsampled image, relative to the dataset
@@ -62,8 +62,11 @@ def reference_path(file: str, data_root: Path, extra_root: Path | None) -> Path 
 
 
 def make_distractors(pool: list[Candidate], k: int, out_dir: Path, config: AugmentConfig, seed: int,
-                     progress: Callable | None = None) -> tuple[pd.DataFrame, list[dict]]:
-    """Up to ``k`` distractor queries written into ``out_dir``: (their manifest, unusable images with reasons)."""
+                     progress: Callable | None = None,
+                     context: OpContext = NO_CONTEXT) -> tuple[pd.DataFrame, list[dict]]:
+    """Up to ``k`` distractor queries written into ``out_dir``: (their manifest, unusable images with reasons).
+
+    ``context``: the donor pictures composite ops paste, the same as the copies'."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 0xD157])
     order = [pool[i] for i in rng.permutation(len(pool))]
@@ -80,7 +83,8 @@ def make_distractors(pool: list[Candidate], k: int, out_dir: Path, config: Augme
         image_rng = copy_rng(seed, f"distractor:{candidate.rel}")
         n = min(int(image_rng.choice(config.copies)), k - len(rows))
         _, class_token, instance = original_name(candidate, names)
-        made = write_copies(img, image_rng, n, (class_token, instance), "", candidate.label, config, out_dir)
+        made = write_copies(img, image_rng, n, (class_token, instance), "", candidate.label, config, out_dir,
+                            context)
         rows += [{**row, "origin": candidate.rel} for row in made]
         if bar:
             bar.update(len(made))

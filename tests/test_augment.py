@@ -36,7 +36,7 @@ from malle.ops.params import Sweep
 from malle.ops.reference import blur_kernel_for
 from malle.ops.registry import Op, ops_defined_in, register
 
-GEOMETRY_OPS = {"centercrop", "randomcrop", "resize", "rotatequarter", "pad", "screenshot"}
+GEOMETRY_OPS = {"centercrop", "randomcrop", "resize", "rotatequarter", "pad", "screenshot", "meme", "post"}
 
 
 def synthetic(width: int = 512, height: int = 384, seed: int = 0) -> Image.Image:
@@ -84,13 +84,14 @@ def test_registry_order_names_and_specs():
 # The registry's order decides which copies a seed makes (chains permute ops in this order): never reorder it.
 REGISTRY_ORDER = ["centercrop", "randomcrop", "resize", "rotate", "blur", "color", "hue", "watermark", "jpeg",
                   "occlude", "hflip", "rotatequarter", "pad", "text", "sticker", "grayscale", "noise", "pixelate",
-                  "perspective", "screenshot"]
+                  "perspective", "screenshot", "inset", "overlay", "meme", "emoji", "collage", "post"]
 
 
 def test_the_registry_order_is_pinned_and_new_families_come_after_it():
     assert list(OPS)[: len(REGISTRY_ORDER)] == REGISTRY_ORDER
     assert [op.name for op in ops_defined_in("malle.ops.reference")] == list(REFERENCE_OPS)
-    assert [op.name for op in ops_defined_in("malle.ops.edits")] == REGISTRY_ORDER[10:]
+    assert [op.name for op in ops_defined_in("malle.ops.edits")] == REGISTRY_ORDER[10:20]
+    assert [op.name for op in ops_defined_in("malle.ops.composites")] == REGISTRY_ORDER[20:]
 
 
 @pytest.mark.parametrize("first", ["malle.ops.edits", "malle.ops.severity", "malle.ops.chains", "malle.ops.registry"])

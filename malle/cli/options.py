@@ -11,7 +11,7 @@ from ..descriptors import DEFAULT_METHODS, DESCRIPTORS, weight_options
 from ..descriptors.cnn import PRECISIONS
 from ..descriptors.registry import is_method_name
 from ..experiment import ExperimentConfig
-from ..ops import OPS, REFERENCE_OPS, AugmentConfig
+from ..ops import OPS, PRESETS, REFERENCE_OPS, AugmentConfig, get_preset
 
 SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -87,10 +87,13 @@ def add_experiment_options(p: argparse.ArgumentParser, n_default: int) -> None:
     p.add_argument("--n-classes", type=int, default=20, help="classes taken whole before the random fill")
     add_methods_option(p)
     p.add_argument("--copies", type=int_list, default=(4, 8), help="copies per original, drawn from (4,8)")
-    p.add_argument("--chain-lengths", type=chain_lengths, default=(1, 5),
-                   help="ops per copy, uniform on LO-HI (default 1-5)")
-    p.add_argument("--ops", type=names(list(OPS), "op"), default=REFERENCE_OPS,
-                   help="ops allowed in chains (default: the reference ten; also: " +
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="chain distribution: " + "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()) +
+                        " (default: reference; --ops and --chain-lengths override the preset's)")
+    p.add_argument("--chain-lengths", type=chain_lengths, default=None,
+                   help="ops per copy, uniform on LO-HI (default: the preset's, 1-5 for reference)")
+    p.add_argument("--ops", type=names(list(OPS), "op"), default=None,
+                   help="ops allowed in chains (default: the preset's, the reference ten for reference; also: " +
                         ", ".join(op for op in OPS if op not in REFERENCE_OPS) + ")")
     p.add_argument("--distractors", type=int, default=None, metavar="K",
                    help="open-set queries made from images not sampled as originals (default: as many as there are "
@@ -142,7 +145,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     """The experiment the options describe; commands without chain options (severity) keep the defaults."""
     weights = weights_from_args(args)
     chains = {} if not hasattr(args, "chain_lengths") else {
-        "augment": AugmentConfig(copies=args.copies, chain_lengths=args.chain_lengths, ops=args.ops),
+        "augment": augment_from_args(args),
         "distractors": args.distractors, "index": args.index, "index_params": args.index_params,
         "db_distractors": args.db_distractors, "db_extra": args.db_extra}
     return ExperimentConfig(
@@ -150,6 +153,12 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         n=args.n, seed=args.seed, n_classes=args.n_classes, methods=args.methods, precision=args.precision,
         weights=weights, **chains,
     )
+
+
+def augment_from_args(args: argparse.Namespace) -> AugmentConfig:
+    """The preset's chain distribution (reference when none is named), with ``--ops`` and ``--chain-lengths`` in
+    place of its own where given."""
+    return get_preset(args.preset or "reference").augment(args.copies, args.ops, args.chain_lengths)
 
 
 def skip_summary(skipped) -> str:

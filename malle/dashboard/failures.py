@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image, ImageDraw
 
 from malle import evaluate
 from malle.experiment import Experiment, Results
-from malle.ops import chain_from_json, describe_chain
+from malle.imageio import load_rgb
+from malle.ops import OPS, ContextOp, Step, chain_from_json, describe_chain
 from malle.tables import row_ids
 
 from .shared import Thumb, neighbour_thumbs
@@ -37,6 +39,32 @@ class FailureCard:
     chain: str
     charged: str | None = None  # the op(s) whose removal restores the hit, or "the combination"
     neighbours: list[Thumb] = field(default_factory=list)
+    box: tuple[int, int, int, int] | None = None  # the composite's pasted region in the query, when known
+
+
+# Edits after a composite that leave every pixel where it was, so its recorded box still marks the region.
+IN_PLACE_OPS = frozenset({"blur", "color", "hue", "watermark", "jpeg", "occlude", "text", "sticker", "grayscale",
+                          "noise", "pixelate", "overlay", "emoji"})
+
+
+def composite_box(chain: Sequence[Step]) -> tuple[int, int, int, int] | None:
+    """The box the chain's last composite recorded (the original's region, or what covers it), if every later
+    edit left pixels in place; None for chains without a composite or whose later edits moved the region."""
+    for index in range(len(chain) - 1, -1, -1):
+        if isinstance(OPS[chain[index].op], ContextOp):
+            later = chain[index + 1:]
+            if all(step.op in IN_PLACE_OPS for step in later):
+                return tuple(int(chain[index].params[side]) for side in ("left", "top", "right", "bottom"))
+            return None
+    return None
+
+
+def boxed(path: Path, box: tuple[int, int, int, int]) -> Image.Image:
+    """The query with the pasted region outlined in red."""
+    img = load_rgb(path)
+    width = max(2, min(img.size) // 100)
+    ImageDraw.Draw(img).rectangle((box[0], box[1], box[2] - 1, box[3] - 1), outline=(255, 0, 0), width=width)
+    return img
 
 
 def failure_cards(exp: Experiment, method: str, rows: pd.DataFrame, neighbour_ids: np.ndarray,
@@ -48,11 +76,12 @@ def failure_cards(exp: Experiment, method: str, rows: pd.DataFrame, neighbour_id
     cards = []
     for row, pos in zip(rows.itertuples(), positions):
         rank = None if pd.isna(row.rank) else int(row.rank)
+        chain = chain_from_json(chains[pos])
         cards.append(FailureCard(
             query=row.query, query_path=exp.copies_dir / row.query, source_path=exp.originals_dir / row.source,
-            rank=rank, chain=describe_chain(chain_from_json(chains[pos])), charged=(charged or {}).get(row.query),
+            rank=rank, chain=describe_chain(chain), charged=(charged or {}).get(row.query),
             neighbours=neighbour_thumbs(exp, method, neighbour_ids[pos, :top], neighbour_scores[pos, :top],
-                                        row.source)))
+                                        row.source), box=composite_box(chain)))
     return cards
 
 

@@ -27,6 +27,7 @@ from malle.errors import BadImage, ConfigError, DatasetError
 from malle.experiment import Experiment, ExperimentConfig, Results
 from malle.imageio import IMAGE_SUFFIXES, load_rgb
 from malle.naming import safe_file_name
+from malle.ops import PRESETS, AugmentConfig, get_preset
 from malle.sampling import DEMO_DISTRACTORS, DEMO_N
 
 MAX_UPLOAD_MB = 20  # keep equal to server.maxUploadSize in .streamlit/config.toml
@@ -50,6 +51,16 @@ SOURCES = (DEMO, FOLDER, UPLOAD)
 
 
 # -- configuration ----------------------------------------------------------------------------
+PRESET_NAMES = tuple(PRESETS)  # the sidebar's choices, reference first
+
+
+def preset_label(name: str) -> str:
+    return f"{name}: {PRESETS[name].description}"
+
+
+def augment_for(preset: str) -> AugmentConfig:
+    return get_preset(preset).augment()
+
 def config_key(config: ExperimentConfig) -> str:
     """A hashable, stable key for Streamlit's caches (the config itself holds a dataclass)."""
     return json.dumps(config.as_dict(), sort_keys=True)

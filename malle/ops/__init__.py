@@ -8,9 +8,12 @@ A tour, in reading order:
   torchvision transforms v2), ``OPS`` and the ``@register`` decorator that fills it.
 - ``reference``: the reference experiment's ten ops (``REFERENCE_OPS``).
 - ``edits``: flips, borders, overlays, noise... from DISC21 and AugLy (``EXTRA_OPS``).
+- ``composites``: the original with other pictures, captions and UI (``COMPOSITE_OPS``), made
+  from an ``OpContext`` of donor pictures; AugLy where it works.
 - ``chains``: a copy's op chain (``Step``s): sampled, applied, stored as JSON, described.
 - ``copies``: ``AugmentConfig`` and ``make_copies``, which write each original's copies
   and the manifest.
+- ``presets``: named chain distributions (``reference``, ``hard``) for ``--preset``.
 - ``severity``: every op alone at the strengths of its ``sweep`` (``GRIDS``), and
   breaking points. Import it as ``malle.ops.severity``.
 
@@ -35,11 +38,13 @@ module runs this file first, so they register before anything else can import th
 # isort: off
 from .reference import REFERENCE_OPS
 from .edits import EXTRA_OPS
+from .composites import COMPOSITE_OPS
 # isort: on
 
 from .chains import (
     Step,
     apply_chain,
+    apply_step,
     chain_from_json,
     chain_to_json,
     describe_chain,
@@ -47,6 +52,7 @@ from .chains import (
     sample_chain,
     sample_params,
 )
+from .composites import NO_CONTEXT, ContextOp, OpContext
 from .copies import (
     COPY_JPEG_QUALITY,
     MANIFEST_COLUMNS,
@@ -71,9 +77,11 @@ from .params import (
     fraction_param,
     int_param,
 )
+from .presets import PRESETS, Preset, get_preset
 from .registry import OPS, Op, get_op, ops_defined_in, register
 
 __all__ = [
+    "COMPOSITE_OPS", "NO_CONTEXT", "PRESETS", "ContextOp", "OpContext", "Preset", "apply_step", "get_preset",
     "COPY_JPEG_QUALITY", "EXTRA_OPS", "MANIFEST_COLUMNS", "OPS", "REFERENCE_OPS", "AugmentConfig", "Distribution",
     "Fixed", "IntUniform", "OneOf", "Op", "ParamSpec", "Size", "Step", "Sweep", "Uniform", "apply_chain",
     "chain_from_json", "chain_to_json", "choice_param", "copy_filename", "copy_rng", "describe_chain", "float_param",

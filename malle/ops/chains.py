@@ -1,4 +1,8 @@
-"""Op chains: sampled, applied, stored as JSON and described, so every copy can be replayed."""
+"""Op chains: sampled, applied, stored as JSON and described, so every copy can be replayed.
+
+Composite ops (``ContextOp``) also take an ``OpContext``, the donor pictures they paste; every other op keeps
+its ``make_params(rng, size)`` and ``apply(img, params)``, and draws exactly what it drew before.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,10 @@ from PIL import Image
 
 from malle.errors import ConfigError
 
+from .composites import NO_CONTEXT, ContextOp, OpContext
 from .params import IntUniform, Size
 from .reference import REFERENCE_OPS
-from .registry import get_op
+from .registry import Op, get_op
 
 
 @dataclass(frozen=True)
@@ -23,11 +28,15 @@ class Step:
     params: dict
 
 
-def apply_chain(img: Image.Image, chain: Sequence[Step]) -> Image.Image:
+def apply_chain(img: Image.Image, chain: Sequence[Step], context: OpContext = NO_CONTEXT) -> Image.Image:
     out = img
     for step in chain:
-        out = get_op(step.op).apply(out, step.params)
+        out = apply_step(get_op(step.op), out, step.params, context)
     return out.copy() if out is img else out  # never hand back the caller's own object
+
+
+def apply_step(op: Op, img: Image.Image, params: dict, context: OpContext) -> Image.Image:
+    return op.apply(img, params, context) if isinstance(op, ContextOp) else op.apply(img, params)
 
 
 def sample_chain(
@@ -35,19 +44,27 @@ def sample_chain(
     size: Size,
     ops: Sequence[str] = REFERENCE_OPS,
     lengths: tuple[int, int] = (1, 5),
+    context: OpContext = NO_CONTEXT,
+    single_share: float = 0.0,
 ) -> list[Step]:
-    """k distinct ops in random order, k uniform on lengths[0]..min(lengths[1], len(ops))."""
+    """k distinct ops in random order, k uniform on lengths[0]..min(lengths[1], len(ops)).
+
+    With a ``single_share``, that share of chains is one edit alone and the rest follow ``lengths``
+    (DISC21 has many single-edit queries); without one, the generator draws exactly what it always drew.
+    """
     check_lengths(lengths, ops)
-    k = IntUniform(lengths[0], min(lengths[1], len(ops))).sample(rng)
-    return sample_params(rng, [ops[i] for i in rng.permutation(len(ops))[:k]], size)
+    single = single_share > 0 and float(rng.uniform()) < single_share
+    k = 1 if single else IntUniform(lengths[0], min(lengths[1], len(ops))).sample(rng)
+    return sample_params(rng, [ops[i] for i in rng.permutation(len(ops))[:k]], size, context)
 
 
-def sample_params(rng: np.random.Generator, ops: Sequence[str], size: Size) -> list[Step]:
+def sample_params(rng: np.random.Generator, ops: Sequence[str], size: Size,
+                  context: OpContext = NO_CONTEXT) -> list[Step]:
     """Random parameters for ops applied in this order, each sampled against the size it will see."""
     chain = []
     for name in ops:
         op = get_op(name)
-        params = op.make_params(rng, size)
+        params = op.make_params(rng, size, context) if isinstance(op, ContextOp) else op.make_params(rng, size)
         chain.append(Step(name, params))
         size = op.output_size(size, params)
     return chain
@@ -92,6 +109,6 @@ def describe_chain(chain: Sequence[Step]) -> str:
     return " → ".join(parts)
 
 
-def replay(original: Image.Image, chain_json: str) -> Image.Image:
-    """Re-apply a manifest row's chain to its original."""
-    return apply_chain(original, chain_from_json(chain_json))
+def replay(original: Image.Image, chain_json: str, context: OpContext = NO_CONTEXT) -> Image.Image:
+    """Re-apply a manifest row's chain to its original (composites read their donors through ``context``)."""
+    return apply_chain(original, chain_from_json(chain_json), context)

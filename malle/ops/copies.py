@@ -25,6 +25,7 @@ from malle.imageio import encode_jpeg, load_rgb
 from malle.naming import unique_name
 
 from .chains import Step, apply_chain, chain_to_json, check_lengths, sample_chain
+from .composites import NO_CONTEXT, ContextOp, OpContext
 from .reference import REFERENCE_OPS
 from .registry import OPS
 
@@ -38,6 +39,8 @@ class AugmentConfig:
     copies: tuple[int, ...] = (4, 8)  # each original's copy count is drawn from these
     chain_lengths: tuple[int, int] = (1, 5)
     ops: tuple[str, ...] = REFERENCE_OPS
+    single_share: float = 0.0  # share of chains that are one edit alone (0: lengths alone decide)
+    preset: str = ""  # the preset these came from (malle.ops.presets), "" when none was named
 
     def __post_init__(self):
         # Tuples even when built from JSON lists, so configs compare and hash equal.
@@ -47,13 +50,25 @@ class AugmentConfig:
         if not self.copies or any(int(n) < 1 for n in self.copies):
             raise ConfigError(f"copies must be positive counts, got {self.copies}")
         check_lengths(self.chain_lengths, self.ops)
+        if not 0.0 <= self.single_share < 1.0:
+            raise ConfigError(f"the share of single edits must be in [0, 1), got {self.single_share}")
 
     def describe(self) -> str:
         low, high = self.chain_lengths
-        return f"uniform {low}..{min(high, len(self.ops))}"
+        lengths = f"uniform {low}..{min(high, len(self.ops))}"
+        return f"1 with p={self.single_share:g}, else {lengths}" if self.single_share else lengths
+
+    @property
+    def has_composites(self) -> bool:
+        """Whether chains may paste donor pictures (then the run draws donors from the dataset)."""
+        return any(isinstance(OPS[name], ContextOp) for name in self.ops)
 
     def as_dict(self) -> dict:
-        return {"copies": list(self.copies), "chain_lengths": list(self.chain_lengths), "ops": list(self.ops)}
+        # The newer fields only when set, so configs (and cache keys) written before them stay the same.
+        extra = {"single_share": self.single_share} if self.single_share else {}
+        extra |= {"preset": self.preset} if self.preset else {}
+        return {"copies": list(self.copies), "chain_lengths": list(self.chain_lengths), "ops": list(self.ops),
+                **extra}
 
 
 TOKEN = re.compile(r"[^_]+")
@@ -90,14 +105,18 @@ def make_copies(
     config: AugmentConfig,
     seed: int,
     progress: Callable[..., Any] | None = None,
+    context: OpContext = NO_CONTEXT,
 ) -> pd.DataFrame:
-    """Write each original's copies into ``out_dir``; return the manifest (one row per copy)."""
+    """Write each original's copies into ``out_dir``; return the manifest (one row per copy).
+
+    ``context``: the donor pictures composite ops paste (none: generated patterns)."""
     _check_unique_identities(originals)
     records = originals.to_dict("records")
     bar = progress(total=len(records), desc="copies") if progress else None
     try:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            jobs = [pool.submit(_copies_of, row, Path(originals_dir), Path(out_dir), config, seed) for row in records]
+            jobs = [pool.submit(_copies_of, row, Path(originals_dir), Path(out_dir), config, seed, context)
+                    for row in records]
             rows = []
             # Collect in submission order: the manifest never depends on thread scheduling.
             for job in jobs:
@@ -128,7 +147,8 @@ def copy_rng(seed: int, original: str) -> np.random.Generator:
     return np.random.default_rng([seed, *words.tolist()])
 
 
-def _copies_of(row: dict, originals_dir: Path, out_dir: Path, config: AugmentConfig, seed: int) -> list:
+def _copies_of(row: dict, originals_dir: Path, out_dir: Path, config: AugmentConfig, seed: int,
+               context: OpContext) -> list:
     rng = copy_rng(seed, row["file"])
     n_copies = int(rng.choice(config.copies))
     try:
@@ -136,21 +156,22 @@ def _copies_of(row: dict, originals_dir: Path, out_dir: Path, config: AugmentCon
     except BadImage as err:
         raise BadImage(f"{row['file']}: {err}") from err
     return write_copies(img, rng, n_copies, (row["class_token"], row["instance"]), row["file"], row["class"], config,
-                        out_dir)
+                        out_dir, context)
 
 
 def write_copies(img: Image.Image, rng: np.random.Generator, n: int, tokens: tuple[str, str], source: str, label: str,
-                 config: AugmentConfig, out_dir: Path) -> list[dict]:
+                 config: AugmentConfig, out_dir: Path, context: OpContext = NO_CONTEXT) -> list[dict]:
     """``n`` modified copies of ``img`` with chains drawn from ``config``, written as JPEGs; their manifest rows.
 
-    ``source`` is the original's file (empty for a distractor, whose original is not in the database).
+    ``source`` is the original's file (empty for a distractor, whose original is not in the database);
+    ``context`` holds the donor pictures of composite ops.
     """
     taken: set[str] = set()
     rows = []
     for copy_index in range(n):
-        chain = sample_chain(rng, img.size, config.ops, config.chain_lengths)
+        chain = sample_chain(rng, img.size, config.ops, config.chain_lengths, context, config.single_share)
         name = copy_filename(*tokens, chain, taken)
-        write_bytes(out_dir / name, encode_jpeg(apply_chain(img, chain), COPY_JPEG_QUALITY))
+        write_bytes(out_dir / name, encode_jpeg(apply_chain(img, chain, context), COPY_JPEG_QUALITY))
         rows.append({"file": name, "source": source, "class": label, "copy_index": copy_index,
                      "chain_length": len(chain), "ops": "|".join(step.op for step in chain),
                      "chain": chain_to_json(chain), "chain_lengths": config.describe()})

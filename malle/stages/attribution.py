@@ -30,7 +30,7 @@ class Attribution(Stage):
                       & (per_query["chain_length"] >= 2)).sum())
         bar = open_progress(ctx.progress, missed, f"{desc.label}: which op broke each miss")
         charges = attribute_misses(desc, run.search_index(method), per_query, run.manifest, run.originals,
-                                   run.originals_dir, bar)
+                                   run.originals_dir, bar, run.op_context)
         bar.close()
         cache.write_table(tmp / "per_query.parquet", charges)
         cache.write_table(tmp / "summary.parquet", summarise(method, charges))

@@ -14,10 +14,14 @@ from .. import cache, embeddings
 from ..descriptors import Descriptor, create_descriptor, resolve_methods
 from ..distractors import database_distractors, reference_path, unsampled
 from ..errors import ConfigError
+from ..ops import OpContext
 from ..sampling import dataset_fingerprint, demo_root, discover
 from .base import Built, Node, Progress
 from .engine import Engine
 from .registry import STAGES
+
+DONOR_STREAM = 11  # the seed stream that picks donor pictures, apart from every other draw
+MAX_DONORS = 200
 
 
 class RunContext:
@@ -134,6 +138,29 @@ class RunContext:
                      "using them all.")
         return database_distractors(pool, wanted, self.config.seed)
 
+    @cached_property
+    def donor_images(self) -> list:
+        """The other pictures composite ops paste: unsampled images that are neither database distractors nor
+        distractor sources, drawn with their own seed stream, and only when the chains hold a composite op (so
+        runs without one draw nothing and stay as they were). At most half the spare pool, so distractor queries
+        keep the rest."""
+        if not self.config.augment.has_composites:
+            return []
+        reserved = {c.rel for c in self.db_distractor_images}
+        pool = [c for c in unsampled(self.discovered[0], self.originals) if c.rel not in reserved]
+        order = np.random.default_rng([self.config.seed, DONOR_STREAM]).permutation(len(pool))
+        return [pool[i] for i in sorted(order[:min(MAX_DONORS, len(pool) // 2)])]
+
+    @property
+    def donor_key(self) -> dict:
+        """What decides ``donor_images`` beyond the originals (their stage's key covers those), for cache keys."""
+        return {"donor_stream": DONOR_STREAM, "max_donors": MAX_DONORS, "db_distractors": self.config.db_distractors}
+
+    @cached_property
+    def op_context(self) -> OpContext:
+        """What composite ops read: the donors, relative to the dataset folder."""
+        return OpContext(self.data_root, tuple(c.rel for c in self.donor_images))
+
     def references(self, method: str) -> pd.DataFrame:
         """``file, class`` of the extra references of ``method``'s database, in id order after the originals."""
         if method not in self._references:
@@ -189,8 +216,8 @@ class RunContext:
 
     @cached_property
     def distractor_pool(self) -> list:
-        """Images of the dataset that were neither sampled as originals nor put in the database."""
-        reserved = {c.rel for c in self.db_distractor_images}
+        """Images of the dataset that were neither sampled as originals, nor put in the database, nor donors."""
+        reserved = {c.rel for c in self.db_distractor_images} | {c.rel for c in self.donor_images}
         return [c for c in unsampled(self.discovered[0], self.originals) if c.rel not in reserved]
 
     @cached_property

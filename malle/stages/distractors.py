@@ -30,7 +30,7 @@ class Distractors(Stage):
     def build(self, ctx: Ctx, tmp: Path, meta: dict) -> None:
         run, cfg = ctx.run, ctx.run.config
         manifest, skipped = make_distractors(run.distractor_pool, run.distractor_target, tmp / "images",
-                                             cfg.augment, cfg.seed, ctx.progress)
+                                             cfg.augment, cfg.seed, ctx.progress, run.op_context)
         cache.write_table(tmp / "manifest.parquet", manifest)
         cache.write_table(tmp / "skipped.csv", pd.DataFrame(skipped, columns=["path", "reason"]))
         meta.update(items=len(manifest), pool=len(run.distractor_pool), target=run.distractor_target)
