@@ -90,6 +90,7 @@ class Bank:
         self.model_cache = Path(model_cache) if model_cache else cache.default_root()
         self._methods: dict[tuple[str, str], Descriptor] = {}
         self._methods_lock = threading.Lock()
+        self._fingerprints_checked: set[str] = set()  # collection uids whose method fingerprint was compared
 
     @classmethod
     def open(cls, folder: str | Path, create: bool = True, log: Callable[[str], None] = lambda m: None,
@@ -120,9 +121,11 @@ class Bank:
 
     def _descriptor_for(self, coll: Collection) -> Descriptor:
         desc = self.descriptor(coll.method, coll.precision)
-        if cache.fingerprint(desc.fingerprint()) != coll.fingerprint_digest:
-            self.log(f"Bank: {coll.name!r} was filled by {coll.method} with another fingerprint (a library or "
-                     "model version changed); its codes may differ slightly from new ones.")
+        if coll.uid not in self._fingerprints_checked:  # once per collection: the fingerprint stats weight files
+            self._fingerprints_checked.add(coll.uid)
+            if cache.fingerprint(desc.fingerprint()) != coll.fingerprint_digest:
+                self.log(f"Bank: {coll.name!r} was filled by {coll.method} with another fingerprint (a library or "
+                         "model version changed); its codes may differ slightly from new ones.")
         return desc
 
     # -- collections ------------------------------------------------------------------------------------------
@@ -146,9 +149,10 @@ class Bank:
         self.snapshots.rebuild(name)  # an empty index on disk from the start: a missing one later is news
         return self.collection(name)
 
-    def collection(self, name: str) -> Collection:
+    def collection(self, name: str, count: bool = True) -> Collection:
+        """A collection with its live item count (``count=False`` skips counting, for the hot paths)."""
         with self.store.reading() as db:
-            return self.store.collection(name, db)
+            return self.store.collection(name, db, count)
 
     def collections(self) -> list[Collection]:
         return self.store.collections()
@@ -162,7 +166,7 @@ class Bank:
         """Add one image; (item, True) when new, (the existing item, False) when these bytes are there.
         Raises ``BadImage`` for anything that is not a usable image. Returns after the commit."""
         metadata_json(metadata)  # a malformed field fails before any work
-        coll = self.collection(name)
+        coll = self.collection(name, count=False)
         sha = sha256_of(data)
         existing = self.store.find(name, sha)
         if existing is not None:
@@ -274,12 +278,12 @@ class Bank:
     # -- matching ---------------------------------------------------------------------------------------------
     def match_bytes(self, name: str, data: bytes, k: int = 10, threshold: float | None = None) -> MatchResult:
         """Best ``k`` items for one image (``BadImage`` for anything unusable)."""
-        self.collection(name)  # an unknown collection is the error, not the image
+        self.collection(name, count=False)  # an unknown collection is the error, not the image
         return self.match_images(name, [load_rgb(data)], k, threshold)[0]
 
     def match_images(self, name: str, images: Sequence[Image.Image], k: int = 10,
                      threshold: float | None = None) -> list[MatchResult]:
-        coll = self.collection(name)
+        coll = self.collection(name, count=False)
         queries = self._descriptor_for(coll).encode_queries(list(images))
         return self.match_codes(coll, queries, k, threshold)
 

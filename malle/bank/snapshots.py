@@ -104,7 +104,7 @@ class Snapshots:
         when those changes are many."""
         snap = self.current(coll)
         with self.store.reading() as db:
-            now_coll = self.store.collection(coll.name, db)
+            now_coll = self.store.collection(coll.name, db, count=False)
             if now_coll.uid != snap.uid:  # deleted and created again by another process
                 self._current.pop(coll.name, None)
                 return self.rank(now_coll, queries, k)

@@ -279,28 +279,29 @@ class Store:
             db.execute(f"INSERT INTO collections ({columns}) VALUES ({marks})",
                        [_column_value(v) for v in row.values()])
 
-    def collection(self, name: str, db: sqlite3.Connection | None = None) -> Collection:
+    def collection(self, name: str, db: sqlite3.Connection | None = None, count: bool = True) -> Collection:
+        """A collection's row; ``count=False`` skips counting its live items (matches need no count)."""
         db = db or self.db
         row = db.execute("SELECT * FROM collections WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NotFound(f"no collection named {name!r}")
-        return self._collection(db, row)
+        return self._collection(db, row, count)
 
     def collections(self) -> list[Collection]:
         with self.reading() as db:
             return [self._collection(db, row) for row in db.execute("SELECT * FROM collections ORDER BY name")]
 
-    def _collection(self, db: sqlite3.Connection, row: tuple) -> Collection:
+    def _collection(self, db: sqlite3.Connection, row: tuple, count: bool = True) -> Collection:
         names = [d[0] for d in db.execute("SELECT * FROM collections LIMIT 0").description]
         values = dict(zip(names, row, strict=True))
         values["fingerprint"] = json.loads(values["fingerprint"])
-        count = db.execute("SELECT COUNT(*) FROM items WHERE collection = ? AND removed IS NULL",
-                           (values["name"],)).fetchone()[0]
-        return Collection(**values, count=count)
+        live = db.execute("SELECT COUNT(*) FROM items WHERE collection = ? AND removed IS NULL",
+                          (values["name"],)).fetchone()[0] if count else 0
+        return Collection(**values, count=live)
 
     def delete_collection(self, name: str) -> None:
         with self.writing() as db:
-            self.collection(name, db)
+            self.collection(name, db, count=False)
             db.execute("DELETE FROM items WHERE collection = ?", (name,))
             db.execute("DELETE FROM collections WHERE name = ?", (name,))
 
@@ -316,7 +317,7 @@ class Store:
         SHA-256 was there already. Returns after the commit."""
         out: list[tuple[Item, bool]] = []
         with self.writing() as db:
-            coll = self.collection(name, db)
+            coll = self.collection(name, db, count=False)
             version = coll.version + 1
             stamp = now()
             for item in new:
@@ -338,7 +339,7 @@ class Store:
 
     def remove_item(self, name: str, item_id: int) -> Item:
         with self.writing() as db:
-            coll = self.collection(name, db)
+            coll = self.collection(name, db, count=False)
             item = self.item(name, item_id, db)
             if item.removed is None:
                 stamp = now()
@@ -381,10 +382,10 @@ class Store:
         rows = db.execute(f"SELECT id, code FROM items WHERE collection = ? AND {where} ORDER BY id",
                           (coll.name, *params)).fetchall()
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        codes = np.zeros((len(rows), coll.width), dtype=np.dtype(coll.dtype))
-        for row, (item_id, blob) in enumerate(rows):
-            codes[row] = _decode(coll, item_id, blob)
-        return ids, codes
+        for item_id, blob in rows:  # every size checked before one join: a damaged row is named, never misread
+            _check_size(coll, item_id, blob)
+        flat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.dtype(coll.dtype))
+        return ids, flat.reshape(len(rows), coll.width).copy()
 
     def changed_since(self, coll: Collection, version: int, db: sqlite3.Connection) -> tuple:
         """(ids, codes) added after ``version`` and still live; ids removed after ``version``."""
@@ -422,12 +423,11 @@ def _check_code(coll: Collection, code: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(code)
 
 
-def _decode(coll: Collection, item_id: int, blob: bytes) -> np.ndarray:
-    dtype = np.dtype(coll.dtype)
-    if len(blob) != coll.width * dtype.itemsize:
-        raise BankError(f"{coll.name}: item {item_id} holds {len(blob)} bytes of code, "
-                        f"{coll.width * dtype.itemsize} expected; the bank is damaged (`malle bank verify`)")
-    return np.frombuffer(blob, dtype=dtype)
+def _check_size(coll: Collection, item_id: int, blob: bytes) -> None:
+    expected = coll.width * np.dtype(coll.dtype).itemsize
+    if len(blob) != expected:
+        raise BankError(f"{coll.name}: item {item_id} holds {len(blob)} bytes of code, {expected} expected; "
+                        "the bank is damaged (`malle bank verify`)")
 
 
 def new_uid() -> str:

@@ -122,7 +122,7 @@ def _add_item_routes(app: FastAPI, bank: Bank, limit: int) -> None:
               responses={200: {"description": "these bytes were there already: that item"}})
     def add_item(name: str, file: Annotated[UploadFile, File()],
                  metadata: Annotated[str | None, Form(description="a JSON object")] = None):
-        bank.collection(name)  # an unknown collection is a 404 before the upload is decoded
+        bank.collection(name, count=False)  # an unknown collection is a 404 before the upload is decoded
         item, created = bank.add_bytes(name, read_upload(file, limit, "file"), file.filename or "upload", metadata)
         body = {**item.public(), "created": created}
         return body if created else JSONResponse(body, status_code=200)
@@ -156,7 +156,7 @@ def _add_match_routes(app: FastAPI, bank: Bank, limit: int) -> None:
     def match(name: str, file: Annotated[UploadFile, File()],
               k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
               threshold: Annotated[float | None, Query(description="default: the collection's")] = None) -> dict:
-        bank.collection(name)
+        bank.collection(name, count=False)
         return bank.match_bytes(name, read_upload(file, limit, "file"), k, threshold).public()
 
     @app.post("/v1/compare")
