@@ -17,11 +17,22 @@ if not results.has_openset:
     st.stop()
 st.caption(f"Deployed copy detection is open-set: {len(exp.distractor_manifest)} distractor queries (images that are "
            f"not originals, modified like the copies) join the {len(exp.manifest)} copies, and each method must say "
-           "'copy' only above a threshold. µAP pools every query's top-10 predictions, ties counted against the method, "
-           "as ISC2021 defines it.")
+           "'copy' only above a threshold. µAP pools every query's top-10 predictions, ties counted against the "
+           "method, as ISC2021 defines it.")
 
-widgets.show_table(ctx.cached(logic.scores_table, labels), key="det_scores", hide_index=True)
+scores, meanings = ctx.cached(logic.scores_table)
+st.dataframe(scores, column_config=logic.column_config(scores, meanings), key="det_scores", hide_index=True)
+with st.expander("Methods"):
+    st.markdown("\n".join(f"- `{method}`: {label}" for method, label in labels.items()))
 st.altair_chart(ctx.cached(logic.pr_chart, labels), width="stretch")
+
+if results.has_tricks:
+    st.subheader("Matching tricks")
+    st.caption("Each method with tricks next to the same method without them: regions searches the query's windows, "
+               "verify re-ranks the top 10 by SIFT + RANSAC inliers, norm subtracts the query's similarity to a "
+               "background set. Gains are on this experiment's queries; the cost is per copy on this machine.")
+    tricks, meanings = ctx.cached(logic.trick_table)
+    st.dataframe(tricks, column_config=logic.column_config(tricks, meanings), key="det_tricks", hide_index=True)
 
 st.subheader("Threshold picker")
 left, mid, right = st.columns([2, 1, 2])

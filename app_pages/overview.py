@@ -5,6 +5,7 @@ import streamlit as st
 from malle.dashboard import overview as logic
 from malle.dashboard import widgets
 from malle.dashboard.shared import LEVELS, recall_table
+from malle.report import REFERENCE_LABELS as report_labels
 from malle.reporting.live import report_files
 
 ctx = widgets.context()
@@ -25,10 +26,12 @@ for column, (group, i, card) in zip(st.columns(max(len(cards), 3)), cards):
 st.info(logic.reference_caption(ctx.methods))
 
 st.subheader("Recall@K measured in this experiment")
-tables = logic.headline_tables(recall, labels)
+tables = logic.headline_tables(recall)
 for level in LEVELS:
     st.markdown(f"**{level.capitalize()} level**")
     widgets.show_table(tables[level], key=f"overview_recall_{level}")
+with st.expander("Methods (each column's full label)"):
+    st.markdown(logic.legend(labels))
 
 st.altair_chart(logic.recall_curve_chart(ctx.cached(recall_table, tuple(range(1, 21))), labels), width="stretch")
 
@@ -39,6 +42,7 @@ published = logic.published_tables()
 for level in LEVELS:
     st.markdown(f"**{level.capitalize()} level (published)**")
     widgets.show_table(published[level], key=f"overview_published_{level}")
+st.caption(" · ".join(f"`{method}`: {label}" for method, label in report_labels.items()))
 with st.expander("Measured here next to published"):
     widgets.show_table(logic.versus_published(recall, ctx.methods, labels), key="overview_versus", hide_index=True)
 

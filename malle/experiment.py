@@ -51,6 +51,7 @@ class ExperimentConfig:
     index_params: str = ""  # search-time parameters such as efSearch=256 or nprobe=32; default: per index
     db_distractors: int = 0  # database images not sampled as originals, that no query copies (DISC21-style)
     db_extra: str | None = None  # a folder of images, or of embeddings from `malle embed`, added to the database
+    background: str | None = None  # METHOD+norm's background set: a folder of images; None: held-apart dataset images
 
     def __post_init__(self):
         # Dicts and lists (from JSON or callers) become tuples so configs compare equal.
@@ -68,6 +69,7 @@ class ExperimentConfig:
              f"--distractors must be 0 or more (got {self.distractors})"),
             (self.db_distractors >= 0, f"--db-distractors must be 0 or more (got {self.db_distractors})"),
             (self.db_extra is None or str(self.db_extra).strip() != "", "--db-extra must name a folder"),
+            (self.background is None or str(self.background).strip() != "", "--background must name a folder"),
             (str(self.index).strip() != "", "--index must be a FAISS index-factory string such as Flat, or auto"),
             (all(k >= 1 for k in self.ks), f"every K must be at least 1 (got {self.ks})"),
         ]

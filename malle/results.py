@@ -10,6 +10,8 @@ import pandas as pd
 
 from . import cache, evaluate
 from .descriptors import Unavailable
+from .tricks.layers import NORMALISATION
+from .tricks.methods import NORM, parse
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -30,7 +32,12 @@ class Results:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {m: self.experiment.stage("embed", m).meta["label"] for m in self.methods}
+        """Each method's full label; a derived method's names its tricks (``malle.tricks.methods``)."""
+        return {m: parse(m).label(self.experiment.stage("embed", m).meta["label"]) for m in self.methods}
+
+    @property
+    def has_tricks(self) -> bool:
+        return any(parse(m).is_derived for m in self.methods)
 
     def recall(self, ks: Sequence[int] | None = None) -> pd.DataFrame:
         return evaluate.recall_at_k(self.per_query, ks or self.config.ks).drop(columns="n")
@@ -95,8 +102,47 @@ class Results:
                          "index_bytes": found["index_bytes"], "r10_vs_exact": found["r10_vs_exact"],
                          "overlap10_vs_exact": found["overlap10_vs_exact"],
                          "top1_tie_rate": found["tie_rate"], **bounds.loc[m].to_dict(),
-                         "low_quality_share": embed.get("low_quality_share", float("nan"))})
+                         "low_quality_share": embed.get("low_quality_share", float("nan")),
+                         **(self._trick_costs(m, found) if self.has_tricks else {})})
         return pd.DataFrame(rows)
+
+    def _trick_costs(self, method: str, found: dict) -> dict:
+        """A derived method's base and what its tricks cost per copy on top of the base's search (runs with a
+        derived method only, so other runs' costs.csv keep their columns)."""
+        return {"base": parse(method).base, "tricks": parse(method).short(),
+                "tricks_ms_per_query": found.get("tricks_ms_per_query", 0.0)}
+
+    def trick_gains(self) -> pd.DataFrame:
+        """Per derived method: its base; µAP, recall at precision 0.9 and instance Recall@1 with and without its
+        tricks, the gains; and what the tricks cost per copy on top of the base's search."""
+        rows = []
+        for m in [m for m in self.methods if parse(m).is_derived]:
+            base = parse(m).base
+            row = {"method": m, "base": base, "tricks": parse(m).short()}
+            for name, method in (("", m), ("base_", base)):
+                table = cache.read_table(self.experiment.stage("search", method).folder / "per_query.parquet")
+                row[f"{name}recall_at_1"] = float((table["rank"].astype("Float64") == 1).fillna(False).mean())
+                if self.has_openset:
+                    meta = self.experiment.stage("openset", method).meta
+                    row[f"{name}uap"], row[f"{name}recall_at_p90"] = meta["uap"], meta["recall_at_p90"]
+            row["recall_at_1_gain"] = row["recall_at_1"] - row["base_recall_at_1"]
+            if self.has_openset:
+                row["uap_gain"] = row["uap"] - row["base_uap"]
+                row["recall_at_p90_gain"] = row["recall_at_p90"] - row["base_recall_at_p90"]
+            row["tricks_ms_per_query"] = self.experiment.stage("search", m).meta["tricks_ms_per_query"]
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def score_normalisation(self) -> dict | None:
+        """What ``METHOD+norm`` subtracted and against which background set, for config.json; None without it."""
+        bases = [parse(m).base for m in self.methods if parse(m).uses(NORM)]
+        if not bases:
+            return None
+        background = self.experiment.stage("background", bases[0]).meta
+        return {"beta": NORMALISATION.beta, "ranks": [NORMALISATION.first, NORMALISATION.last],
+                "definition": NORMALISATION.describe(),
+                "background": {"size": background["items"], "source": background["source"],
+                               "fingerprint": background["fingerprint"], "skipped": background["skipped"]}}
 
     def timings(self) -> pd.DataFrame:
         """Seconds per stage as first computed, and whether this run took it from the cache."""
@@ -130,10 +176,24 @@ class Results:
                                               ignore_index=True).astype(str)
             tables.update({"openset.csv": self.openset(), "predictions.parquet": self.predictions(),
                            "pr_curve.parquet": self.pr_curves()})
+        if self.has_tricks:
+            tables["tricks.csv"] = self.trick_gains()
         for name, table in tables.items():
             cache.write_table(out / name, table)
-        cache.write_json(out / "config.json", {**self.config.as_dict(), "methods": self.methods,
-                                               "data": str(exp.data_root),
-                                               "chain_lengths": self.config.augment.describe(),
-                                               "unavailable": [u.__dict__ for u in self.unavailable]})
+        cache.write_json(out / "config.json", self.config_record())
         return [out / name for name in [*tables, "config.json"]]
+
+    def config_record(self) -> dict:
+        """config.json: the config, the methods that ran, and for ``METHOD+norm`` its setting and background set
+        (a run without one records what it did before that option existed)."""
+        exp = self.experiment
+        record = {**self.config.as_dict(), "methods": self.methods, "data": str(exp.data_root),
+                  "chain_lengths": self.config.augment.describe(),
+                  "unavailable": [u.__dict__ for u in self.unavailable]}
+        normalisation = self.score_normalisation()
+        if normalisation is None:
+            if record.get("background") is None:
+                record.pop("background", None)
+        else:
+            record["score_normalisation"] = normalisation
+        return record

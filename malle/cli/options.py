@@ -10,8 +10,10 @@ from pathlib import Path
 from ..descriptors import DEFAULT_METHODS, DESCRIPTORS, weight_options
 from ..descriptors.cnn import PRECISIONS
 from ..descriptors.registry import is_method_name
+from ..errors import ConfigError
 from ..experiment import ExperimentConfig
 from ..ops import OPS, PRESETS, REFERENCE_OPS, AugmentConfig, get_preset
+from ..tricks import methods as trick_methods
 
 SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -46,11 +48,19 @@ def names(valid, kind: str):
 
 
 def method_name(text: str) -> str:
-    """A built-in or plug-in method's name, or the path of a .toml method spec (read when the run starts)."""
-    if not is_method_name(text.strip()):
+    """A built-in or plug-in method's name, or the path of a .toml method spec (read when the run starts), with
+    matching-trick suffixes such as ``+norm`` (``malle.tricks.methods``), canonicalised."""
+    try:
+        parsed = trick_methods.parse(text.strip())
+        if parsed.base in DESCRIPTORS:
+            trick_methods.check_float(parsed, DESCRIPTORS[parsed.base].metric)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if not is_method_name(parsed.base):
         raise argparse.ArgumentTypeError(f"unknown method {text.strip()!r}; choose from {', '.join(DESCRIPTORS)}, "
-                                         "a plug-in's name (`malle methods` lists them) or a .toml method spec")
-    return text.strip()
+                                         "a plug-in's name (`malle methods` lists them) or a .toml method spec, "
+                                         f"each optionally with suffixes {', '.join(trick_methods.TRICKS)}")
+    return parsed.name
 
 
 def method_names(text: str) -> tuple[str, ...]:
@@ -71,7 +81,8 @@ def size(text: str) -> int:
 def add_methods_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", type=method_names, default=None,
                    help="comma-separated, from: " + ", ".join(DESCRIPTORS) + ", a plug-in's name, or the path of "
-                        "a .toml spec of an ONNX model (`malle methods` lists them all)" +
+                        "a .toml spec of an ONNX model (`malle methods` lists them all); a float method takes "
+                        "matching tricks as suffixes, e.g. sscd_distilled+norm, +regions, +verify (README)" +
                         f" (default: {', '.join(DEFAULT_METHODS)}, each when it can run here)")
 
 
@@ -112,6 +123,9 @@ def add_experiment_options(p: argparse.ArgumentParser, n_default: int) -> None:
                         "references no query copies (DISC21-style)")
     p.add_argument("--db-extra", default=None, metavar="DIR",
                    help="add every image of DIR to the database, or the embeddings `python -m malle embed` wrote there")
+    p.add_argument("--background", default=None, metavar="DIR",
+                   help="the background set of METHOD+norm: a folder of images that holds no original, copy or "
+                        "database image (default: unused images of the dataset, held apart)")
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the CSV outputs (default out/)")
     add_cache_option(p)
 
@@ -147,7 +161,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     chains = {} if not hasattr(args, "chain_lengths") else {
         "augment": augment_from_args(args),
         "distractors": args.distractors, "index": args.index, "index_params": args.index_params,
-        "db_distractors": args.db_distractors, "db_extra": args.db_extra}
+        "db_distractors": args.db_distractors, "db_extra": args.db_extra, "background": args.background}
     return ExperimentConfig(
         data=getattr(args, "data", None),
         n=args.n, seed=args.seed, n_classes=args.n_classes, methods=args.methods, precision=args.precision,

@@ -28,16 +28,19 @@ def run(args: argparse.Namespace, say) -> int:
     cache.sweep_leftovers(cache_root)
     experiment = Experiment(config, cache_root, log=say)
     results = experiment.run(progress=partial(tqdm, leave=False))
-    print(f"Data: {experiment.data_root} | originals: {len(experiment.originals)} | "
-          f"copies: {len(experiment.manifest)} | chain lengths: {experiment.config.augment.describe()} | "
-          f"seed: {args.seed}")
+    print(f"Data: {experiment.data_root}")
+    print(f"Originals: {len(experiment.originals)} | copies: {len(experiment.manifest)} | "
+          f"chain lengths: {experiment.config.augment.describe()} | seed: {args.seed}")
     print(report.format_tables(results.recall(), results.labels))
-    costs = results.costs()
-    print("\n" + costs.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print("\nCosts (every column in costs.csv)\n" + report.fixed_width(report.costs_summary(results.costs()),
+                                                                       digits=3, index=False))
     if results.has_openset:
         print(f"\nOpen set: {len(experiment.distractor_manifest)} distractor queries next to the "
-              f"{len(experiment.manifest)} copies (micro average precision, recall at precision 0.9)")
-        print(results.openset().to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+              f"{len(experiment.manifest)} copies\n(µAP: micro average precision; R@P90: recall at precision 0.9)")
+        print(report.fixed_width(report.openset_summary(results.openset()), index=False))
+    if results.has_tricks:
+        print("\nMatching tricks: each derived method against its base (tricks.csv)")
+        print(report.fixed_width(report.tricks_summary(results.trick_gains()), index=False))
     if len(experiment.skipped):
         print(skip_summary(experiment.skipped) + f" Reasons per file: {args.out / 'skipped.csv'}")
     written = results.write(args.out)

@@ -8,6 +8,7 @@ from pathlib import Path
 import altair as alt
 import numpy as np
 import pandas as pd
+import streamlit as st
 
 from malle import evaluate, openset
 from malle.experiment import Results
@@ -15,14 +16,49 @@ from malle.metrics import Metric
 
 from .shared import Thumb, with_labels
 
+# Short headers keep the tables inside the page; each header's full meaning is its tooltip.
+SCORE_HEADERS = {
+    "method": ("method", "the method's name; the legend below gives each one's full label"),
+    "uap": ("µAP", "micro average precision over every query's top-10 predictions (ISC2021)"),
+    "recall_at_p90": ("R@P90", "recall at precision 0.9"),
+    "threshold_at_p90": ("threshold@P90", "the score giving precision 0.9 (a similarity; hashes: minus the distance)"),
+    "n_queries": ("queries", "copies and distractor queries"),
+    "n_positives": ("copies", "ground-truth pairs: one per copy"),
+}
+TRICK_HEADERS = {
+    "method": ("method", "a method with matching tricks (METHOD+regions, +verify, +norm)"),
+    "base": ("base", "the same method without its tricks"),
+    "uap": ("µAP", "micro average precision with the tricks"),
+    "uap_gain": ("ΔµAP", "µAP with the tricks less µAP of the base"),
+    "recall_at_p90": ("R@P90", "recall at precision 0.9 with the tricks"),
+    "recall_at_p90_gain": ("ΔR@P90", "recall at precision 0.9 with the tricks less the base's"),
+    "recall_at_1": ("R@1", "instance Recall@1 with the tricks"),
+    "recall_at_1_gain": ("ΔR@1", "instance Recall@1 with the tricks less the base's"),
+    "tricks_ms_per_query": ("ms/query", "what the tricks cost per copy on top of the base's search, in ms"),
+}
 
-def scores_table(results: Results, labels: dict[str, str]) -> pd.DataFrame:
-    """µAP, recall at precision 0.9 and its threshold per method, best µAP first."""
-    table = results.openset()
-    table = table.assign(method=table["method"].map(labels)).sort_values("uap", ascending=False)
-    return table.rename(columns={"uap": "µAP", "recall_at_p90": "recall at precision 0.9",
-                                 "threshold_at_p90": "threshold at precision 0.9 (similarity; hashes: minus the distance)",
-                                 "n_queries": "queries", "n_positives": "copies (ground-truth pairs)"})
+
+def short_headers(table: pd.DataFrame, headers: dict[str, tuple[str, str]]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """(the table with only ``headers``' columns, renamed short; {short header: its full meaning})."""
+    kept = [c for c in headers if c in table.columns]
+    return table[kept].rename(columns={c: headers[c][0] for c in kept}), {headers[c][0]: headers[c][1] for c in kept}
+
+
+def column_config(table: pd.DataFrame, meanings: dict[str, str], fmt: str = "%.4f") -> dict:
+    """Streamlit column settings: floats with ``fmt``, each header's meaning as its tooltip."""
+    return {c: st.column_config.NumberColumn(format=fmt, help=meanings.get(c))
+            if pd.api.types.is_float_dtype(table[c]) else st.column_config.Column(help=meanings.get(c))
+            for c in table.columns}
+
+
+def scores_table(results: Results) -> tuple[pd.DataFrame, dict[str, str]]:
+    """µAP, recall at precision 0.9 and its threshold per method, best µAP first, under short headers."""
+    return short_headers(results.openset().sort_values("uap", ascending=False), SCORE_HEADERS)
+
+
+def trick_table(results: Results) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Each method with matching tricks next to its base: what the tricks add and what they cost."""
+    return short_headers(results.trick_gains(), TRICK_HEADERS)
 
 
 def pr_chart(results: Results, labels: dict[str, str]) -> alt.Chart:

@@ -9,9 +9,9 @@ import altair as alt
 import pandas as pd
 
 from malle import report
-from malle.descriptors import DESCRIPTORS
 from malle.descriptors.families import Family, as_family
 from malle.experiment import Experiment, Results
+from malle.tricks.methods import parse
 
 from .shared import LEVELS, with_labels
 
@@ -45,7 +45,8 @@ def headline_cards(results: Results) -> list[FamilyCards]:
     groups: dict[Family, list[Card]] = {}
     for method in results.methods:
         desc = results.experiment.descriptor(method)
-        card = Card(method, desc.card_name(), costs.loc[method, "label"], float(instance.loc[method, 1]),
+        card = Card(method, desc.card_name() + parse(method).short(), costs.loc[method, "label"],
+                    float(instance.loc[method, 1]),
                     float(instance.loc[method, 10]), float(costs.loc[method, "images_per_s"]))
         groups.setdefault(as_family(desc.family), []).append(card)
     order = sorted(groups, key=lambda family: (family.order, family.title))
@@ -68,13 +69,19 @@ def methods_table(results: Results) -> pd.DataFrame:
     return results.methods_table().drop(columns="method")
 
 
-def headline_tables(recall: pd.DataFrame, labels: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """Instance and class Recall@K in the reference format: rows K, one column per method."""
-    return {level: report.wide(recall, level, labels) for level in LEVELS}
+def headline_tables(recall: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Instance and class Recall@K in the reference format: rows K, one column per method, headed by its name
+    (``legend`` gives the full labels, so many methods still fit the page)."""
+    return {level: report.short_wide(recall, level) for level in LEVELS}
 
 
 def published_tables() -> dict[str, pd.DataFrame]:
-    return headline_tables(report.reference_recall(), report.REFERENCE_LABELS)
+    return headline_tables(report.reference_recall())
+
+
+def legend(labels: dict[str, str]) -> str:
+    """Markdown: each method's name and its full label (family, weights, engine, precision)."""
+    return "\n".join(f"- `{method}`: {label}" for method, label in labels.items())
 
 
 def recall_curve_chart(recall: pd.DataFrame, labels: dict[str, str], title: str = "Recall@K vs K") -> alt.Chart:
@@ -95,11 +102,11 @@ def reference_caption(methods: Sequence[str]) -> str:
     pairs = report.reference_pairs(methods)
     for published, published_label in report.REFERENCE_LABELS.items():
         here = next((m for m, ref in pairs.items() if ref == published), None)
-        family = DESCRIPTORS[published].family
+        family = report.method_family(published)
         if here == published:
-            sentences.append(f"The {family} {DESCRIPTORS[here].display_name()} is the published method.")
+            sentences.append(f"The {family} {report.display_name(here)} is the published method.")
         elif here:
-            sentences.append(f"The {family} in this experiment is {DESCRIPTORS[here].display_name()}, not "
+            sentences.append(f"The {family} in this experiment is {report.display_name(here)}, not "
                              f"{published_label}: compare it with the published numbers with care.")
         else:
             sentences.append(f"No {family} is selected to compare with {published_label}.")
@@ -141,6 +148,7 @@ def all_skipped(exp: Experiment, upload_skipped: pd.DataFrame) -> pd.DataFrame:
 def costs_table(results: Results) -> pd.DataFrame:
     costs = results.costs()
     metrics = {m: results.experiment.descriptor(m).metric for m in costs["method"]}
+    tricks = {"tricks ms per query": costs["tricks_ms_per_query"]} if "tricks_ms_per_query" in costs else {}
     return pd.DataFrame({
         "method": costs["label"],
         "family": costs["family"],
@@ -154,4 +162,5 @@ def costs_table(results: Results) -> pd.DataFrame:
         "R@1 if ties won": costs["r1_ties_won"],
         "R@1 if ties lost": costs["r1_ties_lost"],
         "low-quality hashes": costs["low_quality_share"],
+        **tricks,
     })

@@ -33,6 +33,7 @@ from malle.descriptors.sscd import SSCD, SSCDDistilled
 from malle.descriptors.user_onnx import FAMILY as USER_FAMILY
 from malle.descriptors.user_onnx import load_method
 from malle.errors import ConfigError
+from malle.tricks import methods as method_names
 
 DESCRIPTORS: dict[str, type[Descriptor]] = {
     cls.name: cls
@@ -128,8 +129,11 @@ def resolve_methods(
     # plug-in is checked here, before any work.
     methods, unknown = [], []
     for name in requested:
-        if is_method_name(name):
-            methods.append(descriptor_class(name).name)
+        parsed = method_names.parse(name)  # a derived method (``METHOD+norm``) is checked by its base
+        if is_method_name(parsed.base):
+            cls = descriptor_class(parsed.base)
+            method_names.check_float(parsed, cls.metric)
+            methods.append(parsed.with_base(cls.name).name)
         else:
             unknown.append(name)
     if unknown:
@@ -138,7 +142,9 @@ def resolve_methods(
 
 
 def is_method_name(name: str) -> bool:
-    """Whether ``name`` can name a method (a spec path still has to hold a good spec)."""
+    """Whether ``name`` can name a method (a spec path still has to hold a good spec; a derived method's
+    suffixes are checked by ``malle.tricks.methods.parse``)."""
+    name = method_names.parse(name).base
     if name in DESCRIPTORS or is_spec_path(name):
         return True
     with _SPECS_LOCK:

@@ -16,6 +16,8 @@ from ..distractors import database_distractors, reference_path, unsampled
 from ..errors import ConfigError
 from ..ops import OpContext
 from ..sampling import dataset_fingerprint, demo_root, discover
+from ..tricks.methods import NORM, base_of, parse
+from .background import BACKGROUND_STREAM, MAX_BACKGROUND
 from .base import Built, Node, Progress
 from .engine import Engine
 from .registry import STAGES
@@ -54,6 +56,10 @@ class RunContext:
         return self.engine.is_cached(self, Node(kind, args))
 
     def descriptor(self, method: str) -> Descriptor:
+        """The method's descriptor; a derived method (``METHOD+norm``) encodes with its base method's."""
+        base = base_of(method)
+        if base != method:
+            return self.descriptor(base)
         if method not in self._descriptors:
             desc = create_descriptor(method, weights=self.config.weights_for(method), precision=self.config.precision)
             desc.use_cache(self.root)
@@ -155,6 +161,31 @@ class RunContext:
     def donor_key(self) -> dict:
         """What decides ``donor_images`` beyond the originals (their stage's key covers those), for cache keys."""
         return {"donor_stream": DONOR_STREAM, "max_donors": MAX_DONORS, "db_distractors": self.config.db_distractors}
+
+    @property
+    def wants_background(self) -> bool:
+        """Whether a method normalises its scores (``METHOD+norm``), so the run needs a background set."""
+        return any(parse(m).uses(NORM) for m in self.methods)
+
+    @cached_property
+    def background_images(self) -> list:
+        """``METHOD+norm``'s background set: ``--background DIR``'s images, else up to ``MAX_BACKGROUND`` unsampled
+        images that are neither database distractors, donors nor distractor sources, drawn with their own seed
+        stream, and only when a method uses ``+norm`` (so other runs draw nothing and stay as they were). The
+        distractor queries are made first (the ``background`` stage needs them), so their pool does not move."""
+        if not self.wants_background:
+            return []
+        if self.config.background:
+            root = Path(self.config.background).expanduser()
+            if not root.is_dir():
+                raise ConfigError(f"--background {root} is not a folder")
+            return discover(root, self.allowed_roots)[0]
+        taken = {c.rel for c in self.db_distractor_images} | {c.rel for c in self.donor_images}
+        if self.distractor_target:
+            taken |= set(self.distractor_manifest["origin"])
+        pool = [c for c in unsampled(self.discovered[0], self.originals) if c.rel not in taken]
+        order = np.random.default_rng([self.config.seed, BACKGROUND_STREAM]).permutation(len(pool))
+        return [pool[i] for i in sorted(order[:MAX_BACKGROUND])]
 
     @cached_property
     def op_context(self) -> OpContext:

@@ -3,7 +3,9 @@ below, and one line in ``STAGES``."""
 
 from __future__ import annotations
 
+from . import derived
 from .attribution import STAGE as ATTRIBUTION
+from .background import STAGE as BACKGROUND
 from .base import Stage
 from .copies import STAGE as COPIES
 from .distractors import STAGE as DISTRACTORS
@@ -25,10 +27,11 @@ STAGES = _by_kind(
     COPIES,
     EMBED,
     REFERENCES,
-    SEARCH,
+    derived.ByMethod(SEARCH, derived.SEARCH),  # METHOD+trick: built by its trick (malle.stages.derived)
     DISTRACTORS,
-    OPENSET,
-    ATTRIBUTION,
+    derived.ByMethod(OPENSET, derived.OPENSET),
+    derived.ByMethod(ATTRIBUTION, derived.ATTRIBUTION),
+    BACKGROUND,
     SWEEP,
     SWEEPSCORE,
 )
