@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from malle.dashboard.failures import boxed, composite_box
 from malle.errors import ConfigError
 from malle.experiment import Experiment, ExperimentConfig
 from malle.imageio import load_rgb
@@ -201,3 +202,19 @@ def test_donors_are_drawn_only_with_composites_and_apart_from_every_other_set(tm
     # The reference run's distractor pool is what it was: only database distractors are held out.
     assert {c.rel for c in plain.distractor_pool} == {c.rel for c in plain.discovered[0]} - set(
         plain.originals["source_path"])
+
+
+def test_the_failure_gallery_outlines_the_pasted_region_while_later_edits_leave_it_in_place(photo, tmp_path):
+    inset = sample_params(np.random.default_rng(3), ["inset"], photo.size)[0]
+    blur = sample_params(np.random.default_rng(3), ["blur"], photo.size)[0]
+    rotate = sample_params(np.random.default_rng(3), ["rotate"], photo.size)[0]
+    assert composite_box([blur, inset]) == box_of(inset.params)
+    assert composite_box([inset, blur]) == box_of(inset.params)  # blurring moves no pixel
+    assert composite_box([inset, rotate]) is None  # the region moved: no box rather than a wrong one
+    assert composite_box([blur, rotate]) is None
+    path = tmp_path / "query.png"
+    apply_chain(photo, [inset]).save(path)
+    outlined = boxed(path, box_of(inset.params))
+    left, top, right, bottom = box_of(inset.params)
+    assert outlined.getpixel((left, (top + bottom) // 2)) == (255, 0, 0)
+    assert outlined.getpixel(((left + right) // 2, bottom - 1)) == (255, 0, 0)
