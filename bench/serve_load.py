@@ -13,9 +13,11 @@ What runs, plainly:
   more thread adds new photos (other edited demo photos, each distinct bytes) until the matches end
   or ``--adds`` are done. Every loop is bounded in count and in time (``--max-seconds``).
 
-Reported per size: match requests per second, p50/p99 latency, adds done and their p50, whether each
+Reported per size: match requests per second, p50/p99 latency, the same for one client alone (the
+reference, measured first in the same run) and the ratios to it, adds done and their p50, whether each
 match found its photo first (a sanity check, not a quality measure), errors, and the server's resident
-memory (VmRSS) idle after start and at its peak during the load. Writes bench/results/serve_load.md.
+memory (VmRSS) before the load (after start and the reference) and at its peak during it.
+Writes bench/results/serve_load.md.
 """
 
 from __future__ import annotations
@@ -208,7 +210,19 @@ def sample_rss(server: Server, stop: threading.Event, peak: list[float]) -> None
         peak[0] = max(peak[0], server.rss_mib())
 
 
+def alone(server: Server, args, queries) -> tuple[float, float]:
+    """The reference, in the same run: one client, no adds; (matches/s, p50 ms)."""
+    tally = Tally()
+    started = time.perf_counter()
+    matcher(server.url, queries, args.reference, 0, time.monotonic() + args.max_seconds, tally)
+    wall = time.perf_counter() - started
+    if tally.errors or not tally.match_s:
+        raise RuntimeError(f"the reference matches failed: {tally.errors[:3]}")
+    return len(tally.match_s) / wall, float(np.median(tally.match_s) * 1000)
+
+
 def load(server: Server, args, queries, round_number: int) -> dict:
+    alone_rps, alone_p50 = alone(server, args, queries)
     tally, stop, peak = Tally(), threading.Event(), [server.rss_mib()]
     idle = peak[0]
     deadline = time.monotonic() + args.max_seconds
@@ -235,7 +249,7 @@ def load(server: Server, args, queries, round_number: int) -> dict:
             "adds": len(tally.add_s),
             "add_p50_ms": float(np.median(tally.add_s) * 1000) if tally.add_s else float("nan"),
             "hit_share": tally.hits / max(1, len(latencies)), "errors": tally.errors,
-            "rss_idle_mib": idle, "rss_peak_mib": peak[0]}
+            "rss_idle_mib": idle, "rss_peak_mib": peak[0], "alone_rps": alone_rps, "alone_p50_ms": alone_p50}
 
 
 def main() -> None:
@@ -244,6 +258,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--matches", type=int, default=200, help="match requests per client")
     parser.add_argument("--adds", type=int, default=100, help="most adds during one size's load")
+    parser.add_argument("--reference", type=int, default=40, help="matches of the one-client reference first")
     parser.add_argument("--max-seconds", type=float, default=900, help="time bound of one size's load")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve_load.md")
     args = parser.parse_args()
@@ -284,13 +299,18 @@ def report(rows: list[dict], args) -> list[str]:
              f"Load per size: {args.clients} clients x {args.matches} matches (k=10, real JPEG copies of "
              f"{PLANTED} planted photos), one client adding new photos meanwhile (at most {args.adds}); "
              f"{METHOD}, exact Flat index, 127.0.0.1.", "",
-             "| items | matches/s | p50 ms | p99 ms | adds done | add p50 ms | top-1 is the photo | errors | "
-             "RSS idle MiB | RSS peak MiB | server start s |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"Reference, measured first at each size: one client, {args.reference} matches, no adds. The ratios "
+             "to it say what the concurrent load costs on the same machine at the same moment.", "",
+             "| items | matches/s | p50 ms | p99 ms | one client alone: matches/s, p50 ms | matches/s vs alone | "
+             "p50 vs alone | adds done | add p50 ms | top-1 is the photo | errors | RSS before MiB | RSS peak MiB | "
+             "server start s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['size']:,} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['adds']} | "
-                     f"{r['add_p50_ms']:.0f} | {r['hit_share']:.3f} | {len(r['errors'])} | {r['rss_idle_mib']:.0f} | "
-                     f"{r['rss_peak_mib']:.0f} | {r['start_s']:.1f} |")
+        lines.append(f"| {r['size']:,} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+                     f"{r['alone_rps']:.1f}, {r['alone_p50_ms']:.0f} | {r['rps'] / r['alone_rps']:.2f}x | "
+                     f"{r['p50_ms'] / r['alone_p50_ms']:.1f}x | {r['adds']} | {r['add_p50_ms']:.0f} | "
+                     f"{r['hit_share']:.3f} | {len(r['errors'])} | {r['rss_idle_mib']:.0f} | {r['rss_peak_mib']:.0f} | "
+                     f"{r['start_s']:.1f} |")
     errors = [e for r in rows for e in r["errors"]][:5]
     if errors:
         lines += ["", "First errors:", *[f"- {e}" for e in errors]]
