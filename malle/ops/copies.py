@@ -6,11 +6,10 @@ pixel-identically. One generator per original (``copy_rng``) decides its copies.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import os
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from malle import parallel
 from malle.cache import write_bytes
 from malle.errors import BadImage, ConfigError
 from malle.imageio import encode_jpeg, load_rgb
@@ -113,16 +113,16 @@ def make_copies(
     _check_unique_identities(originals)
     records = originals.to_dict("records")
     bar = progress(total=len(records), desc="copies") if progress else None
+    copies_of = functools.partial(_copies_of, originals_dir=Path(originals_dir), out_dir=Path(out_dir),
+                                  config=config, seed=seed, context=context)
+    rows = []
     try:
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            jobs = [pool.submit(_copies_of, row, Path(originals_dir), Path(out_dir), config, seed, context)
-                    for row in records]
-            rows = []
-            # Collect in submission order: the manifest never depends on thread scheduling.
-            for job in jobs:
-                rows.extend(job.result())
-                if bar:
-                    bar.update(1)
+        # Worker processes (malle.parallel), collected in the originals' order: each original's copies come
+        # from its own generator, so the files and the manifest are the same bytes as in one process.
+        for made in parallel.ordered_map(copies_of, records):
+            rows.extend(made)
+            if bar:
+                bar.update(1)
     finally:
         if bar:
             bar.close()

@@ -1,18 +1,18 @@
 """Stage ``attribution``: which op in a chain broke each miss (``malle.attribution``).
 
 For one method's missed copies with two or more ops. Folder: ``per_query.parquet  summary.parquet``.
+The replays themselves are made in parallel and kept in the cache per original and chain left
+(``replays/<key>/replay.JPEG``), so other methods and later runs reuse them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from .. import cache
-from ..attribution import attribute_misses, summarise
+from ..attribution import attribute_misses, missed_mask, summarise
 from ..descriptors.base import open_progress
-from .base import Ctx, Node, Stage
+from .base import Ctx, Node, Stage, pixel_versions
 
 
 class Attribution(Stage):
@@ -26,11 +26,10 @@ class Attribution(Stage):
     def build(self, ctx: Ctx, tmp: Path, meta: dict) -> None:
         run, desc, method = ctx.run, ctx.desc, ctx.method
         per_query = cache.read_table(ctx.input("search", method).folder / "per_query.parquet")
-        missed = int(((per_query["rank"].astype("Float64").fillna(np.inf) > 1)
-                      & (per_query["chain_length"] >= 2)).sum())
-        bar = open_progress(ctx.progress, missed, f"{desc.label}: which op broke each miss")
+        bar = open_progress(ctx.progress, int(missed_mask(per_query).sum()), f"{desc.label}: which op broke each miss")
         charges = attribute_misses(desc, run.search_index(method), per_query, run.manifest, run.originals,
-                                   run.originals_dir, bar, run.op_context)
+                                   run.originals_dir, bar, run.op_context, run.root, run.dataset_fingerprint,
+                                   tuple(pixel_versions().items()))
         bar.close()
         cache.write_table(tmp / "per_query.parquet", charges)
         cache.write_table(tmp / "summary.parquet", summarise(method, charges))
