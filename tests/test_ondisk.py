@@ -107,14 +107,28 @@ def test_the_merged_on_disk_index_answers_as_the_in_memory_one(database, local_b
     np.testing.assert_array_equal(found_ids[:REAL, 0], rows)
 
 
+def damaged_copy(folder, target):
+    """The embeddings folder with one shard the training sample does not read (it reads one shard: the first
+    of the seeded order) damaged, so that the damage is met in an add task."""
+    shutil.copytree(folder, target)
+    first = np.random.default_rng(0).permutation(5)[0]
+    victim = target / embeddings.shard_name((first + 1) % 5)
+    victim.write_bytes(victim.read_bytes()[:-9] + b"damaged!!")
+    return victim
+
+
 def test_adding_in_ray_tasks_gives_the_same_lists(database, local_build, tmp_path):
     import ray
 
     folder, _, _ = database
+    victim = damaged_copy(folder, tmp_path / "damaged")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        plan = ondisk.BuildPlan(folder, FACTORY, tmp_path, TRAIN, shards_per_task=1)
+        plan = ondisk.BuildPlan(folder, FACTORY, tmp_path / "out", TRAIN, shards_per_task=1)
         manifest = ondisk.build(plan, ray_address="local", log=lambda m: None)
+        with pytest.raises(ConfigError, match=f"shard {victim} is missing or damaged"):
+            ondisk.build(ondisk.BuildPlan(tmp_path / "damaged", FACTORY, tmp_path / "out2", TRAIN, shards_per_task=1),
+                         ray_address="local", log=lambda m: None)
     finally:
         ray.shutdown()
     local = local_build[1]
@@ -122,6 +136,18 @@ def test_adding_in_ray_tasks_gives_the_same_lists(database, local_build, tmp_pat
     assert manifest["files"][ondisk.IVFDATA] == local["files"][ondisk.IVFDATA]
     assert manifest["files"][ondisk.TRAINED] == local["files"][ondisk.TRAINED]
     assert manifest["count"] == COUNT
+    assert not (tmp_path / "out2" / ondisk.MANIFEST).exists()
+
+
+def test_a_damaged_shard_is_one_line(database, tmp_path, capsys):
+    folder, _, _ = database
+    victim = damaged_copy(folder, tmp_path / "damaged")
+    code = main(["index-build", "--embeddings", str(tmp_path / "damaged"), "--factory", FACTORY,
+                 "--train-size", str(TRAIN), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == (f"malle: error: embeddings shard {victim} is missing or damaged (its SHA-256 "
+                                     "differs from the manifest)")
+    assert not (tmp_path / "out" / ondisk.MANIFEST).exists()
 
 
 def test_a_damaged_index_is_refused_in_one_line(local_build, tmp_path):

@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from .. import cache, embeddings, indexes
-from ..errors import ConfigError
+from ..errors import ConfigError, MalleError
 from ..metrics import METRICS, Metric
 from .ray_cluster import connect
 
@@ -154,12 +154,14 @@ def fill_parts(plan: BuildPlan, trained: faiss.Index, manifest: dict, metric: Me
     blob = faiss.serialize_index(trained)
     args = (str(plan.embeddings.resolve()), metric.name)
     bar = progress(total=manifest["count"], desc=f"Index: adding to {plan.factory}") if progress else None
-    for number, serialised in run_tasks(blob, tasks, args, ray_address, log):
-        cache.write_bytes(names[number], serialised.tobytes())
+    try:
+        for number, serialised in run_tasks(blob, tasks, args, ray_address, log):
+            cache.write_bytes(names[number], serialised.tobytes())
+            if bar is not None:
+                bar.update(rows_of(manifest, tasks, number))
+    finally:
         if bar is not None:
-            bar.update(rows_of(manifest, tasks, number))
-    if bar is not None:
-        bar.close()
+            bar.close()  # before any error message, which would otherwise follow the bar on its line
     return names
 
 
@@ -181,7 +183,13 @@ def run_tasks(blob: np.ndarray, tasks: list[ShardTask], args: tuple, ray_address
     pending = {remote.remote(trained_ref, args[0], task, args[1]): number for number, task in enumerate(tasks)}
     while pending:
         [done], _ = ray.wait(list(pending), num_returns=1)
-        yield pending.pop(done), ray.get(done)
+        try:
+            part = ray.get(done)
+        except ray.exceptions.RayTaskError as err:
+            if isinstance(err.cause, MalleError):  # a damaged shard: its one line, not the worker's traceback
+                raise err.cause from None
+            raise
+        yield pending.pop(done), part
 
 
 def merge(trained: faiss.Index, parts: Sequence[Path], out: Path) -> faiss.Index:
