@@ -2,8 +2,8 @@
 
 import streamlit as st
 
+from malle.dashboard import detection, widgets
 from malle.dashboard import overview as logic
-from malle.dashboard import widgets
 from malle.dashboard.shared import LEVELS, recall_table
 from malle.report import REFERENCE_LABELS as report_labels
 from malle.reporting.live import report_files
@@ -66,6 +66,12 @@ st.caption("Encoding throughput on this machine's CPU, exact search time per que
            "top-1 score is shared by another original (ties are broken by database id)"
            + (f"; {quality}." if quality else "."))
 widgets.show_table(ctx.cached(logic.costs_table), key="overview_costs", fmt="%.3f", hide_index=True)
+if ctx.results.has_tricks:
+    st.subheader("Matching tricks")
+    st.caption("Each method with tricks against the same method without them (the Detection page has more).")
+    tricks, meanings = ctx.cached(detection.trick_table)
+    st.dataframe(tricks, column_config=detection.column_config(tricks, meanings), key="overview_tricks",
+                 hide_index=True)
 
 st.subheader("Report for stakeholders")
 st.caption("This experiment as one self-contained HTML file (charts and images inside, no network needed) and a "

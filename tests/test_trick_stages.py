@@ -150,3 +150,10 @@ def test_bad_suffixes_are_one_line_errors(name, message, capsys):
     assert stop.value.code == 2
     error = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(error) == 1 and message in error[0]
+
+
+def test_severity_refuses_a_derived_method_in_one_line(tree_dataset, tmp_path, capsys):
+    assert main(["severity", "--data", str(tree_dataset), "--methods", f"{BASE}+norm", "--n", "2", "--ops", "blur",
+                 "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "not measured in severity sweeps; use its base method sscd_distilled" in error[0]

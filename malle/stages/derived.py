@@ -11,7 +11,8 @@ per-op tables, open-set scores, costs and the dashboard read it like any method:
 ``ByMethod`` is the stage registered under each of those kinds: a base method gets the plain stage, a
 derived one the stage here. The key of a derived stage carries the trick's constants on top of the plain
 stage's version. Attribution (which op broke a miss) re-encodes each miss with ops removed; it is not
-computed for derived methods, which write an empty table and say so in their meta.
+computed for derived methods, which write an empty table and say so in their meta. Severity sweeps
+(``sweepscore``) refuse a derived method in one line.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pandas as pd
 from .. import cache, evaluate
 from .. import openset as openset_metrics
 from ..attribution import summarise
+from ..errors import ConfigError
 from ..search import Hits, search
 from ..tricks.layers import LAYERS, CopyHits, Ranked
 from ..tricks.methods import MethodName, parse
@@ -152,6 +154,18 @@ class DerivedAttribution(Stage):
                     reason="attribution re-encodes each miss with ops removed; not computed for derived methods")
 
 
+class NotForTricks(Stage):
+    """A per-method stage that has no derived form: asking for it with a derived method is a one-line error
+    (rather than the base method's result under the derived name)."""
+
+    def __init__(self, kind: str, what: str):
+        self.kind, self.version, self.params, self.what = kind, 1, ("method",), what
+
+    def needs(self, ctx: Ctx) -> tuple[Node, ...]:
+        raise ConfigError(f"{ctx.method}: matching tricks are not measured in {self.what}; "
+                          f"use its base method {method_of(ctx).base}")
+
+
 class ByMethod(Stage):
     """One stage kind for base and derived methods: the plain stage for a base method, else the derived one."""
 
@@ -177,3 +191,4 @@ class ByMethod(Stage):
 
 
 SEARCH, OPENSET, ATTRIBUTION = DerivedSearch(), DerivedOpenSet(), DerivedAttribution()
+SWEEPSCORE = NotForTricks("sweepscore", "severity sweeps")

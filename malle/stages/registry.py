@@ -33,5 +33,5 @@ STAGES = _by_kind(
     derived.ByMethod(ATTRIBUTION, derived.ATTRIBUTION),
     BACKGROUND,
     SWEEP,
-    SWEEPSCORE,
+    derived.ByMethod(SWEEPSCORE, derived.SWEEPSCORE),
 )
