@@ -44,8 +44,10 @@ def reproduce_command(config: dict, out: str = "OUT") -> str:
     if config.get("distractors") is not None:
         words += ["--distractors", str(config["distractors"])]
     words += ["--precision", str(config.get("precision", "auto")), "--index", str(config.get("index", "Flat"))]
-    optional = (("--index-params", config.get("index_params")), ("--db-extra", config.get("db_extra")),
-                ("--db-distractors", config.get("db_distractors") or None))
+    optional = (("--engine", config.get("engine") if config.get("engine", "auto") != "auto" else None),
+                ("--index-params", config.get("index_params")), ("--db-extra", config.get("db_extra")),
+                ("--db-distractors", config.get("db_distractors") or None),
+                ("--background", config.get("background")))
     words += [w for option, value in optional if value for w in (option, str(value))]
     options = {cls.name: option for option, cls in weight_options().items()}
     for method, path in sorted((config.get("weights") or {}).items()):
