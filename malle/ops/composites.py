@@ -39,7 +39,19 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from malle.errors import BadImage, ConfigError
 from malle.imageio import load_rgb
 
-from .params import IntUniform, OneOf, ParamSpec, Size, Sweep, Uniform, choice_param, float_param, int_param, offset
+from .params import (
+    IntUniform,
+    OneOf,
+    ParamSpec,
+    Size,
+    Sweep,
+    Uniform,
+    choice_param,
+    float_param,
+    fraction_param,
+    int_param,
+    offset,
+)
 from .reference import MAX_OUTPUT_SIDE
 from .registry import Op, ops_defined_in, register
 
@@ -198,8 +210,8 @@ class Inset(ContextOp):
     params = (
         float_param("scale", 0.1, 1.0, 0.4, help="the original's side as a fraction of the picture's",
                     sample=Uniform(0.2, 0.6)),
-        float_param("x", 0.0, 1.0, 0.5, help="position as a fraction of the free range"),
-        float_param("y", 0.0, 1.0, 0.5, help="position as a fraction of the free range"),
+        fraction_param("x"),
+        fraction_param("y"),
         seed_param(), donor_param(), *box_params(),
     )
     sweep = Sweep("scale", (1.0, 0.6, 0.5, 0.4, 0.3, 0.2, 0.15),
@@ -222,8 +234,8 @@ class Overlay(ContextOp):
     params = (
         float_param("area", 0.0, 0.9, 0.3, help="share of the original's area covered", sample=Uniform(0.1, 0.5)),
         float_param("opacity", 0.0, 1.0, 0.8, help="1 hides what is under it", sample=Uniform(0.4, 1.0)),
-        float_param("x", 0.0, 1.0, 0.5, help="position as a fraction of the free range"),
-        float_param("y", 0.0, 1.0, 0.5, help="position as a fraction of the free range"),
+        fraction_param("x"),
+        fraction_param("y"),
         seed_param(), donor_param(), *box_params(),
     )
     sweep = Sweep("area", (0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7),
@@ -301,8 +313,8 @@ class Emoji(ContextOp):
         float_param("size", 0.0, 1.0, 0.3, help="emoji height as a fraction of the photo's",
                     sample=Uniform(0.15, 0.5)),
         float_param("opacity", 0.0, 1.0, 1.0, sample=Uniform(0.7, 1.0)),
-        float_param("x", 0.0, 1.0, 0.5, help="position as a fraction of the free range"),
-        float_param("y", 0.0, 1.0, 0.5, help="position as a fraction of the free range"),
+        fraction_param("x"),
+        fraction_param("y"),
         donor_param(), *box_params(),
     )
     sweep = Sweep("size", (0, 0.15, 0.25, 0.35, 0.5, 0.7),
