@@ -86,10 +86,12 @@ def sidebar_config(weights: dict, roots, cache_root: str) -> tuple[ExperimentCon
 
 
 def run_with_progress(exp):
-    """Run (or load) every stage; on a first run, show real progress per stage."""
+    """Run (or load) what the Overview needs; on a first run, show real progress per stage. The open set and
+    attribution wait until a page asks for them (``frame.ANALYSES``)."""
+    cached = frame.core_cached(exp)
     results, box = widgets.with_progress("Preparing the experiment (first run only: every stage is cached on disk)…",
-                                         lambda progress: exp.run(progress=progress), done="Experiment ready")
-    if results.timings()["cached"].all():
+                                         lambda progress: frame.prepare_core(exp, progress), done="Experiment ready")
+    if cached:
         box.empty()  # nothing was computed: no need to show a progress record
     return results
 

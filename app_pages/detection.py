@@ -5,7 +5,7 @@ import math
 import streamlit as st
 
 from malle.dashboard import detection as logic
-from malle.dashboard import widgets
+from malle.dashboard import frame, widgets
 
 ctx = widgets.context()
 exp, labels, results = ctx.experiment, ctx.labels, ctx.results
@@ -15,6 +15,8 @@ if not results.has_openset:
     st.info("This experiment has no distractor queries: every usable image of the data is an original. Use a dataset "
             "with images to spare (or fewer originals) to see open-set detection.")
     st.stop()
+if frame.analysis_pending(exp, "openset"):  # computed the first time a page needs it
+    widgets.with_progress(frame.ANALYSES["openset"], lambda p: frame.analyse(exp, "openset", p))
 st.caption(f"Deployed copy detection is open-set: {len(exp.distractor_manifest)} distractor queries (images that are "
            f"not originals, modified like the copies) join the {len(exp.manifest)} copies, and each method must say "
            "'copy' only above a threshold. µAP pools every query's top-10 predictions, ties counted against the "

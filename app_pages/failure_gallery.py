@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from malle.dashboard import failures, widgets
+from malle.dashboard import failures, frame, widgets
 from malle.dashboard.shared import THUMB_PX, Thumb, n_pages, op_title, page_rows
 from malle.ops import OPS
 
@@ -31,6 +31,8 @@ if st.session_state.get("fail_page", 1) > pages:  # the filter shrank the galler
 page = st.pagination(pages, key="fail_page") if pages > 1 else 1
 st.caption(f"Page {page} of {pages}")
 
+if frame.analysis_pending(exp, "attribution", [method]):  # computed the first time a page needs it
+    widgets.with_progress(frame.ANALYSES["attribution"], lambda p: frame.analyse(exp, "attribution", p, [method]))
 ids, scores = ctx.neighbours(method)
 charged = ctx.cached(failures.charged_by_query, method)
 for card in failures.failure_cards(exp, method, page_rows(failed, page, PER_PAGE), ids, scores, charged=charged):

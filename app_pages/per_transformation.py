@@ -2,13 +2,15 @@
 
 import streamlit as st
 
+from malle.dashboard import frame, widgets
 from malle.dashboard import per_transformation as logic
-from malle.dashboard import widgets
 from malle.dashboard.shared import LEVELS, op_title
 from malle.ops import OPS
 
 ctx = widgets.context()
 labels = ctx.labels
+if frame.analysis_pending(ctx.experiment, "attribution"):  # computed the first time a page needs it
+    widgets.with_progress(frame.ANALYSES["attribution"], lambda p: frame.analyse(ctx.experiment, "attribution", p))
 
 st.title("Per-transformation breakdown")
 st.caption("A query counts for an op when that op is anywhere in its chain, so a query with three ops "

@@ -3,8 +3,9 @@
     python bench/dashboard_speed.py [--repeats 3]
 
 1. Fresh: a new, empty cache; a real ``streamlit run`` on loopback and headless
-   Chromium open the Overview, which computes the whole demo experiment (with
-   progress per stage) before it shows the tables.
+   Chromium open the Overview, which computes what it shows (samples, copies,
+   embeddings, search, with progress per stage); the open set and attribution
+   wait until a page asks for them. Issue 15's target: under 20 s.
 2. Cached: every page's script run (the frame plus the page) timed in-process
    with Streamlit's AppTest, best of ``--repeats``, as a ratio against a
    reference page measured in the same run: a minimal app that renders a title
@@ -32,6 +33,7 @@ from harness.browser import CHROMIUM, chromium, settle, streamlit_server  # noqa
 from malle.sampling import DEMO_DISTRACTORS, DEMO_N  # noqa: E402
 
 PAGES_DIR = ROOT / "app_pages"
+FIRST_OVERVIEW_TARGET_S = 20.0  # issue 15
 REFERENCE_APP = ("import pandas as pd\nimport streamlit as st\n"
                  "st.title('Reference')\nst.dataframe(pd.DataFrame([[1]*5]*5))\n")
 
@@ -80,7 +82,10 @@ def main() -> int:
              "default methods)", "", f"Machine: {machine()}", ""]
     if CHROMIUM.exists():
         fresh = first_overview_seconds(cache_root)
-        lines += [f"Time to the first Overview on a fresh demo (computes every stage): **{fresh:.1f} s**", ""]
+        verdict = "met" if fresh < FIRST_OVERVIEW_TARGET_S else f"missed by {fresh - FIRST_OVERVIEW_TARGET_S:.1f} s"
+        lines += [f"Time to the first Overview on a fresh demo (samples, copies, embed, search): **{fresh:.1f} s** "
+                  f"(target under {FIRST_OVERVIEW_TARGET_S:.0f} s: {verdict}); load average at the end: "
+                  f"{os.getloadavg()[0]:.1f}", ""]
     else:
         lines += ["Time to the first Overview: skipped (no /usr/bin/chromium)", ""]
     reference, pages = page_seconds(args.repeats)

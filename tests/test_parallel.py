@@ -19,6 +19,7 @@ import pytest
 
 from malle import cache, parallel
 from malle.attribution import REPLAY_KIND, charged_ops, missed_mask
+from malle.dashboard import frame
 from malle.distractors import make_distractors
 from malle.experiment import Experiment, ExperimentConfig
 from malle.imageio import load_rgb
@@ -171,3 +172,20 @@ def test_distractors_with_skips_and_clashes_match_serial(clash_pool, tmp_path, m
     assert files == files2 and sorted(files) == sorted(manifest["file"])
     assert len(manifest) == wanted
     assert {"a/tench_1.JPEG", "z/tench_1.JPEG"} <= set(manifest["origin"])
+
+
+# -- the dashboard computes the open set and attribution only when a page asks --------------------------------
+def test_overview_needs_no_analysis_and_pages_compute_theirs(tmp_path):
+    exp = Experiment(ExperimentConfig(n=8, seed=1, methods=("phash", "dhash"), distractors=10), tmp_path)
+    assert not frame.core_cached(exp)
+    results = frame.prepare_core(exp)
+    assert frame.core_cached(exp) and len(results.per_query) == 2 * len(exp.manifest)
+    built = {entry.kind for entry in cache.entries(tmp_path)}
+    assert {"samples", "copies", "embed", "search"} <= built
+    assert not built & {"distractors", "openset", "attribution", REPLAY_KIND}
+    assert frame.analysis_pending(exp, "attribution") and frame.analysis_pending(exp, "openset")
+    frame.analyse(exp, "attribution", methods=["phash"])
+    assert not frame.analysis_pending(exp, "attribution", ["phash"]) and frame.analysis_pending(exp, "attribution")
+    assert not {e.kind for e in cache.entries(tmp_path)} & {"distractors", "openset"}
+    frame.analyse(exp, "openset")
+    assert not frame.analysis_pending(exp, "openset")

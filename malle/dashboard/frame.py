@@ -29,6 +29,7 @@ from malle.imageio import IMAGE_SUFFIXES, load_rgb
 from malle.naming import safe_file_name
 from malle.ops import PRESETS, AugmentConfig, get_preset
 from malle.sampling import DEMO_DISTRACTORS, DEMO_N
+from malle.stages import Node
 
 MAX_UPLOAD_MB = 20  # keep equal to server.maxUploadSize in .streamlit/config.toml
 MAX_UPLOAD_FILES = 2000  # one upload set; more are skipped with a reason
@@ -279,6 +280,42 @@ def _write_uploads(files: Sequence[tuple[str, bytes]], tmp: Path, meta: dict) ->
 
 
 # -- the engine, shared by every session of this server process ----------------------------------
+# What a page needs beyond the Overview's samples -> copies -> embed -> search, computed when a page asks:
+# the kind of stage (one per method), and what its progress box says meanwhile.
+ANALYSES = {
+    "openset": "Scoring the open-set distractor queries (first time only: cached on disk)…",
+    "attribution": "Replaying each missed copy without one op at a time (first time only: cached on disk)…",
+}
+
+
+def core_nodes(exp: Experiment) -> list[Node]:
+    """The stages the Overview needs: samples, copies, and each method's embeddings and search."""
+    return [node for node in exp.run_nodes(open_set=False) if node.kind != "attribution"]
+
+
+def core_cached(exp: Experiment) -> bool:
+    return all(exp.engine.is_cached(exp, node) for node in core_nodes(exp))
+
+
+def prepare_core(exp: Experiment, progress=None) -> Results:
+    """The results the Overview shows, computing no analysis (``ANALYSES``: pages ask for those)."""
+    exp.check()
+    cache.sweep_leftovers(exp.root)
+    per_query = [cache.read_table(exp.stage("search", m, progress=progress).folder / "per_query.parquet")
+                 for m in exp.methods]
+    return Results(exp, pd.concat(per_query, ignore_index=True))
+
+
+def analysis_pending(exp: Experiment, kind: str, methods: Sequence[str] | None = None) -> bool:
+    """Whether the ``kind`` stage (an ``ANALYSES`` key) of a method (by default, of any) is still to be computed."""
+    return not all(exp.is_cached(kind, method) for method in methods or exp.methods)
+
+
+def analyse(exp: Experiment, kind: str, progress=None, methods: Sequence[str] | None = None) -> None:
+    for method in methods or exp.methods:
+        exp.stage(kind, method, progress=progress)
+
+
 def open_experiment(key: str, cache_root: str, roots: tuple[str, ...]) -> tuple[Experiment, list[str]]:
     """The engine handle for a config (cheap: stages run lazily); returns it with its log."""
     notices: list[str] = []
