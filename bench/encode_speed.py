@@ -1,25 +1,26 @@
-"""Encoding throughput per method and inference path, as ratios against today's path measured in the same run.
+"""Every engine x precision on this CPU, as ratios to ONNX Runtime fp32 (exact) measured in the same run.
 
     python bench/encode_speed.py [--images 96] [--data ../shared/datasets/imagenet-200x5/val] [--n 50]
+                                 [--models efficientnet_lite2,sscd_distilled,sscd] [--choices]
 
-For each CNN, the paths are: eager PyTorch fp32 (the reference: what Malle ran
-before compiled inference), ONNX Runtime fp32 (the exact path) and ONNX Runtime
-int8 (calibrated). Each is measured forward only (preprocessed batches in memory,
-the engine's own batch size) and end to end (``encode_files``: decode, preprocess
-and forward, pipelined). Fidelity is the lowest cosine to eager over the photos,
-and instance R@1 on a small real experiment (``--n`` originals of ``--data`` and
-their copies, searched exactly) next to eager's. ``decode share`` is the time one
-thread spends decoding and preprocessing an image over the end-to-end time per image.
-Hashes compare one decoding thread (the old path) with the thread pool they use now,
-and check the codes are identical. ResNet-50 runs with seeded random weights (one
-state-dict file for every engine) when its ImageNet weights are absent: speed is unchanged; its R@1 then
-means little, and random weights are harder on int8 than trained ones.
-Writes bench/results/encode_speed.md.
+For each network (EfficientNet-Lite2, the SSCD student, SSCD; ResNet-50 when asked) and each path
+``malle.inference.precision.ASKED`` offers for it (ONNX Runtime fp32 and int8, OpenVINO fp32, bf16 and int8):
+
+- forward img/s: preprocessed batches in memory, the engine's own batch size, median of 3 after a warm-up;
+- end-to-end img/s: ``encode_files`` (decode, preprocess and forward, pipelined) over the fidelity
+  experiment's originals and copies;
+- decode share: one thread's decode-and-preprocess time per image over the end-to-end time per image;
+- fidelity against exact fp32: the lowest cosine over the ``--images`` photos, and instance R@1 on a real
+  experiment (``--n`` originals of ``--data`` and their copies, searched exactly).
+
+``--choices`` also prints this CPU kind's rows for ``malle/inference/choices.toml`` (every path but exact fp32;
+``auto`` takes only those whose R@1 and cosine qualify). Writes bench/results/encode_speed-<cpu kind>.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 import tempfile
 import time
@@ -34,27 +35,25 @@ sys.path.insert(0, str(ROOT))
 
 from common import machine, publish  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from malle.descriptors import create_descriptor, descriptor_class  # noqa: E402
+from malle.descriptors import descriptor_class  # noqa: E402
 from malle.experiment import Experiment, ExperimentConfig  # noqa: E402
-from malle.imageio import load_rgb  # noqa: E402
 from malle.inference.cpu import cpu_features  # noqa: E402
-from malle.inference.engines import EagerTorch, OnnxRuntimeFp32, OnnxRuntimeInt8  # noqa: E402
+from malle.inference.precision import ASKED, EXACT, MAX_R1_DROP, MIN_COSINE  # noqa: E402
 from malle.sampling import demo_root  # noqa: E402
 from malle.search import search  # noqa: E402
 from malle.tables import row_ids  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "imagenet-200x5" / "val"
-ENGINES = {"eager fp32 (today)": EagerTorch, "ONNX Runtime fp32 (exact)": OnnxRuntimeFp32,
-           "ONNX Runtime int8": OnnxRuntimeInt8}
+DEFAULT_MODELS = "efficientnet_lite2,sscd_distilled,sscd"
 
 
 def rate(fn, n_images: int, repeats: int = 3) -> float:
     """Images per second, the median of ``repeats`` after one warm-up call."""
     fn()
-    return n_images / float(np.median([_timed(fn) for _ in range(repeats)]))
+    return n_images / float(np.median([timed(fn) for _ in range(repeats)]))
 
 
-def _timed(fn) -> float:
+def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -67,12 +66,16 @@ def small_experiment(data: Path, n: int, cache_root: Path) -> Experiment:
     return experiment
 
 
-def recall_at_1(desc, experiment: Experiment) -> float:
-    db = desc.encode_files([experiment.originals_dir / f for f in experiment.originals["file"]])
-    queries = desc.encode_files([experiment.copies_dir / f for f in experiment.manifest["file"]], queries=True)
+def recall_at_1(desc, experiment: Experiment) -> tuple[float, float]:
+    """(instance R@1, end-to-end images/s over the experiment's originals and copies)."""
+    originals = [experiment.originals_dir / f for f in experiment.originals["file"]]
+    copies = [experiment.copies_dir / f for f in experiment.manifest["file"]]
+    start = time.perf_counter()
+    db, queries = desc.encode_files(originals), desc.encode_files(copies, queries=True)
+    img_s = (len(originals) + len(copies)) / (time.perf_counter() - start)
     hits = search(desc.metric.build_index(db), queries, 1, desc.metric)
     truth = row_ids(experiment.originals["file"], experiment.manifest["source"])
-    return float((hits.ids[:, 0] == truth).mean())
+    return float((hits.ids[:, 0] == truth).mean()), img_s
 
 
 def seeded_random_weights(cache_root: Path) -> Path:
@@ -83,51 +86,70 @@ def seeded_random_weights(cache_root: Path) -> Path:
     return path
 
 
-def cnn_rows(name: str, paths: list[Path], experiment: Experiment, cache_root: Path) -> list[dict]:
-    weights = {} if descriptor_class(name).weights_status().available else {
-        "weights": seeded_random_weights(cache_root)}
+def model_rows(name: str, paths: list[Path], experiment: Experiment, cache_root: Path) -> list[dict]:
+    cls = descriptor_class(name)
+    weights = {} if cls.weights_status().available else {"weights": seeded_random_weights(cache_root)}
+    exact = [((runtime, precision), kind) for (runtime, precision), kind in ASKED.items() if kind is EXACT]
+    others = [(key, kind) for key, kind in ASKED.items() if kind is not EXACT]
     rows, reference = [], {}
-    for path_name, engine in ENGINES.items():
-        desc = descriptor_class(name)(**weights, engine=engine)
+    for (runtime, precision), kind in exact + others:
+        desc = cls(**weights, engine=kind)
+        if type(desc.engine) is not kind:
+            continue  # this path cannot run this model (a graph shipped in int8 keeps it)
         desc.use_cache(cache_root)
-        desc.load()
-        inputs = [desc.prepare_file(p) for p in paths]
-        step = desc.engine.batch
-        batches = [np.stack(inputs[i : i + step]) for i in range(0, len(inputs), step)]
-        forward = rate(lambda: [desc.engine.run(b) for b in batches], len(paths))
-        end_to_end = rate(lambda: desc.encode_files(paths), len(paths))
-        decode_s = _timed(lambda: [desc.preprocess(load_rgb(p)) for p in paths]) / len(paths)
-        codes = desc.encode_files(paths)
-        r1 = recall_at_1(desc, experiment)
-        if not reference:
-            reference = {"forward": forward, "e2e": end_to_end, "codes": codes, "r1": r1}
-        rows.append({"method": name + (" (random weights)" if weights else ""), "path": path_name,
-                     "precision": desc.precision, "forward_img_s": forward,
-                     "forward_ratio": forward / reference["forward"],
-                     "e2e_img_s": end_to_end, "e2e_ratio": end_to_end / reference["e2e"],
-                     "min_cosine": float((codes * reference["codes"]).sum(axis=1).min()),
-                     "r1": r1, "r1_change": r1 - reference["r1"], "decode_share": decode_s * end_to_end})
+        load_s = timed(desc.load)
+        if desc.notices:
+            print(f"{name} {runtime} {precision}: {desc.notices[-1]}", file=sys.stderr)
+            continue
+        rows.append(measure(desc, name + (" (random weights)" if weights else ""), paths, experiment, reference))
+        rows[-1].update(engine=runtime, precision=precision, load_s=load_s)
     return rows
 
 
-def other_rows(paths: list[Path], reference_img_s: float) -> list[dict]:
-    rows = []
-    for name in ("sscd", "sscd_distilled"):
-        desc = create_descriptor(name)
-        img_s = rate(lambda: desc.encode_files(paths), len(paths))
-        rows.append({"method": name, "path": desc.runtime(), "precision": desc.precision, "e2e_img_s": img_s,
-                     "e2e_ratio": img_s / reference_img_s})
-    for name in ("phash", "pdq"):
-        desc = create_descriptor(name)
-        workers = desc.file_workers
-        desc.file_workers = 1
-        one_thread, single_codes = rate(lambda: desc.encode_files(paths), len(paths)), desc.encode_files(paths)
-        desc.file_workers = workers
-        pooled, pooled_codes = rate(lambda: desc.encode_files(paths), len(paths)), desc.encode_files(paths)
-        rows.append({"method": name, "path": f"{workers} decoding threads vs 1", "precision": desc.precision,
-                     "e2e_img_s": pooled, "e2e_ratio": pooled / one_thread, "reference_img_s": one_thread,
-                     "identical": bool(np.array_equal(single_codes, pooled_codes))})
-    return rows
+def measure(desc, name: str, paths: list[Path], experiment: Experiment, reference: dict) -> dict:
+    inputs = [desc.prepare_file(p) for p in paths]
+    step = desc.engine.batch
+    batches = [np.stack(inputs[i : i + step]) for i in range(0, len(inputs), step)]
+    forward = rate(lambda: [desc.engine.run(b) for b in batches], len(paths))
+    decode_s = timed(lambda: [desc.prepare_file(p) for p in paths]) / len(paths)
+    codes = desc.encode_files(paths)
+    r1, end_to_end = recall_at_1(desc, experiment)
+    if not reference:
+        reference.update(forward=forward, e2e=end_to_end, codes=codes, r1=r1)
+    return {"method": name, "path": desc.engine.path(), "label": desc.label, "forward_img_s": forward,
+            "forward_ratio": forward / reference["forward"], "e2e_img_s": end_to_end,
+            "e2e_ratio": end_to_end / reference["e2e"],
+            "min_cosine": float((codes * reference["codes"]).sum(axis=1).min()),
+            "r1": r1, "r1_delta": r1 - reference["r1"], "decode_share": decode_s * end_to_end}
+
+
+def choice_rows(rows: list[dict], where: str) -> list[str]:
+    """TOML entries for malle/inference/choices.toml: every measured path but the exact one."""
+    kind = cpu_features().kind
+    out = []
+    for r in rows:
+        if ASKED[r["engine"], r["precision"]] is EXACT:
+            continue
+        out += ["[[path]]", f'model = "{r["method"]}"', f'cpu = "{kind}"', f'engine = "{r["engine"]}"',
+                f'precision = "{r["precision"]}"', f"speed = {r['forward_ratio']:.2f}",
+                f"min_cosine = {r['min_cosine']:.4f}", f"r1_delta = {r['r1_delta']:.4f}",
+                f'measured = "{where}"', ""]
+    return out
+
+
+def report(rows: list[dict], paths: list[Path], data: Path, experiment: Experiment) -> list[str]:
+    cpu = cpu_features()
+    lines = [f"# Encode throughput per engine on {cpu.kind} ({len(paths)} copies of {data.name} photos; R@1 on "
+             f"{len(experiment.manifest)} copies of {len(experiment.originals)} originals)", "",
+             f"Machine: {machine()}", f"CPU: {cpu.describe()} (kind {cpu.kind})",
+             f"auto qualifies a path at R@1 change >= -{MAX_R1_DROP} and min cosine >= {MIN_COSINE}.", "",
+             "| method | path | forward img/s | forward × exact | end-to-end img/s | end-to-end × exact | "
+             "min cosine to exact | R@1 | R@1 change | decode share | first load s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['path']} | {r['forward_img_s']:.1f} | {r['forward_ratio']:.2f}× | "
+              f"{r['e2e_img_s']:.1f} | {r['e2e_ratio']:.2f}× | {r['min_cosine']:.5f} | {r['r1']:.4f} | "
+              f"{r['r1_delta']:+.4f} | {r['decode_share']:.0%} | {r['load_s']:.1f} |" for r in rows]
+    return lines
 
 
 def main() -> int:
@@ -135,31 +157,21 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--n", type=int, default=50, help="originals of the fidelity experiment")
-    parser.add_argument("--report", type=Path, default=ROOT / "bench" / "results" / "encode_speed.md")
+    parser.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated network methods")
+    parser.add_argument("--choices", action="store_true", help="print this CPU kind's rows for choices.toml")
+    parser.add_argument("--report", type=Path, default=None)
     args = parser.parse_args()
     data = args.data if args.data.is_dir() else demo_root()
     cache_root = Path(tempfile.mkdtemp(prefix="malle-encode-"))
     experiment = small_experiment(data, args.n, cache_root)
     paths = sorted(experiment.copies_dir.iterdir())[: args.images]  # real photos after real edits, as encoded
-    rows = cnn_rows("efficientnet_lite2", paths, experiment, cache_root)
-    rows += cnn_rows("resnet50", paths, experiment, cache_root)
-    others = other_rows(paths, rows[0]["e2e_img_s"])
-    lines = [f"# Encode throughput ({len(paths)} copies of {data.name} photos; fidelity on {len(experiment.manifest)} "
-             f"copies of {len(experiment.originals)} originals)", "", f"Machine: {machine()}",
-             f"CPU path: {cpu_features().describe()} (int8 is chosen automatically where VNNI is present)", "",
-             "| method | path | precision | forward img/s | forward × today | end-to-end img/s | "
-             "end-to-end × today | "
-             "min cosine to eager | R@1 | R@1 change | decode share |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['path']} | {r['precision']} | {r['forward_img_s']:.1f} | "
-              f"{r['forward_ratio']:.2f}× | "
-              f"{r['e2e_img_s']:.1f} | {r['e2e_ratio']:.2f}× | {r['min_cosine']:.5f} | {r['r1']:.4f} | "
-              f"{r['r1_change']:+.4f} | {r['decode_share']:.0%} |" for r in rows]
-    lines += ["", "| method | path | precision | end-to-end img/s | ratio | codes identical |",
-              "|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['path']} | {r['precision']} | {r['e2e_img_s']:.1f} | "
-              f"{r['e2e_ratio']:.2f}× {'one thread' if 'identical' in r else 'EfficientNet-Lite2 eager'} | "
-              f"{r.get('identical', '—')} |" for r in others]
-    publish(lines, args.report)
+    rows = [row for name in args.models.split(",") for row in model_rows(name, paths, experiment, cache_root)]
+    lines = report(rows, paths, data, experiment)
+    if args.choices:
+        where = (f"{machine().split(',')[0]} ({cpu_features().describe()}), {datetime.date.today():%Y-%m}; "
+                 f"bench/encode_speed.py --n {args.n} on {data.name}")
+        lines += ["", "Rows for malle/inference/choices.toml:", "", "```toml", *choice_rows(rows, where), "```"]
+    publish(lines, args.report or ROOT / "bench" / "results" / f"encode_speed-{cpu_features().kind}.md")
     return 0
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 
 from . import cache, embeddings, evaluate, indexes
 from .errors import ConfigError
-from .inference.precision import check_precision
+from .inference.precision import check_engine, check_precision
 from .ops import AugmentConfig
 from .ops.severity import GRIDS
 from .results import Results
@@ -46,7 +46,8 @@ class ExperimentConfig:
     weights: tuple[tuple[str, str], ...] = ()  # (method, weights file) for descriptors that take one
     depth: int = 1000  # ranks beyond this are reported as missing
     distractors: int | None = None  # open-set queries; None: as many as there are copies; 0: closed-set only
-    precision: str = "auto"  # CNN inference: auto, fp32 or int8 (descriptors.cnn.PRECISIONS)
+    precision: str = "auto"  # network inference: auto, fp32, bf16 or int8 (inference.precision.PRECISIONS)
+    engine: str = "auto"  # what runs the networks: auto, onnxruntime or openvino (inference.precision.ENGINES)
     index: str = indexes.EXACT  # a FAISS index-factory string, or "auto" (malle.indexes)
     index_params: str = ""  # search-time parameters such as efSearch=256 or nprobe=32; default: per index
     db_distractors: int = 0  # database images not sampled as originals, that no query copies (DISC21-style)
@@ -77,6 +78,7 @@ class ExperimentConfig:
             if not ok:
                 raise ConfigError(message)
         check_precision(self.precision)
+        check_engine(self.engine, self.precision)
 
     def weights_for(self, method: str) -> str | None:
         return dict(self.weights).get(method)

@@ -39,6 +39,7 @@ from malle.errors import ConfigError
 from malle.imageio import BadImage, load_rgb
 from malle.inference.cpu import cpu_features
 from malle.inference.engines import EagerTorch, OnnxRuntimeFp32, OnnxRuntimeInt8
+from malle.inference.precision import measured_paths
 from malle.inference.quantize import calibration_photos
 from malle.metrics import HAMMING, IP
 
@@ -168,7 +169,7 @@ def test_efficientnet_embeddings_are_unit_norm_1280d_and_labelled_truthfully(eff
     codes = effnet.encode(images[:3])
     assert codes.dtype == np.float32 and codes.shape == (3, 1280)
     np.testing.assert_allclose(np.linalg.norm(codes, axis=1), 1.0, atol=1e-5)
-    assert effnet.label == "EfficientNet-Lite2 (ImageNet, 1280-d, fp32)" and "ResNet" not in effnet.label
+    assert effnet.label == "EfficientNet-Lite2 (ImageNet, 1280-d, ONNX Runtime fp32)" and "ResNet" not in effnet.label
     assert effnet.metric is IP and effnet.higher_is_better and effnet.score_name == "cosine similarity"
     assert effnet.family == "ImageNet CNN"
 
@@ -294,9 +295,9 @@ def test_resnet50_rejects_corrupt_and_missing_files(tmp_path):
 
 def test_resnet50_random_weights_only_when_asked():
     descriptor = create_descriptor("resnet50", weights="random", precision="fp32")
-    assert descriptor.label == "ResNet-50 (RANDOM weights, plumbing only, fp32)"
+    assert descriptor.label == "ResNet-50 (RANDOM weights, plumbing only, ONNX Runtime fp32)"
     assert descriptor.fingerprint()["weights"] == "random"
-    assert ResNet50(precision="fp32").label == "ResNet-50 (ImageNet IMAGENET1K_V1, 2048-d, fp32)"
+    assert ResNet50(precision="fp32").label == "ResNet-50 (ImageNet IMAGENET1K_V1, 2048-d, ONNX Runtime fp32)"
 
 
 def test_default_methods_drop_resnet50_with_one_record_when_no_weights(no_hub_weights):
@@ -429,23 +430,25 @@ def test_int8_embeddings_stay_close_to_fp32_on_photos_it_was_not_calibrated_on(e
     int8.use_cache(tmp_path)
     cosines = (int8.encode(held_out_photos) * effnet.encode(held_out_photos)).sum(axis=1)
     assert cosines.min() >= 0.97, cosines  # measured 0.985 at worst over 36 held-out photos
-    assert int8.label == "EfficientNet-Lite2 (ImageNet, 1280-d, int8)" and int8.precision == "int8"
+    assert int8.label == "EfficientNet-Lite2 (ImageNet, 1280-d, ONNX Runtime int8)" and int8.precision == "int8"
     assert "int8" in int8.fingerprint()["engine"] and int8.fingerprint() != effnet.fingerprint()
     assert len(list((tmp_path / "models").glob("*/model.onnx"))) == 2  # the fp32 export and its int8 model
 
 
-def test_int8_calibration_without_photos_falls_back_to_eager_fp32_with_one_notice(monkeypatch, tmp_path, images):
+def test_int8_calibration_without_photos_falls_back_to_exact_fp32_with_one_notice(monkeypatch, tmp_path, images):
     monkeypatch.setitem(sys.modules, "ai_benchmark", None)  # the photo package is not installed
     desc = EfficientNetLite2(precision="int8")
     desc.use_cache(tmp_path)
     desc.load()
-    assert isinstance(desc.engine, EagerTorch) and desc.precision == "fp32" and desc.label.endswith(", fp32)")
+    assert isinstance(desc.engine, OnnxRuntimeFp32) and desc.precision == "fp32"
+    assert desc.label.endswith(", ONNX Runtime fp32)")
     assert len(desc.notices) == 1 and "int8 calibration failed (no calibration photos" in desc.notices[0]
     assert desc.encode(images[:1]).shape == (1, 1280)
 
 
-def test_auto_precision_is_int8_only_where_measured_and_the_cpu_has_vnni():
-    expected = "int8" if cpu_features().fast_int8 else "fp32"
+def test_auto_precision_is_a_measured_path_for_this_cpu_or_fp32():
+    listed = measured_paths("efficientnet_lite2")
+    expected = listed[0].precision if listed else "fp32"
     assert create_descriptor("efficientnet_lite2").precision == expected
     assert create_descriptor("resnet50", weights="random").precision == "fp32"  # int8 R@1 not measured here
     assert create_descriptor("phash", precision="int8").precision == "binary hash"  # fixed precision, untouched
@@ -453,7 +456,7 @@ def test_auto_precision_is_int8_only_where_measured_and_the_cpu_has_vnni():
 
 
 def test_an_unknown_precision_is_a_one_line_error():
-    with pytest.raises(ConfigError, match="--precision must be one of auto, fp32, int8"):
+    with pytest.raises(ConfigError, match="--precision must be one of auto, fp32, bf16, int8"):
         create_descriptor("efficientnet_lite2", precision="int4")
 
 

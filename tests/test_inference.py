@@ -17,11 +17,12 @@ from malle.descriptors.cnn import EfficientNetLite2
 from malle.descriptors.network import DEMO_CALIBRATION
 from malle.descriptors.sscd import SSCDDistilled
 from malle.imageio import load_rgb
-from malle.inference.cpu import CpuFeatures, cpu_features
+from malle.inference.cpu import CpuFeatures
 from malle.inference.engines import EagerTorch, Engine, OnnxRuntimeFp32, OnnxRuntimeInt8
 from malle.inference.model import CalibrationFailed, CalibrationSet, Model
 from malle.inference.onnx import OnnxRunner
-from malle.inference.precision import ASKED, AUTO_PATHS, EXACT, FALLBACK, choose_engine, fallback_engine
+from malle.inference.openvino_engines import OpenVinoBf16, OpenVinoFp32, OpenVinoInt8
+from malle.inference.precision import ASKED, EXACT, FALLBACK, auto_paths, choose_engine, fallback_engine, measured_paths
 from malle.inference.quantize import CALIBRATION_IMAGES, calibration_photos
 
 WITH_VNNI = CpuFeatures(avx2=True, avx512=True, vnni=True, bf16=True)
@@ -87,14 +88,15 @@ def test_sscd_runs_on_the_engine_layer_exactly_as_its_shipped_graph(held_out, tm
     desc = SSCDDistilled()
     model = desc.network()
     assert model.shipped is not None and not model.exportable and not EagerTorch.runs(model)
-    engine = choose_engine(desc.name, "auto")(model)
+    engine = choose_engine(desc.name, "fp32")(model)
     engine.load(tmp_path)
-    assert isinstance(engine, OnnxRuntimeFp32) and engine.precision == "as shipped"
+    assert isinstance(engine, OnnxRuntimeFp32) and engine.precision == "fp32"  # fp16 weights, fp32 maths
     assert not any(tmp_path.iterdir())  # a shipped graph is run where it is, nothing is exported
     batch = np.stack([model.prepare(p) for p in held_out[:4]])
     assert batch.dtype == np.uint8 and batch.shape == (4, 288, 288, 3)  # NHWC uint8, as the graph takes it
     np.testing.assert_array_equal(engine.run(batch), OnnxRunner(model.shipped).run(batch))
-    np.testing.assert_array_equal(l2_normalise(engine.run(batch)), desc.encode_files(held_out[:4]))
+    exact = SSCDDistilled(engine=OnnxRuntimeFp32)
+    np.testing.assert_array_equal(l2_normalise(engine.run(batch)), exact.encode_files(held_out[:4]))
 
 
 def test_int8_without_calibration_photos_fails_as_a_calibration_failure(effnet_model, tmp_path):
@@ -114,28 +116,31 @@ def test_int8_without_calibration_photos_fails_as_a_calibration_failure(effnet_m
 
 def test_auto_takes_int8_only_for_a_measured_model_on_a_cpu_with_vnni():
     assert choose_engine("efficientnet_lite2", "auto", WITH_VNNI) is OnnxRuntimeInt8
-    assert choose_engine("efficientnet_lite2", "auto", WITHOUT_VNNI) is OnnxRuntimeFp32  # int8 not allowed here
+    assert choose_engine("efficientnet_lite2", "auto", WITHOUT_VNNI) is OnnxRuntimeFp32  # nothing measured on AVX2
     assert choose_engine("resnet50", "auto", WITH_VNNI) is OnnxRuntimeFp32  # int8 R@1 not measured for it
     assert choose_engine("sscd_distilled", "auto", WITH_VNNI) is EXACT
-    expected = OnnxRuntimeInt8 if cpu_features().fast_int8 else OnnxRuntimeFp32
+    listed = measured_paths("efficientnet_lite2")
+    expected = listed[0].kind if listed else EXACT
     assert choose_engine("efficientnet_lite2", "auto") is expected  # this machine's own CPU
 
 
 def test_an_explicit_precision_runs_its_engine_whatever_the_cpu():
-    for precision, kind in ASKED.items():
-        assert choose_engine("resnet50", precision, WITHOUT_VNNI) is kind
+    for (runtime, precision), kind in ASKED.items():
+        assert choose_engine("resnet50", precision, runtime, WITHOUT_VNNI) is kind
         assert kind(EfficientNetLite2(precision="fp32").network()).precision == precision
 
 
 def test_every_listed_path_says_where_it_was_measured_and_is_a_real_engine():
-    for path in AUTO_PATHS:
-        assert issubclass(path.engine, Engine) and path.engine is not EXACT
-        assert "R@1" in path.measured and path.needs(WITH_VNNI) in (True, False)
+    for path in auto_paths():
+        assert issubclass(path.kind, Engine) and path.kind is not EXACT
+        assert path.measured and path.cpu in ("amx", "avx512_vnni", "avx2")
 
 
 def test_the_fallback_runs_only_models_built_in_pytorch(effnet_model):
-    assert fallback_engine(effnet_model) is FALLBACK is EagerTorch
-    assert fallback_engine(SSCDDistilled().network()) is None  # nothing else can run a shipped graph
+    assert fallback_engine(OnnxRuntimeInt8, effnet_model) is EXACT  # a faster path gives way to exact fp32
+    assert fallback_engine(OpenVinoBf16, SSCDDistilled().network()) is EXACT
+    assert fallback_engine(EXACT, effnet_model) is FALLBACK is EagerTorch
+    assert fallback_engine(EXACT, SSCDDistilled().network()) is None  # nothing else can run a shipped graph
 
 
 def test_describing_an_engine_builds_and_hashes_nothing(effnet_model):
@@ -143,7 +148,7 @@ def test_describing_an_engine_builds_and_hashes_nothing(effnet_model):
         raise AssertionError("describe() built the model or hashed its weights")
 
     untouchable = Model("untouchable", must_not_run, (1, 3, 8, 8), np.asarray, build=must_not_run)
-    for kind in (EagerTorch, OnnxRuntimeFp32, OnnxRuntimeInt8):
+    for kind in (EagerTorch, OnnxRuntimeFp32, OnnxRuntimeInt8, OpenVinoFp32, OpenVinoBf16, OpenVinoInt8):
         engine = kind(untouchable, DEMO_CALIBRATION)
         assert engine.describe() and engine.summary and engine.name
     assert OnnxRuntimeInt8(effnet_model, DEMO_CALIBRATION).describe() != OnnxRuntimeFp32(effnet_model).describe()

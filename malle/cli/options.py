@@ -12,6 +12,7 @@ from ..descriptors.cnn import PRECISIONS
 from ..descriptors.registry import is_method_name
 from ..errors import ConfigError
 from ..experiment import ExperimentConfig
+from ..inference.precision import ENGINES
 from ..ops import OPS, PRESETS, REFERENCE_OPS, AugmentConfig, get_preset
 from ..tricks import methods as trick_methods
 
@@ -132,8 +133,13 @@ def add_experiment_options(p: argparse.ArgumentParser, n_default: int) -> None:
 
 def add_precision_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="CNN inference: fp32 (exact, matches PyTorch), int8 (calibrated, faster), or auto (int8 "
-                        "where it keeps R@1 and the CPU has VNNI; default). Other methods keep their own precision.")
+                   help="network inference (CNNs, SSCD and its student): fp32 (exact), bf16 (OpenVINO), int8 "
+                        "(calibrated), or auto (default: the fastest path measured on this CPU kind to keep R@1 "
+                        "within 0.005 of fp32, malle/inference/choices.toml; else fp32). A graph shipped in int8 "
+                        "keeps it.")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="what runs the networks: onnxruntime, openvino, or auto (default: per model and CPU, as "
+                        "--precision auto chooses; ONNX Runtime for an explicit fp32 or int8)")
 
 
 def add_cache_option(p: argparse.ArgumentParser) -> None:
@@ -165,6 +171,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return ExperimentConfig(
         data=getattr(args, "data", None),
         n=args.n, seed=args.seed, n_classes=args.n_classes, methods=args.methods, precision=args.precision,
+        engine=getattr(args, "engine", "auto"),
         weights=weights, **chains,
     )
 

@@ -4,7 +4,8 @@ Each model declares its preprocessing as a ``PreprocessConfig`` (timm's ``pretra
 terms) and its weights through its own module (``resnet50_weights``,
 ``efficientnet_weights``). The forward pass runs on the engine the precision policy
 picks (``malle.inference``): ONNX Runtime fp32 (exact, exported once per weights), ONNX
-Runtime int8 (calibrated on real photos), or eager PyTorch (the fallback).
+Runtime int8 (calibrated on real photos), OpenVINO fp32, bf16 or int8 (NNCF), or eager PyTorch
+(the last fallback).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class CNNDescriptor(NetworkDescriptor):
     config: ClassVar[PreprocessConfig]
     base_label: ClassVar[str]  # the label without its precision, which the engine adds
 
-    def __init__(self, weights: str | Path | None = None, engine: type[Engine] | None = None,
+    def __init__(self, weights: str | Path | None = None, engine: str | type[Engine] = "auto",
                  precision: str = "auto") -> None:
         check_precision(precision)
         super().__init__(weights if self.weights_env else None, engine, precision)
@@ -58,7 +59,7 @@ class CNNDescriptor(NetworkDescriptor):
 
     @property
     def label(self) -> str:
-        return with_precision(self.base_label, self.precision)
+        return with_precision(self.base_label, self.engine.path())
 
     @property
     def precision(self) -> str:
@@ -107,7 +108,7 @@ class CNNDescriptor(NetworkDescriptor):
 
 
 def with_precision(label: str, precision: str) -> str:
-    """'EfficientNet-Lite2 (ImageNet, 1280-d)' -> 'EfficientNet-Lite2 (ImageNet, 1280-d, int8)'."""
+    """'EfficientNet-Lite2 (ImageNet, 1280-d)' -> 'EfficientNet-Lite2 (ImageNet, 1280-d, OpenVINO bf16)'."""
     return f"{label[:-1]}, {precision})" if label.endswith(")") else f"{label} ({precision})"
 
 
@@ -127,7 +128,7 @@ class ResNet50(CNNDescriptor):
     # torchvision's IMAGENET1K_V1 eval transform: resize 256, crop 224.
     config = PreprocessConfig(input_size=(3, 224, 224), interpolation="bilinear", crop_pct=0.875)
 
-    def __init__(self, weights: str | Path | None = None, engine: type[Engine] | None = None,
+    def __init__(self, weights: str | Path | None = None, engine: str | type[Engine] = "auto",
                  precision: str = "auto") -> None:
         super().__init__(engine=engine, precision=precision)
         self.weights: str | Path | None = weights

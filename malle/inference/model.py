@@ -33,6 +33,7 @@ class Model:
     prepare: Callable[[Path], np.ndarray]  # one photo file to one input, exactly as encoding prepares it
     build: Callable[[], torch.nn.Module] | None = None  # eval mode, channels_last
     shipped: Path | None = None
+    stored: str = "fp32"  # what the weights are stored as: "int8" for a graph quantised before it shipped
 
     def __post_init__(self) -> None:
         if (self.build is None) == (self.shipped is None):

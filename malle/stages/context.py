@@ -61,7 +61,8 @@ class RunContext:
         if base != method:
             return self.descriptor(base)
         if method not in self._descriptors:
-            desc = create_descriptor(method, weights=self.config.weights_for(method), precision=self.config.precision)
+            desc = create_descriptor(method, weights=self.config.weights_for(method), precision=self.config.precision,
+                                     engine=self.config.engine)
             desc.use_cache(self.root)
             self._descriptors[method] = desc
         return self._descriptors[method]
