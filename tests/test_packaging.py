@@ -60,14 +60,15 @@ def test_the_installed_package_is_imported_not_the_checkout(installed):
     assert not Path(where).is_relative_to(ROOT), where
 
 
-def test_the_package_holds_every_module_of_malle_and_nothing_else(installed):
+def test_the_package_holds_every_file_of_malle_and_nothing_else(installed):
+    """Every module and every data file the product reads at run time (e.g. inference/choices.toml)."""
     bin_dir, elsewhere, env = installed
     listing = ("import importlib.metadata as m\n"
                "for f in m.distribution('malle').files: print(f.as_posix())")
     files = ok(run([bin_dir / "python", "-c", listing], elsewhere, env)).stdout.split()
-    shipped = {f for f in files if f.endswith(".py")}
-    in_checkout = {p.relative_to(ROOT).as_posix() for p in (ROOT / "malle").rglob("*.py")
-                   if "__pycache__" not in p.parts}
+    shipped = {f for f in files if f.startswith("malle/") and "__pycache__" not in f}
+    in_checkout = {p.relative_to(ROOT).as_posix() for p in (ROOT / "malle").rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
     assert in_checkout == shipped
     # Top level: the package, its metadata and the console script; the harness and the tests stay behind.
     tops = {f.split("/")[0] for f in files if not f.startswith("..")}
