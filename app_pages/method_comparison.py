@@ -3,8 +3,8 @@
 import streamlit as st
 
 from malle.dashboard import comparison, widgets
-from malle.dashboard.shared import LEVELS, recall_table
 from malle.dashboard.overview import recall_curve_chart
+from malle.dashboard.shared import LEVELS, recall_table
 
 EXAMPLES = 8
 

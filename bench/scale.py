@@ -178,14 +178,15 @@ def main() -> int:
     mixture = fit_mixture(real, MIXTURE_COMPONENTS)
     lines = [f"# Approximate indexes at scale ({args.method}, {faiss.omp_get_max_threads()} FAISS threads)", "",
              f"Machine: {machine()}", "",
-             f"Queries: {len(queries)} real embeddings of real modified copies ({data.name}). Database: {len(real)} real "
-             f"photo embeddings (the {len(set(truth))} true originals among them) plus a synthetic background drawn "
-             f"from a {len(mixture[2])}-component diagonal Gaussian mixture fitted to those real embeddings. "
+             f"Queries: {len(queries)} real embeddings of real modified copies ({data.name}). "
+             f"Database: {len(real)} real photo embeddings (the {len(set(truth))} true originals among them) "
+             f"plus a synthetic background drawn from a {len(mixture[2])}-component diagonal Gaussian mixture "
+             "fitted to those real embeddings. "
              "R@10 vs exact: FAISS's 1-recall@10, the exact nearest neighbour within the top 10; top-10 overlap: "
              "the share of exact search's top 10 returned. copies R@1/R@10: the true original found.",
              ""]
-    header = "| size | index | search | build s (train) | memory MB | ms/query batch 1 | ms/query batch 1000 | R@10 vs exact | " \
-             "top-10 overlap | copies R@1 | copies R@10 |"
+    header = ("| size | index | search | build s (train) | memory MB | ms/query batch 1 | ms/query batch 1000 | "
+              "R@10 vs exact | top-10 overlap | copies R@1 | copies R@10 |")
     for size in (int(s) for s in args.sizes.split(",")):
         database = np.concatenate([real, sample_mixture(mixture, max(0, size - len(real)))])
         k = indexes.ivf_lists(size)
@@ -199,7 +200,8 @@ def main() -> int:
             for r in rows:
                 lines.append(f"| {size:,} | {r['index']} | {r['search']} | {r['build_s']:.1f} ({r['train_s']:.1f}) | "
                              f"{r['memory_mb']:.0f} | "
-                             f"{r['ms_batch1']:.3f} | {r['ms_batch1000']:.4f} | {r['r10_vs_exact']:.3f} | {r['overlap10']:.3f} | "
+                             f"{r['ms_batch1']:.3f} | {r['ms_batch1000']:.4f} | "
+                             f"{r['r10_vs_exact']:.3f} | {r['overlap10']:.3f} | "
                              f"{r['copies_r1']:.4f} | {r['copies_r10']:.4f} |")
         lines.append("")
     lines.append(f"Goal on 2 cores: R@10 >= {GOAL_RECALL} of exact at < {GOAL_MS} ms/query for 1M vectors.")

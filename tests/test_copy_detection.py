@@ -11,7 +11,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from malle.cli import main
 from malle.descriptors import DESCRIPTORS, create_descriptor, resolve_methods
 from malle.descriptors.pdq import MATCH_DISTANCE, PDQ, PDQDihedral
-from malle.descriptors.sscd import SSCD, SSCDDistilled, ShortSideResize, SquareResize
+from malle.descriptors.sscd import SSCD, ShortSideResize, SquareResize, SSCDDistilled
 from malle.experiment import Experiment, ExperimentConfig
 from malle.imageio import load_rgb
 from malle.metrics import HAMMING, IP

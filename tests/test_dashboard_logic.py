@@ -116,7 +116,8 @@ def test_op_heatmap_spec_and_hardest_op(demo_results):
 
 def test_chain_length_and_score_charts(demo_results):
     by_length = demo_results.by_chain_length((5,))
-    assert chart_fields(per_transformation.chain_length_chart(by_length, 5, "class", demo_results.labels))["x"] == "chain_length"
+    chart = per_transformation.chain_length_chart(by_length, 5, "class", demo_results.labels)
+    assert chart_fields(chart)["x"] == "chain_length"
     table = per_transformation.chain_length_wide(by_length, 5, "class", demo_results.labels)
     assert table["queries"].sum() == 340 and list(table.index) == [1, 2, 3, 4, 5]
     chart = comparison.score_chart(demo_results.per_query, "phash", "pHash", HAMMING)

@@ -2,8 +2,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from malle.evaluate import (filter_by_ops, per_op_recall, per_query_table, recall1_tie_bounds, recall_at_k,
-                            recall_by_chain_length, tie_rates)
+from malle.evaluate import (
+    filter_by_ops,
+    per_op_recall,
+    per_query_table,
+    recall1_tie_bounds,
+    recall_at_k,
+    recall_by_chain_length,
+    tie_rates,
+)
 from malle.search import Hits
 
 # Database: two originals of class "a", one of class "b".

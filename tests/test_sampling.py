@@ -3,8 +3,16 @@ from pathlib import Path
 
 import pytest
 
-from malle.sampling import (Candidate, DatasetError, class_from_filename, discover, original_name,
-                            priority_order, select, write_originals)
+from malle.sampling import (
+    Candidate,
+    DatasetError,
+    class_from_filename,
+    discover,
+    original_name,
+    priority_order,
+    select,
+    write_originals,
+)
 
 
 def test_flat_layout_class_is_prefix_before_first_underscore():

@@ -12,8 +12,15 @@ from .. import cache
 from ..experiment import Experiment
 from ..ops import OPS
 from ..ops.severity import MIN_RECALL, breaking_points
-from .options import (add_cache_option, add_data_option, add_methods_option, add_precision_option,
-                      add_weight_options, config_from_args, names)
+from .options import (
+    add_cache_option,
+    add_data_option,
+    add_methods_option,
+    add_precision_option,
+    add_weight_options,
+    config_from_args,
+    names,
+)
 
 NAME = "severity"
 HELP = "robustness curves: every op alone at a grid of strengths"

@@ -13,7 +13,8 @@ from malle.ops.severity import GRIDS, breaking_points, placement_rng
 
 from .shared import image_thumbnail, with_labels
 
-DEFAULT_OPS = ("randomcrop", "rotate", "jpeg", "hflip")  # one crop, one geometry, one codec, one flip: a quick first sweep
+# One crop, one geometry, one codec, one flip: a quick first sweep.
+DEFAULT_OPS = ("randomcrop", "rotate", "jpeg", "hflip")
 
 
 def curves_chart(table: pd.DataFrame, labels: dict[str, str]) -> alt.Chart:
