@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs on a fresh machine, then run all of it, on Python 3.12.
+# Install everything the test suite needs on a fresh machine, lint, then run all of it, on Python 3.12.
 #   bash scripts/test.sh [pytest args]        (MALLE_PYTHON=/path/to/python3.12 to choose the interpreter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,4 +22,6 @@ fi
 # Malle itself, editable, with every extra (pyproject.toml declares the dependencies), then the lines still
 # listed only in requirements.txt.
 "$PY" -m pip install -q -e ".[all,dev]" -r requirements.txt
+# The configured linter (pyproject.toml's [tool.ruff]) first: a dirty tree fails the run before any test.
+"$PY" -m ruff check .
 "$PY" -m pytest "$@"
