@@ -16,9 +16,12 @@ by default one per core this process may run on.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import sys
 import threading
+import types
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TypeVar
@@ -57,8 +60,9 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None = 
     if count <= 1 or len(items) <= 1:
         yield from map(fn, items)
         return
-    pool = _pool(count)
-    futures: list[Future] = [pool.submit(fn, item) for item in items]
+    with _guard, _script_main_hidden():
+        pool = _pool(count)
+        futures: list[Future] = [pool.submit(fn, item) for item in items]  # a submit may start a worker
     try:
         for future in futures:
             yield future.result()
@@ -69,10 +73,25 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None = 
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
-    with _guard:
-        pool = _pools.get(workers)
-        if pool is None or getattr(pool, "_broken", False):
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(list(PRELOAD))
-            pool = _pools[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context)
-        return pool
+    pool = _pools.get(workers)
+    if pool is None or getattr(pool, "_broken", False):
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(PRELOAD))
+        pool = _pools[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return pool
+
+
+@contextlib.contextmanager
+def _script_main_hidden() -> Iterator[None]:
+    """While workers start: a ``__main__`` that is a script run by path (Streamlit puts the app there) is
+    hidden, since a new worker would run that script again to rebuild its ``__main__``; the work sent to
+    workers never lives in ``__main__``. A module run with ``-m`` (the CLI, pytest) has a spec and stays."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None or not getattr(main, "__file__", None):
+        yield
+        return
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +61,25 @@ def test_workers_are_other_processes():
     pids = list(parallel.ordered_map(_worker_pid, range(8), workers=2))
     assert os.getpid() not in pids and len(pids) == 8
     assert list(parallel.ordered_map(_worker_pid, range(3), workers=1)) == [os.getpid()] * 3
+
+
+SCRIPT_AS_MAIN = """
+if __name__ != "__main__":
+    raise SystemExit("the script ran again in a worker")  # what Streamlit's app would do: run the app
+import os
+from malle import parallel
+print(list(parallel.ordered_map(os.fspath, ["a", "b", "c", "d"], workers=2)))
+"""
+
+
+def test_workers_never_run_a_script_that_is_main_again(tmp_path):
+    """Streamlit runs the app as ``__main__`` by path; workers must not re-run it to rebuild their main."""
+    script = tmp_path / "app.py"
+    script.write_text(SCRIPT_AS_MAIN)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['a', 'b', 'c', 'd']"
 
 
 def test_worker_count_from_the_environment(monkeypatch):
