@@ -11,12 +11,13 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/nul
   exit 1
 fi
 
-# Debian's headless Chromium for the browser test (Playwright cannot download a browser here),
-# and an emoji font so its screenshots show the dashboard's markers.
-if ! command -v chromium >/dev/null 2>&1 || [ ! -d /usr/share/fonts/truetype/noto ]; then
+# Debian's headless Chromium for the browser test and the PDF report (Playwright cannot download a browser
+# here), an emoji font so its screenshots show the dashboard's markers, and libmagic for AugLy's composites.
+if ! command -v chromium >/dev/null 2>&1 || [ ! -d /usr/share/fonts/truetype/noto ] \
+    || [ -z "$(ldconfig -p | grep 'libmagic\.so\.1')" ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-noto-color-emoji libmagic1 >/dev/null
 fi
 
 # Malle itself, editable, with every extra (pyproject.toml declares the dependencies), then the lines still
