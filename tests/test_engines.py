@@ -167,6 +167,6 @@ def test_a_missing_or_failing_engine_falls_back_to_exact_fp32_with_one_notice(na
                                                                               photos):
     found, desc = codes(name, kind, models_dir, photos)
     assert type(desc.engine) is EXACT
-    assert len(desc.notices) == 1 and "running ONNX Runtime fp32 instead" in desc.notices[0]
+    assert len(desc.notices) == 1 and "running ONNX Runtime fp32 instead." in desc.notices[0]
     assert "ONNX Runtime fp32" in desc.label
     np.testing.assert_array_equal(found, exact[name])

@@ -115,10 +115,10 @@ def test_int8_without_calibration_photos_fails_as_a_calibration_failure(effnet_m
 
 
 def test_auto_takes_int8_only_for_a_measured_model_on_a_cpu_with_vnni():
-    assert choose_engine("efficientnet_lite2", "auto", WITH_VNNI) is OnnxRuntimeInt8
-    assert choose_engine("efficientnet_lite2", "auto", WITHOUT_VNNI) is OnnxRuntimeFp32  # nothing measured on AVX2
-    assert choose_engine("resnet50", "auto", WITH_VNNI) is OnnxRuntimeFp32  # int8 R@1 not measured for it
-    assert choose_engine("sscd_distilled", "auto", WITH_VNNI) is EXACT
+    assert choose_engine("efficientnet_lite2", "auto", cpu=WITH_VNNI) is OnnxRuntimeInt8
+    assert choose_engine("efficientnet_lite2", "auto", cpu=WITHOUT_VNNI) is OnnxRuntimeFp32  # nothing measured on AVX2
+    assert choose_engine("resnet50", "auto", cpu=WITH_VNNI) is OnnxRuntimeFp32  # int8 R@1 not measured for it
+    assert choose_engine("sscd_distilled", "auto", cpu=WITH_VNNI) is EXACT
     listed = measured_paths("efficientnet_lite2")
     expected = listed[0].kind if listed else EXACT
     assert choose_engine("efficientnet_lite2", "auto") is expected  # this machine's own CPU

@@ -66,7 +66,13 @@ class NetworkDescriptor(Descriptor):
     def engine(self) -> Engine:
         if self._engine is None:
             model = self.network()
-            self._engine = runnable(self._engine_kind, model)(model, DEMO_CALIBRATION, self.threads)
+            kind = runnable(self._engine_kind, model)
+            if not kind.installed():  # decided before the engine's description enters any cache key
+                fallback = fallback_engine(kind, model)
+                self.notices.append(f"{self.name}: {kind.summary} is not installed; running {fallback.summary} "
+                                    f"instead.")
+                kind = fallback
+            self._engine = kind(model, DEMO_CALIBRATION, self.threads)
         return self._engine
 
     @property

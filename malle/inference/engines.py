@@ -45,6 +45,11 @@ class Engine(ABC):
         """Whether this engine can run ``model`` at all."""
         return True
 
+    @classmethod
+    def installed(cls) -> bool:
+        """Whether this engine's runtime is importable here (asked before its description enters a cache key)."""
+        return True
+
     @abstractmethod
     def describe(self) -> str:
         """Everything about this engine that can change the codes, for cache keys. Cheap: loads nothing."""

@@ -73,6 +73,14 @@ class OpenVinoEngine(Engine):
         """bf16 and int8 start from a float graph; a graph quantised before it shipped runs only as it is."""
         return model.stored != "int8" or cls.hint == "f32"
 
+    @classmethod
+    def installed(cls) -> bool:
+        try:
+            cls.runtime()
+        except ImportError:
+            return False
+        return True
+
     @property
     def precision(self) -> str:
         return "int8 as shipped" if self.model.stored == "int8" else self.computes
