@@ -50,12 +50,12 @@ def test_overview_shows_the_engines_recall(demo_results, tmp_path):
     at = open_app()
     assert at.title[0].value == "Overview"
     demo_results.write(tmp_path)  # what the CLI writes
-    recall, labels = pd.read_csv(tmp_path / "recall.csv"), demo_results.labels
+    recall = pd.read_csv(tmp_path / "recall.csv")
     for i, level in enumerate(("instance", "class")):
-        pd.testing.assert_frame_equal(at.dataframe[i].value, report.wide(recall, level, labels), check_exact=True)
+        pd.testing.assert_frame_equal(at.dataframe[i].value, report.short_wide(recall, level), check_exact=True)
     published = report.reference_recall()
     for i, level in enumerate(("instance", "class"), start=2):
-        pd.testing.assert_frame_equal(at.dataframe[i].value, report.wide(published, level, report.REFERENCE_LABELS))
+        pd.testing.assert_frame_equal(at.dataframe[i].value, report.short_wide(published, level))
     assert "published" in " ".join(c.value for c in at.caption).lower()
     costs = at.dataframe[-1].value
     assert costs["ms per query"].tolist() == demo_results.costs()["ms_per_query"].tolist()
@@ -76,8 +76,7 @@ def test_method_selection_reloads_from_the_cache(demo_results):
     at = open_app()
     at.multiselect(key="methods").set_value([PHASH])
     rerun(at)
-    expected = report.wide(demo_results.recall(), "instance", demo_results.labels)
-    expected = expected[["instance Recall@K, pHash (64-bit)"]]
+    expected = report.short_wide(demo_results.recall(), "instance")[[PHASH]]
     pd.testing.assert_frame_equal(at.dataframe[0].value, expected)
     assert not at.status, "a fully cached experiment shows no progress box"
 
