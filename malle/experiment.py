@@ -30,6 +30,7 @@ from .ops.severity import GRIDS
 from .results import Results
 from .search import Hits, search
 from .stages import Node, RunContext, pixel_versions
+from .tricks import methods as trick_names
 
 __all__ = ["Experiment", "ExperimentConfig", "Results", "pixel_versions"]
 
@@ -159,7 +160,13 @@ class Experiment(RunContext):
         return pd.DataFrame([{key: meta[key] for key in columns} for meta in rows], columns=columns)
 
     def query(self, method: str, images: Sequence[Image.Image], k: int = 5) -> Hits:
-        """Search new images (uploads, lab results) among the originals, in a method's cached index."""
+        """Search new images (uploads, lab results) among the originals, in a method's cached index.
+
+        Only base methods: a matching trick (``+norm``...) needs its stage's background set, windows
+        or verification, so answering with the base's hits under its name would mislabel them."""
+        if trick_names.parse(method).is_derived:
+            raise ConfigError(f"{method}: matching tricks apply to a run's queries, not to a single new image; "
+                              f"query {trick_names.base_of(method)} instead")
         desc = self.descriptor(method)
         return search(self.embed_index(method), desc.encode_queries(list(images)), k, desc.metric)
 

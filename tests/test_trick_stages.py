@@ -12,9 +12,11 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from malle import cache, openset
 from malle.cli import main
+from malle.dashboard import frame
 from malle.descriptors import resolve_methods
 from malle.errors import ConfigError
 from malle.experiment import Experiment, ExperimentConfig
@@ -157,3 +159,12 @@ def test_severity_refuses_a_derived_method_in_one_line(tree_dataset, tmp_path, c
                  "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "not measured in severity sweeps; use its base method sscd_distilled" in error[0]
+
+
+def test_one_new_image_is_never_answered_by_a_trick_under_its_name(tmp_path):
+    exp = Experiment(ExperimentConfig(n=4, methods=("phash", "sscd_distilled+norm")), tmp_path)
+    with pytest.raises(ConfigError, match="query sscd_distilled instead"):
+        exp.query("sscd_distilled+norm", [Image.new("RGB", (64, 64))])
+    offered, _ = frame.method_options()
+    assert "sscd_distilled+norm" in offered and "sscd_distilled+verify" in offered
+    assert not any(m.startswith(("phash+", "pdq+")) for m in offered)  # tricks need a float descriptor

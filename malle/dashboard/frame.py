@@ -30,6 +30,7 @@ from malle.naming import safe_file_name
 from malle.ops import PRESETS, AugmentConfig, get_preset
 from malle.sampling import DEMO_DISTRACTORS, DEMO_N
 from malle.stages import Node
+from malle.tricks.methods import TRICKS
 
 MAX_UPLOAD_MB = 20  # keep equal to server.maxUploadSize in .streamlit/config.toml
 MAX_UPLOAD_FILES = 2000  # one upload set; more are skipped with a reason
@@ -127,7 +128,10 @@ def method_options(weights: dict[str, str] | None = None) -> tuple[list[str], li
     """
     defaults, _ = resolve_methods(None, weights)
     specs = [str(path) for path, problem in folder_spec_status() if problem is None]
-    return available_methods(weights) + specs, defaults
+    built_in = available_methods(weights)
+    # Each float method also with each matching trick alone, so the Detection page can compare them.
+    derived = [f"{m}+{suffix}" for m in built_in if not descriptor_class(m).metric.binary for suffix in TRICKS]
+    return built_in + specs + derived, defaults
 
 
 def folder_spec_status() -> list[tuple[Path, str | None]]:

@@ -16,6 +16,7 @@ from malle.imageio import encode_jpeg, load_rgb
 from malle.ops import OPS
 from malle.results import Results
 from malle.tables import row_ids
+from malle.tricks import methods as trick_names
 
 LEVELS = tuple(evaluate.LEVELS)  # ("instance", "class")
 THUMB_PX = 160
@@ -120,7 +121,9 @@ def rank_image(exp: Experiment, method: str, img: Image.Image, source: str | Non
 
 
 def rank_everywhere(results: Results, img: Image.Image, source: str | None, top: int) -> list[Ranking]:
-    return [rank_image(results.experiment, m, img, source, top) for m in results.methods]
+    """Every base method's ranking: a matching trick applies to a run's queries, not to one new image."""
+    return [rank_image(results.experiment, m, img, source, top) for m in results.methods
+            if not trick_names.parse(m).is_derived]
 
 
 def ranking_thumbs(exp: Experiment, ranking: Ranking) -> list[Thumb]:
