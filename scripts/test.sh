@@ -12,17 +12,17 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/nul
 fi
 
 # Debian's headless Chromium for the browser test and the PDF report (Playwright cannot download a browser
-# here), an emoji font so its screenshots show the dashboard's markers, and libmagic for AugLy's composites.
+# here), an emoji font so its screenshots show the dashboard's markers, libmagic for AugLy's composites, and
+# poppler's pdftotext/pdfinfo for the report's tests.
 if ! command -v chromium >/dev/null 2>&1 || [ ! -d /usr/share/fonts/truetype/noto ] \
-    || [ -z "$(ldconfig -p | grep 'libmagic\.so\.1')" ]; then
+    || [ -z "$(ldconfig -p | grep 'libmagic\.so\.1')" ] || ! command -v pdftotext >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-noto-color-emoji libmagic1 >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-noto-color-emoji libmagic1 poppler-utils >/dev/null
 fi
 
-# Malle itself, editable, with every extra (pyproject.toml declares the dependencies), then the lines still
-# listed only in requirements.txt.
-"$PY" -m pip install -q -e ".[all,dev]" -r requirements.txt
+# Malle itself, editable, with every extra (pyproject.toml declares the dependencies).
+"$PY" -m pip install -q -e ".[all,dev]"
 # The configured linter (pyproject.toml's [tool.ruff]) first: a dirty tree fails the run before any test.
 "$PY" -m ruff check .
 "$PY" -m pytest "$@"
