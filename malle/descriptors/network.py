@@ -99,7 +99,7 @@ class NetworkDescriptor(Descriptor):
         try:
             self.engine.load(self.models_folder())
         except ExportFailed as err:
-            fallback = fallback_engine(type(self.engine), self.engine.model)
+            fallback = fallback_engine(type(self.engine), self.engine.model, err)
             if fallback is None:
                 raise
             self.notices.append(f"{self.label}: {err.stage} failed ({err}); running {fallback.summary} instead.")

@@ -92,7 +92,7 @@ class OnnxEmbedding(NetworkDescriptor):
     def network(self) -> Model:
         status = self.weights_status()
         if not status.available:
-            raise WeightsUnavailable(f"{self.label}: {status.source}. {status.fix}")
+            raise WeightsUnavailable(f"{self.base_label}: {status.source}. {status.fix}")  # no engine without it
         path = self.model_path()
         side = self.config.size
         return Model(self.name, lambda: weights_identity(path, self.digest_memo), (1, side, side, 3),
@@ -120,7 +120,7 @@ class OnnxEmbedding(NetworkDescriptor):
         path = self.model_path()
         return {**self._base_fingerprint(), "model": weights_identity(path, self.digest_memo) if path else "absent",
                 "onnxruntime": onnxruntime_version(), "resize": self.resize.describe(),
-                "engine": self.engine.describe()}
+                "engine": self.engine.describe() if path else "absent"}
 
 
 class SSCD(OnnxEmbedding):

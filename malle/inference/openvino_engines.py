@@ -36,6 +36,12 @@ INT8_GRAPH = "model.xml"  # OpenVINO's IR, with its weights in model.bin next to
 NNCF_PHOTOS, NNCF_MIN_PHOTOS = 300, 64
 
 
+class CompileFailed(ExportFailed):
+    """OpenVINO could not compile the graph for this CPU."""
+
+    stage = "OpenVINO compile"
+
+
 class EngineMissing(ExportFailed):
     """The engine's runtime is not installed: the descriptor falls back to the exact engine."""
 
@@ -108,7 +114,7 @@ class OpenVinoEngine(Engine):
         try:
             self._compiled = ov.Core().compile_model(str(graph), "CPU", config)
         except RuntimeError as err:  # OpenVINO reports unsupported graphs and settings as RuntimeError
-            raise ExportFailed(f"OpenVINO cannot compile {graph.name}: {first_line(err)}") from None
+            raise CompileFailed(f"OpenVINO cannot compile {graph.name}: {first_line(err)}") from None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         out = self._compiled(batch)[self._compiled.output(0)]

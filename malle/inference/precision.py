@@ -24,7 +24,7 @@ from pathlib import Path
 from malle.errors import ConfigError
 from malle.inference.cpu import CpuFeatures, cpu_features
 from malle.inference.engines import EagerTorch, Engine, OnnxRuntimeFp32, OnnxRuntimeInt8
-from malle.inference.model import Model
+from malle.inference.model import ExportFailed, Model
 from malle.inference.openvino_engines import OpenVinoBf16, OpenVinoFp32, OpenVinoInt8
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # what a user may ask for; auto picks per model and CPU
@@ -117,9 +117,11 @@ def runnable(kind: type[Engine], model: Model) -> type[Engine]:
     return kind if kind.runs(model) else EXACT
 
 
-def fallback_engine(failed: type[Engine], model: Model) -> type[Engine] | None:
-    """What runs ``model`` when ``failed`` cannot be prepared: the exact engine, or eager PyTorch when the exact
-    engine is what failed; None when nothing else can."""
-    if failed is not EXACT and EXACT.runs(model):
+def fallback_engine(failed: type[Engine], model: Model, error: ExportFailed | None = None) -> type[Engine] | None:
+    """What runs ``model`` when ``failed`` cannot be prepared (``error``): the exact engine, or eager PyTorch when
+    the exact engine is what failed or the ONNX export itself did (the exact engine runs that export too);
+    None when nothing else can."""
+    export_failed = type(error) is ExportFailed and model.exportable
+    if failed is not EXACT and EXACT.runs(model) and not export_failed:
         return EXACT
     return FALLBACK if FALLBACK.runs(model) and failed is not FALLBACK else None
