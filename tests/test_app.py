@@ -127,7 +127,7 @@ def test_uploaded_images_run_once_with_progress_per_stage(demo_photos):
     assert done[0].startswith("✓ sample originals: 4/4 in ") and done[1].startswith("✓ copies: 4/4 in ")
     cnn = [line.split(" in ")[0] for line in done if line.startswith("✓ EfficientNet-Lite2")]
     label = create_descriptor("efficientnet_lite2").label  # ends with the precision this CPU gets by default
-    assert cnn[0] == f"✓ {label}: originals: 4/4" and label.endswith(("fp32)", "int8)"))
+    assert cnn[0] == f"✓ {label}: originals: 4/4" and label.endswith(("fp32)", "bf16)", "int8)"))
     assert cnn[1].startswith(f"✓ {label}: copies: ")
     assert "only 4 usable images" in at.sidebar.warning[0].value
     assert any("1 uploaded file(s) skipped" in e.label for e in at.expander)

@@ -155,7 +155,7 @@ def test_costs_and_dataset_summary(demo_results):
     cpu = cpu_features().describe()
     assert all(text.endswith(" · " + cpu) for text in runs_on.values())
     cnn = exp.descriptor("efficientnet_lite2")
-    assert runs_on[cnn.label].startswith(f"ONNX Runtime {cnn.precision}")
+    assert runs_on[cnn.label].startswith(cnn.engine.path())
     summary = dict(overview.dataset_summary(exp, frame.DEMO.label, 2).itertuples(index=False))
     assert summary["Originals"] == "60" and summary["Modified copies (queries)"] == "340"
     assert summary["Skipped files"] == str(len(exp.skipped) + 2) and summary["Seed"] == "0"
