@@ -37,7 +37,7 @@ def test_bad_input_folder_is_processed_with_skips(bad_folder, tmp_path, capsys):
     assert set(recall["k"]) == {1, 3, 5, 10, 11}
     for name in ("per_op.csv", "per_query.csv", "manifest.csv", "by_chain_length.csv", "config.json"):
         assert (out_dir / name).is_file()
-    assert "instance Recall@K" in out and "class Recall@K" in out
+    assert "Instance Recall@K" in out and "Class Recall@K" in out
 
 
 @pytest.mark.parametrize("make", [lambda p: p / "absent", lambda p: p])

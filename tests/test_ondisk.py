@@ -53,7 +53,7 @@ def synthetic(rng: np.random.Generator, n: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def database(tmp_path_factory, demo_photos):
     """(embeddings folder, row of each real photo, edited-copy queries)."""
-    desc = create_descriptor(METHOD)
+    desc = create_descriptor(METHOD, precision="fp32")  # exact: the same codes on every CPU kind
     desc.use_cache(tmp_path_factory.mktemp("models"))
     desc.load()
     photos = demo_photos[:REAL]
