@@ -40,7 +40,7 @@ from malle.inference.engines import Engine
 from malle.inference.model import Model
 from malle.inference.precision import PRECISIONS, check_precision
 
-__all__ = ["PRECISIONS", "CNNDescriptor", "EfficientNetLite2", "ResNet50", "check_precision", "with_precision"]
+__all__ = ["PRECISIONS", "CNNDescriptor", "EfficientNetLite2", "ResNet50", "check_precision"]
 
 
 class CNNDescriptor(NetworkDescriptor):
@@ -48,7 +48,6 @@ class CNNDescriptor(NetworkDescriptor):
     precision_choice = True
     packages = ("torch", "torchvision", "Pillow", "numpy")
     config: ClassVar[PreprocessConfig]
-    base_label: ClassVar[str]  # the label without its precision, which the engine adds
 
     def __init__(self, weights: str | Path | None = None, engine: str | type[Engine] = "auto",
                  precision: str = "auto") -> None:
@@ -56,18 +55,6 @@ class CNNDescriptor(NetworkDescriptor):
         super().__init__(weights if self.weights_env else None, engine, precision)
         self._model: torch.nn.Module | None = None
         self._transform = self.config.float_transform()
-
-    @property
-    def label(self) -> str:
-        return with_precision(self.base_label, self.engine.path())
-
-    @property
-    def precision(self) -> str:
-        return self.engine.precision
-
-    @classmethod
-    def display_name(cls) -> str:
-        return cls.base_label
 
     def runtime(self) -> str:
         return self.engine.summary
@@ -106,10 +93,6 @@ class CNNDescriptor(NetworkDescriptor):
             "preprocess": self.config.describe(),
         }
 
-
-def with_precision(label: str, precision: str) -> str:
-    """'EfficientNet-Lite2 (ImageNet, 1280-d)' -> 'EfficientNet-Lite2 (ImageNet, 1280-d, OpenVINO bf16)'."""
-    return f"{label[:-1]}, {precision})" if label.endswith(")") else f"{label} ({precision})"
 
 
 class ResNet50(CNNDescriptor):

