@@ -31,6 +31,7 @@ from ..errors import ConfigError
 from ..search import Hits, search
 from ..tricks.layers import LAYERS, CopyHits, Ranked
 from ..tricks.methods import MethodName, parse
+from .attribution import Attribution
 from .base import Built, Ctx, Node, Stage
 from .openset import PREDICTIONS_PER_QUERY, prediction_rows
 from .search import NEIGHBOURS_KEPT
@@ -137,13 +138,8 @@ class DerivedOpenSet(Stage):
                     trick_ms_per_query=1000 * seconds / max(len(found.ids), 1), **asdict(scores))
 
 
-class DerivedAttribution(Stage):
-    kind = "attribution"
-    version = 1
-    params = ("method",)
-
-    def needs(self, ctx: Ctx) -> tuple[Node, ...]:
-        return (Node("search", (ctx.method,)),)
+class DerivedAttribution(Attribution):
+    """Attribution's kind, inputs and key, with an empty table: a derived method is not replayed."""
 
     def build(self, ctx: Ctx, tmp: Path, meta: dict) -> None:
         charges = pd.DataFrame({"query": pd.Series(dtype=str), "ops": pd.Series(dtype=str),
