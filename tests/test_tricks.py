@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from malle.errors import ConfigError
+from malle.ops import OPS
 from malle.sampling import demo_root
 from malle.tricks import normalise, regions, verify
 
@@ -78,6 +79,17 @@ def test_verification_reranks_a_planted_copy_above_a_decoy():
     # The global score put the decoy first; verification puts the original first.
     ids, fused = verify.rerank(np.array([7, 4]), np.array([0.80, 0.60]), counts)
     assert ids.tolist() == [4, 7] and fused[0] == pytest.approx(1.60)
+
+
+def test_verification_counts_one_to_one_so_template_look_alikes_do_not_verify():
+    # A social-post screenshot of one demo photo against an unrelated one: the template's icons and text
+    # matched the same few keypoints of 19.jpg many times over, and RANSAC fitted a degenerate homography
+    # with 40 "inliers" (the full bonus) before matches were kept one to one.
+    original = _photo("1.jpg")
+    post = OPS["post"]
+    query = verify.features(post.apply(original, post.make_params(np.random.default_rng(1), original.size)))
+    assert verify.inliers(query, verify.features(_photo("19.jpg"))) < verify.MIN_INLIERS
+    assert verify.inliers(query, verify.features(original)) >= verify.MIN_INLIERS + verify.SPAN
 
 
 def test_verification_of_a_flat_image_finds_nothing():

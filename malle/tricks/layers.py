@@ -126,7 +126,7 @@ class Verify(Layer):
 
     def key(self) -> tuple:
         return (VERIFY_TOP, verify.LONGEST_SIDE, verify.RATIO, verify.REPROJECTION_PX, verify.MIN_INLIERS,
-                verify.SPAN, verify.BONUS, verify.MAX_FEATURES, cv2.__version__)
+                verify.SPAN, verify.BONUS, verify.MAX_FEATURES, verify.MATCHING, cv2.__version__)
 
     def rerank(self, ctx: Ctx, base: str, paths: Sequence[Path], found: Ranked, what: str) -> Ranked:
         """Each query's top ``VERIFY_TOP`` re-ordered by fused score; the rest as they were."""

@@ -1,9 +1,17 @@
 """Local-feature geometric verification of the top candidates, fused with the global score.
 
 For a query and each of its top candidates: SIFT keypoints on both (longest side scaled to 512 px),
-Lowe's ratio test (0.75), then a RANSAC homography (OpenCV, 5 px reprojection error). The number of
-RANSAC inliers says whether the two images share a planar region, which an inset, an overlay or a
-collage tile still does when the global descriptor has lost it.
+Lowe's ratio test (0.75), one match per candidate keypoint (its closest), then a RANSAC homography
+(OpenCV, 5 px reprojection error). The number of RANSAC inliers says whether the two images share a
+planar region, which an inset, an overlay or a collage tile still does when the global descriptor has
+lost it.
+
+Why one match per candidate keypoint: without it, many query keypoints that look alike (a post
+template's icons and text, a meme's letters) can all match the same few keypoints of an unrelated
+candidate, and RANSAC then fits a degenerate homography that squeezes a whole region onto those few
+points, every one of its matches an "inlier". On the hard preset that gave unrelated pairs the full
+bonus (59 inliers landing on 3 points of a toaster photo). Counted one to one, such a fit has at most as
+many inliers as distinct candidate points.
 
 Fusion: ``fused = score + BONUS * clip((inliers - MIN_INLIERS) / SPAN, 0, 1)``. Fewer than
 ``MIN_INLIERS`` inliers is what RANSAC finds between unrelated photos, so it adds nothing; the bonus
@@ -27,6 +35,7 @@ MIN_INLIERS = 8
 SPAN = 24
 BONUS = 1.0
 MAX_FEATURES = 1000
+MATCHING = "ratio test, one to one"  # in cache keys: how matches are kept before RANSAC
 
 
 @dataclass(frozen=True)
@@ -57,13 +66,23 @@ def inliers(query: Features, candidate: Features) -> int:
     if len(query) < 2 or len(candidate) < 2:
         return 0
     pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(query.descriptors, candidate.descriptors, k=2)
-    good = [m for m, n in (p for p in pairs if len(p) == 2) if m.distance < RATIO * n.distance]
+    good = one_to_one([m for m, n in (p for p in pairs if len(p) == 2) if m.distance < RATIO * n.distance])
     if len(good) < 4:  # a homography needs four correspondences
         return 0
     src = query.points[[m.queryIdx for m in good]].reshape(-1, 1, 2)
     dst = candidate.points[[m.trainIdx for m in good]].reshape(-1, 1, 2)
     _, mask = cv2.findHomography(src, dst, cv2.RANSAC, REPROJECTION_PX)
     return 0 if mask is None else int(mask.sum())
+
+
+def one_to_one(matches: list) -> list:
+    """The closest of the matches landing on each candidate keypoint (each query keypoint has one already)."""
+    best: dict[int, cv2.DMatch] = {}
+    for match in matches:
+        kept = best.get(match.trainIdx)
+        if kept is None or match.distance < kept.distance:
+            best[match.trainIdx] = match
+    return sorted(best.values(), key=lambda m: m.queryIdx)
 
 
 def bonus(inlier_count: np.ndarray | int) -> np.ndarray:
