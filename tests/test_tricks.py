@@ -31,6 +31,22 @@ def test_normalisation_matches_a_hand_computation():
                                [[0.9 - 1.6, 0.5 - 1.6], [0.7 - 1.8, 0.1 - 1.8]], atol=1e-6)
 
 
+def test_normalisation_equals_sscds_augmented_vectors():
+    # SSCD's disc_eval.py applies the normalisation inside the search: each query gets one more coordinate,
+    # -beta x its mean background similarity at ranks first..last, each reference a 1, and an inner-product
+    # search of the augmented vectors gives the normalised scores. Both ways must agree on real-sized codes.
+    rng = np.random.default_rng(3)
+    queries, references, background = (_unit(rng.normal(size=(n, 64))) for n in (20, 50, 40))
+    norm = normalise.ScoreNormalisation()
+    sims, _ = normalise.background_index(background).search(queries, norm.last)
+    adjustment = -norm.beta * sims[:, norm.first - 1:norm.last].mean(axis=1, keepdims=True)
+    sscd = np.hstack([queries, adjustment]) @ np.hstack([references, np.ones((len(references), 1))]).T
+    ours = normalise.normalise(queries @ references.T,
+                               normalise.background_similarity(queries, normalise.background_index(background),
+                                                               norm), norm)
+    np.testing.assert_allclose(ours, sscd, atol=1e-5)
+
+
 def test_normalisation_keeps_each_querys_ranking():
     rng = np.random.default_rng(0)
     scores = rng.random((5, 7))
