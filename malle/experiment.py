@@ -31,6 +31,7 @@ from .results import Results
 from .search import Hits, search
 from .stages import Node, RunContext, pixel_versions
 from .tricks import methods as trick_names
+from .tricks.normalise import DEFAULT_SCORE_NORM, ScoreNormalisation
 
 __all__ = ["Experiment", "ExperimentConfig", "Results", "pixel_versions"]
 
@@ -54,6 +55,7 @@ class ExperimentConfig:
     db_distractors: int = 0  # database images not sampled as originals, that no query copies (DISC21-style)
     db_extra: str | None = None  # a folder of images, or of embeddings from `malle embed`, added to the database
     background: str | None = None  # METHOD+norm's background set: a folder of images; None: held-apart dataset images
+    score_norm: str = DEFAULT_SCORE_NORM  # what METHOD+norm subtracts, in SSCD's BETA[FIRST,LAST] syntax
 
     def __post_init__(self):
         # Dicts and lists (from JSON or callers) become tuples so configs compare equal.
@@ -80,6 +82,8 @@ class ExperimentConfig:
                 raise ConfigError(message)
         check_precision(self.precision)
         check_engine(self.engine, self.precision)
+        # One spelling per setting ("1.0[0,2]" is "1[0,2]"), so equal settings share cache keys and compare equal.
+        object.__setattr__(self, "score_norm", ScoreNormalisation.parse(self.score_norm).spec())
 
     def weights_for(self, method: str) -> str | None:
         return dict(self.weights).get(method)

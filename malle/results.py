@@ -10,7 +10,6 @@ import pandas as pd
 
 from . import cache, evaluate
 from .descriptors import Unavailable
-from .tricks.layers import NORMALISATION
 from .tricks.methods import NORM, parse
 
 if TYPE_CHECKING:
@@ -139,8 +138,9 @@ class Results:
         if not bases:
             return None
         background = self.experiment.stage("background", bases[0]).meta
-        return {"beta": NORMALISATION.beta, "ranks": [NORMALISATION.first, NORMALISATION.last],
-                "definition": NORMALISATION.describe(),
+        norm = self.experiment.normalisation
+        return {"beta": norm.beta, "ranks": [norm.first, norm.last], "sscd_syntax": norm.spec(),
+                "definition": norm.describe(),
                 "background": {"size": background["items"], "source": background["source"],
                                "fingerprint": background["fingerprint"], "skipped": background["skipped"]}}
 

@@ -23,7 +23,7 @@ from malle.experiment import Experiment, ExperimentConfig
 from malle.ops import AugmentConfig
 from malle.tricks import layers
 from malle.tricks.methods import parse
-from malle.tricks.normalise import background_index, background_similarity
+from malle.tricks.normalise import ScoreNormalisation, background_index, background_similarity
 
 BASE = "sscd_distilled"
 DERIVED = (f"{BASE}+norm", f"{BASE}+regions", f"{BASE}+verify", f"{BASE}+verify+norm")
@@ -74,7 +74,9 @@ def test_norm_keeps_recall_shifts_scores_by_the_background_and_its_uap_is_isc202
     assert recall.loc[f"{BASE}+norm"].tolist() == recall.loc[BASE].tolist()
     # By hand: each copy's scores less its code's mean background similarity at ranks 1-3.
     background = cache.read_npy(exp.stage("background", BASE).folder / "codes.npy")
-    shift = background_similarity(exp.codes(BASE)[1], background_index(background), layers.NORMALISATION)
+    sscd = ScoreNormalisation(beta=1.0, first=1, last=3)  # SSCD's --score_norm 1.0[0,2], the default
+    assert exp.normalisation == sscd
+    shift = background_similarity(exp.codes(BASE)[1], background_index(background), sscd)
     expected = (base["top1_score"] - shift).to_numpy()
     np.testing.assert_allclose(norm["top1_score"].to_numpy(), expected, rtol=1e-5, atol=1e-6)
     predictions = results.predictions([f"{BASE}+norm"])
@@ -110,6 +112,33 @@ def test_background_set_is_disjoint_from_originals_distractor_sources_and_databa
     recorded = cache.read_json(out / "config.json")["score_normalisation"]
     assert recorded["beta"] == 1.0 and recorded["ranks"] == [1, 3]
     assert recorded["background"]["size"] == len(held) and recorded["background"]["source"] == "dataset"
+
+
+def test_another_score_norm_setting_shifts_by_its_own_ranks_and_is_recorded(tricks_run, tree_dataset, tmp_path):
+    results, _, _ = tricks_run
+    base_exp = results.experiment
+    # SSCD's syntax: beta 2 over zero-based background neighbours 0..4, i.e. ranks 1-5.
+    exp = small(tree_dataset, base_exp.root, methods=(BASE, f"{BASE}+norm"), score_norm="2.0[0,4]")
+    assert exp.config.score_norm == "2[0,4]" and exp.normalisation == ScoreNormalisation(2.0, 1, 5)
+    # The background set and the base method are shared; only the normalised stages are new.
+    assert exp.stage("background", BASE).folder == base_exp.stage("background", BASE).folder
+    assert exp.stage("search", f"{BASE}+norm").folder != base_exp.stage("search", f"{BASE}+norm").folder
+    background = cache.read_npy(exp.stage("background", BASE).folder / "codes.npy")
+    sims = np.sort(exp.codes(BASE)[1] @ background.T, axis=1)[:, ::-1]
+    expected = exp.neighbours(BASE)[1][:, 0] - 2.0 * sims[:, :5].mean(axis=1)
+    normed = cache.read_table(exp.stage("search", f"{BASE}+norm").folder / "per_query.parquet")
+    np.testing.assert_allclose(normed["top1_score"].to_numpy(), expected, rtol=1e-5, atol=1e-5)
+    out = tmp_path / "out"
+    exp.run().write(out)
+    recorded = cache.read_json(out / "config.json")
+    assert recorded["score_norm"] == "2[0,4]" and recorded["score_normalisation"]["ranks"] == [1, 5]
+
+
+@pytest.mark.parametrize("value, message", [("2", "expected BETA[FIRST,LAST]"), ("1.0[3,1]", "first <= last")])
+def test_a_bad_score_norm_is_one_line(value, message, capsys):
+    assert main(["demo", "--score-norm", value]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and message in error[0]
 
 
 def test_a_run_without_norm_draws_no_background_and_keeps_its_config(tree_dataset, tmp_path):

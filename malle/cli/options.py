@@ -15,6 +15,7 @@ from ..experiment import ExperimentConfig
 from ..inference.precision import ENGINES
 from ..ops import OPS, PRESETS, REFERENCE_OPS, AugmentConfig, get_preset
 from ..tricks import methods as trick_methods
+from ..tricks.normalise import DEFAULT_SCORE_NORM
 
 SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -127,6 +128,11 @@ def add_experiment_options(p: argparse.ArgumentParser, n_default: int) -> None:
     p.add_argument("--background", default=None, metavar="DIR",
                    help="the background set of METHOD+norm: a folder of images that holds no original, copy or "
                         "database image (default: unused images of the dataset, held apart)")
+    p.add_argument("--score-norm", default=DEFAULT_SCORE_NORM, metavar="BETA[FIRST,LAST]",
+                   help="what METHOD+norm subtracts, in SSCD's syntax: beta times the mean similarity of the "
+                        "query's background neighbours FIRST..LAST (zero-based, inclusive); default "
+                        f"{DEFAULT_SCORE_NORM}, SSCD's published setting. Choose another on data apart from the "
+                        "evaluation set")
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the CSV outputs (default out/)")
     add_cache_option(p)
 
@@ -167,7 +173,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     chains = {} if not hasattr(args, "chain_lengths") else {
         "augment": augment_from_args(args),
         "distractors": args.distractors, "index": args.index, "index_params": args.index_params,
-        "db_distractors": args.db_distractors, "db_extra": args.db_extra, "background": args.background}
+        "db_distractors": args.db_distractors, "db_extra": args.db_extra, "background": args.background,
+        "score_norm": args.score_norm}
     return ExperimentConfig(
         data=getattr(args, "data", None),
         n=args.n, seed=args.seed, n_classes=args.n_classes, methods=args.methods, precision=args.precision,

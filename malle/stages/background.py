@@ -14,7 +14,6 @@ import pandas as pd
 from .. import cache
 from ..errors import ConfigError
 from ..sampling import dataset_fingerprint
-from ..tricks.layers import NORMALISATION
 from .base import Ctx, Node, Stage
 
 BACKGROUND_STREAM = 13  # the seed stream that picks the background set from the dataset, apart from other draws
@@ -46,10 +45,11 @@ class Background(Stage):
         images = run.background_images
         found = desc.encode_files_skipping([c.path for c in images], progress=ctx.progress,
                                            desc=f"{desc.label}: background set")
-        if len(found.kept) < NORMALISATION.last:
+        needed = run.normalisation.last
+        if len(found.kept) < needed:
             where = f"--background {run.config.background}" if run.config.background else (
                 "the dataset's unused images (after originals, database distractors, donors and distractor queries)")
-            raise ConfigError(f"{ctx.method}+norm needs a background set of at least {NORMALISATION.last} images; "
+            raise ConfigError(f"{ctx.method}+norm needs a background set of at least {needed} images; "
                               f"{where} gave {len(found.kept)}. Pass --background DIR")
         kept = [images[i] for i in found.kept]
         cache.write_npy(tmp / "codes.npy", found.codes)

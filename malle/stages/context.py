@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..ops import OpContext
 from ..sampling import dataset_fingerprint, demo_root, discover
 from ..tricks.methods import NORM, base_of, parse
+from ..tricks.normalise import ScoreNormalisation
 from .background import BACKGROUND_STREAM, MAX_BACKGROUND
 from .base import Built, Node, Progress
 from .engine import Engine
@@ -167,6 +168,11 @@ class RunContext:
     def wants_background(self) -> bool:
         """Whether a method normalises its scores (``METHOD+norm``), so the run needs a background set."""
         return any(parse(m).uses(NORM) for m in self.methods)
+
+    @cached_property
+    def normalisation(self) -> ScoreNormalisation:
+        """What ``METHOD+norm`` subtracts (``--score-norm``)."""
+        return ScoreNormalisation.parse(self.config.score_norm)
 
     @cached_property
     def background_images(self) -> list:

@@ -59,7 +59,7 @@ class DerivedSearch(Stage):
 
     def key_parts(self, ctx: Ctx) -> tuple:
         cfg = ctx.run.config
-        return method_of(ctx).last.suffix, LAYERS[method_of(ctx).last].key(), cfg.depth
+        return method_of(ctx).last.suffix, LAYERS[method_of(ctx).last].key(ctx), cfg.depth
 
     def build(self, ctx: Ctx, tmp: Path, meta: dict) -> None:
         run, method = ctx.run, method_of(ctx)
@@ -99,7 +99,7 @@ class DerivedOpenSet(Stage):
                 *trick_needs(method))
 
     def key_parts(self, ctx: Ctx) -> tuple:
-        return method_of(ctx).last.suffix, LAYERS[method_of(ctx).last].key(), PREDICTIONS_PER_QUERY
+        return method_of(ctx).last.suffix, LAYERS[method_of(ctx).last].key(ctx), PREDICTIONS_PER_QUERY
 
     def parent_distractors(self, ctx: Ctx, parent: MethodName) -> Ranked:
         """The parent's distractor candidates: searched again for a base method (its codes are cached), stored

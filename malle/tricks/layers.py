@@ -13,8 +13,9 @@ The layers:
   its database; each reference keeps its best window score (``malle.search`` merges variants the same way);
 - ``Verify``: the top ``VERIFY_TOP`` candidates are re-ranked by SIFT + RANSAC inliers fused with the score
   (``verify.fuse``); candidates below them keep their place and score;
-- ``Norm``: every score of a query less beta times its base code's mean background similarity at ranks 1-3
-  (``normalise``); the order within a query does not change, so neither does Recall@K.
+- ``Norm``: every score of a query less beta times its base code's mean background similarity at the configured
+  ranks (``--score-norm``, SSCD's 1[0,2] by default: ranks 1-3; ``normalise``); the order within a query does
+  not change, so neither does Recall@K.
 """
 
 from __future__ import annotations
@@ -35,14 +36,13 @@ from ..search import best_pair_scores, search
 from ..tables import row_ids
 from . import regions, verify
 from .methods import NORM, REGIONS, VERIFY, MethodName, Trick
-from .normalise import ScoreNormalisation, background_index, background_similarity, normalise
+from .normalise import background_index, background_similarity, normalise
 
 if TYPE_CHECKING:
     from ..stages.base import Ctx
 
 VERIFY_TOP = 10  # candidates verified per query: DISC21's predictions per query, so µAP sees every re-ranking
 REGION_BATCH = 8  # queries whose windows are encoded together
-NORMALISATION = ScoreNormalisation()  # SSCD's published setting, not tuned here
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,8 @@ class Layer(ABC):
         return ()
 
     @abstractmethod
-    def key(self) -> tuple:
-        """The layer's constants, for cache keys."""
+    def key(self, ctx: Ctx) -> tuple:
+        """The layer's constants and settings, for cache keys."""
 
     @abstractmethod
     def copies(self, ctx: Ctx, method: MethodName, parent: CopyHits) -> CopyHits: ...
@@ -90,7 +90,7 @@ def query_paths(ctx: Ctx, distractors: bool) -> list[Path]:
 class Regions(Layer):
     trick = REGIONS
 
-    def key(self) -> tuple:
+    def key(self, ctx: Ctx) -> tuple:
         return regions.WINDOW, regions.STRIDE, regions.CENTRE
 
     def codes(self, ctx: Ctx, base: str, paths: Sequence[Path]) -> np.ndarray:
@@ -124,7 +124,7 @@ class Regions(Layer):
 class Verify(Layer):
     trick = VERIFY
 
-    def key(self) -> tuple:
+    def key(self, ctx: Ctx) -> tuple:
         return (VERIFY_TOP, verify.LONGEST_SIDE, verify.RATIO, verify.REPROJECTION_PX, verify.MIN_INLIERS,
                 verify.SPAN, verify.BONUS, verify.MAX_FEATURES, verify.MATCHING, cv2.__version__)
 
@@ -166,23 +166,26 @@ class Norm(Layer):
     def needs(self, method: MethodName) -> tuple[tuple[str, tuple], ...]:
         return (("background", (method.base,)),)
 
-    def key(self) -> tuple:
-        return NORMALISATION.beta, NORMALISATION.first, NORMALISATION.last
+    def key(self, ctx: Ctx) -> tuple:
+        norm = ctx.run.normalisation
+        return norm.beta, norm.first, norm.last
 
     def background(self, ctx: Ctx, base: str, codes: np.ndarray) -> np.ndarray:
         """Per query code: its mean similarity to the background set at the normalisation's ranks."""
         folder = ctx.input("background", base).folder
         index = background_index(cache.read_npy(folder / "codes.npy"))
-        return background_similarity(codes, index, NORMALISATION)
+        return background_similarity(codes, index, ctx.run.normalisation)
 
     def copies(self, ctx: Ctx, method: MethodName, parent: CopyHits) -> CopyHits:
+        norm = ctx.run.normalisation
         shift = self.background(ctx, method.base, ctx.run.codes(method.base)[1])
-        return CopyHits(parent.ids, normalise(parent.scores, shift, NORMALISATION),
-                        normalise(parent.true_scores[:, None], shift, NORMALISATION)[:, 0], complete=False)
+        return CopyHits(parent.ids, normalise(parent.scores, shift, norm),
+                        normalise(parent.true_scores[:, None], shift, norm)[:, 0], complete=False)
 
     def distractors(self, ctx: Ctx, method: MethodName, parent: Ranked) -> Ranked:
         codes = cache.read_npy(ctx.input("openset", method.base).folder / "distractors.npy")
-        return Ranked(parent.ids, normalise(parent.scores, self.background(ctx, method.base, codes), NORMALISATION))
+        shift = self.background(ctx, method.base, codes)
+        return Ranked(parent.ids, normalise(parent.scores, shift, ctx.run.normalisation))
 
 
 LAYERS: dict[Trick, Layer] = {layer.trick: layer for layer in (Regions(), Verify(), Norm())}

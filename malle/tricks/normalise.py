@@ -6,16 +6,27 @@ subtract ``beta`` times the mean similarity of its background neighbours at rank
 beta 1.0 over ranks 1 to 3; that is the default here, chosen from the literature and not tuned on
 Malle's data. Ranking within one query does not change, so Recall@K does not move; µAP and recall
 at precision 0.9 do, because queries that resemble many things fall down the global list.
+
+``--score-norm`` takes another setting in SSCD's own syntax, ``BETA[FIRST,LAST]`` with zero-based,
+inclusive neighbour indices, so a setting copied from SSCD's evaluation means the same here. Choose it
+on data apart from the evaluation set, as SSCD chose its own.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
 from ..errors import ConfigError
+
+# BETA[FIRST,LAST] or BETA[INDEX]: weight, then zero-based inclusive background neighbour indices
+SSCD_SYNTAX = re.compile(r"(?P<beta>\d+(?:\.\d*)?|\.\d+)\[\s*(?P<first>\d+)\s*(?:,\s*(?P<last>\d+)\s*)?\]")
+
+
+DEFAULT_SCORE_NORM = "1[0,2]"  # SSCD's published --score_norm: beta 1 over background ranks 1-3
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,21 @@ class ScoreNormalisation:
             raise ConfigError(f"score normalisation needs 1 <= first <= last (got {self.first}..{self.last})")
         if not np.isfinite(self.beta) or self.beta < 0:
             raise ConfigError(f"score normalisation needs beta >= 0 (got {self.beta})")
+
+    @classmethod
+    def parse(cls, text: str) -> ScoreNormalisation:
+        """SSCD's ``--score_norm`` syntax: ``BETA[FIRST,LAST]`` or ``BETA[INDEX]``, indices zero-based."""
+        found = SSCD_SYNTAX.fullmatch(str(text).strip())
+        if found is None:
+            raise ConfigError(f"--score-norm {text!r}: expected BETA[FIRST,LAST] with zero-based neighbour indices, "
+                              "as in SSCD's disc_eval.py (e.g. 1.0[0,2], the default: beta 1 over ranks 1-3)")
+        first = int(found["first"])
+        last = int(found["last"]) if found["last"] is not None else first
+        return cls(beta=float(found["beta"]), first=first + 1, last=last + 1)
+
+    def spec(self) -> str:
+        """This setting in SSCD's syntax (what ``parse`` reads)."""
+        return f"{self.beta:g}[{self.first - 1},{self.last - 1}]"
 
     def describe(self) -> str:
         return f"score - {self.beta:g} x mean background similarity at ranks {self.first}-{self.last}"
