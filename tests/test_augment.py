@@ -19,7 +19,13 @@ from malle.ops import (
     OPS,
     REFERENCE_OPS,
     AugmentConfig,
+    Choices,
+    FloatRange,
+    IntRange,
+    IntUniform,
     ParamSpec,
+    SelectBox,
+    Slider,
     Step,
     apply_chain,
     chain_from_json,
@@ -74,11 +80,34 @@ def test_registry_order_names_and_specs():
         assert op.label and all(isinstance(spec, ParamSpec) for spec in op.params)
         assert set(op.default_params()) == {spec.name for spec in op.params}
         for spec in op.params:
-            assert spec.kind in ("int", "float", "choice")
-            if spec.kind == "choice":
-                assert spec.default in spec.choices
-            else:
-                assert spec.low <= spec.default <= spec.high
+            assert isinstance(spec.kind, FloatRange | IntRange | Choices) and spec.default in spec.kind
+
+
+def test_kinds_span_contain_and_draw_their_values():
+    floats, ints, choices = FloatRange(0.0, 1.0), IntRange(8, 160), Choices((2, 3, 4))
+    assert (floats.span, ints.span, choices.span) == ((0.0, 1.0), (8, 160), (2, 4))
+    assert 0.5 in floats and 1.5 not in floats and 8 in ints and 7 not in ints and 3 in choices and 1 not in choices
+    assert (str(floats), str(ints), str(choices)) == ("[0, 1]", "[8, 160]", "{2, 3, 4}")
+    assert floats.control(0.5) == Slider(0.5, 0.0, 1.0, 0.01)
+    assert FloatRange(-15.0, 15.0).control(0.0).step == 0.1  # a wide range steps coarser
+    assert ints.control(40) == Slider(40, 8, 160, 1) and choices.control(2) == SelectBox(2, (2, 3, 4))
+
+
+def test_controls_snap_values_onto_their_grid():
+    slider, int_slider = FloatRange(0.0, 1.0).control(0.5), IntRange(8, 160).control(40)
+    assert slider.fit(0.123456) == 0.12 and slider.fit(1.2) == 1.0 and slider.fit(-0.3) == 0.0
+    assert int_slider.fit(41) == 41 and type(int_slider.fit(41.0)) is int and int_slider.fit(500) == 160
+    assert Choices((0, 1)).control(0).fit(1) == 1
+
+
+@pytest.mark.parametrize("make, error", [
+    (lambda: ParamSpec("a", FloatRange(0.0, 1.0), 2.0), r"default 2.0 outside \[0, 1\]"),
+    (lambda: ParamSpec("b", Choices((2, 3)), 4), r"default 4 outside \{2, 3\}"),
+    (lambda: ParamSpec("c", IntRange(0, 9), 1, sample=IntUniform(0, 10)), r"sampling .* leaves \[0, 9\]"),
+])
+def test_param_specs_refuse_defaults_and_sampling_outside_their_kind(make, error):
+    with pytest.raises(ValueError, match=error):
+        make()
 
 
 # The registry's order decides which copies a seed makes (chains permute ops in this order): never reorder it.
@@ -162,13 +191,10 @@ def test_make_params_within_spec_and_json_exact(name):
         assert json.loads(json.dumps(params)) == params
         for key, value in params.items():
             spec = specs[key]
-            assert type(value) in (int, float, str)
-            if spec.kind == "choice":
-                assert value in spec.choices
-            else:
-                assert spec.low <= value <= spec.high
+            assert type(value) in (int, float, str) and value in spec.kind
+            if not isinstance(spec.kind, Choices):
                 assert value == round(value, 4)
-                assert isinstance(value, int) == (spec.kind == "int")
+                assert isinstance(value, int) == isinstance(spec.kind, IntRange)
 
 
 @pytest.mark.parametrize("name", list(OPS))

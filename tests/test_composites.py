@@ -164,7 +164,8 @@ def test_collage_puts_the_original_in_its_tile(photo, context):
 
 @pytest.mark.parametrize("name,key,value", [("inset", "scale", 1.5), ("overlay", "area", -0.1),
                                             ("overlay", "opacity", 2.0), ("meme", "bar", 0.9),
-                                            ("emoji", "emoji", len(EMOJIS))])
+                                            ("emoji", "emoji", len(EMOJIS)), ("post", "template", 2),
+                                            ("collage", "grid", 0), ("meme", "below", 5)])
 def test_out_of_range_parameters_are_a_one_line_error(name, key, value, photo):
     params = {**OPS[name].default_params(), key: value}
     with pytest.raises(ConfigError, match=f"{name}: {key}="):

@@ -17,7 +17,7 @@ from malle.errors import BadImage
 from malle.experiment import ExperimentConfig
 from malle.inference.cpu import cpu_features
 from malle.metrics import HAMMING
-from malle.ops import OPS, REFERENCE_OPS, chain_from_json
+from malle.ops import OPS, REFERENCE_OPS, Choices, chain_from_json
 
 
 def ranks(results, method: str, level: str = "instance") -> pd.Series:
@@ -166,10 +166,11 @@ def test_controls_follow_the_param_specs():
     for op in OPS.values():
         for spec in op.params:
             control = lab.control_for(spec)
-            if spec.kind == "choice":
-                assert control.widget == "selectbox" and spec.default in control.options
+            assert control.default == spec.default and control.fit(spec.default) == spec.default
+            if isinstance(spec.kind, Choices):
+                assert control.widget == "selectbox" and control.options == spec.kind.options
             else:
-                assert control.low == spec.low and control.high == spec.high and control.default == spec.default
+                assert control.widget == "slider" and (control.low, control.high) == spec.kind.span
 
 
 def test_rolled_params_fit_their_controls():
@@ -177,11 +178,7 @@ def test_rolled_params_fit_their_controls():
     assert list(rolled) == list(OPS)
     for name, params in rolled.items():
         for spec in OPS[name].params:
-            value = lab.fit_to_control(params[spec.name], lab.control_for(spec))
-            if spec.kind == "choice":
-                assert value in spec.choices
-            else:
-                assert spec.low <= value <= spec.high
+            assert lab.control_for(spec).fit(params[spec.name]) in spec.kind
 
 
 def test_lab_ranks_a_lightly_modified_original_first(demo_results):

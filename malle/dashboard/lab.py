@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from malle.imageio import encode_jpeg, load_rgb
 from malle.ops import (
     COPY_JPEG_QUALITY,
     OPS,
+    Control,
     ParamSpec,
     Step,
     apply_chain,
@@ -27,25 +27,9 @@ from .shared import Ranking, rank_everywhere
 DEFAULT_OPS = ("watermark", "rotate", "jpeg")  # the watermark makes the first view visibly modified
 
 
-@dataclass(frozen=True)
-class Control:
-    """How to draw a ParamSpec as a widget: a slider (int/float) or a select box (choice)."""
-
-    widget: str  # "slider" | "selectbox"
-    default: Any
-    low: Any = None
-    high: Any = None
-    step: Any = None
-    options: tuple = ()
-
-
 def control_for(spec: ParamSpec) -> Control:
-    if spec.kind == "choice":
-        return Control("selectbox", spec.default, options=tuple(spec.choices))
-    if spec.kind == "int":
-        return Control("slider", int(spec.default), int(spec.low), int(spec.high), 1)
-    span = float(spec.high) - float(spec.low)
-    return Control("slider", float(spec.default), float(spec.low), float(spec.high), 0.01 if span <= 2 else 0.1)
+    """The widget that offers ``spec``'s values: a slider for a range, a select box for choices."""
+    return spec.kind.control(spec.default)
 
 
 def param_key(op: str, name: str) -> str:
@@ -57,19 +41,9 @@ def roll_params(ops: Sequence[str], size: tuple[int, int], rng: np.random.Genera
     return {step.op: step.params for step in sample_params(rng, ops, size)}
 
 
-def fit_to_control(value: Any, control: Control) -> Any:
-    """Snap a sampled value onto its widget's grid, so a rolled value is exactly what is applied."""
-    if control.widget == "selectbox":
-        return value
-    if isinstance(control.step, int):
-        return int(value)
-    snapped = round(round(float(value) / control.step) * control.step, 4)
-    return min(max(snapped, control.low), control.high)
-
-
 def rolled_state(ops: Sequence[str], size: tuple[int, int], rng: np.random.Generator) -> dict[str, Any]:
     """{widget key: value} for fresh random parameters, snapped onto their widgets."""
-    return {param_key(op, spec.name): fit_to_control(params[spec.name], control_for(spec))
+    return {param_key(op, spec.name): control_for(spec).fit(params[spec.name])
             for op, params in roll_params(ops, size, rng).items() for spec in OPS[op].params}
 
 

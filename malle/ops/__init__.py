@@ -64,12 +64,19 @@ from .copies import (
     write_copies,
 )
 from .params import (
+    Choices,
+    Control,
     Distribution,
     Fixed,
+    FloatRange,
+    IntRange,
     IntUniform,
+    Kind,
     OneOf,
     ParamSpec,
+    SelectBox,
     Size,
+    Slider,
     Sweep,
     Uniform,
     choice_param,
@@ -86,5 +93,6 @@ __all__ = [
     "Fixed", "IntUniform", "OneOf", "Op", "ParamSpec", "Size", "Step", "Sweep", "Uniform", "apply_chain",
     "chain_from_json", "chain_to_json", "choice_param", "copy_filename", "copy_rng", "describe_chain", "float_param",
     "fraction_param", "get_op", "int_param", "make_copies", "ops_defined_in", "parse_copy_filename", "register",
-    "replay", "sample_chain", "sample_params", "write_copies",
+    "replay", "sample_chain", "sample_params", "write_copies", "Choices", "Control", "FloatRange", "IntRange", "Kind",
+    "SelectBox", "Slider",
 ]

@@ -40,6 +40,7 @@ from malle.errors import BadImage, ConfigError
 from malle.imageio import load_rgb
 
 from .params import (
+    IntRange,
     IntUniform,
     OneOf,
     ParamSpec,
@@ -132,13 +133,14 @@ def draw_donor(rng: np.random.Generator, context: OpContext) -> str:
 
 
 def check_bounds(op: Op, params: dict) -> None:
-    """Every numeric parameter within its spec's range: a one-line ConfigError otherwise."""
+    """Every parameter the op does not derive itself is one its spec offers: a one-line ConfigError otherwise.
+
+    Derived ones are left alone: ``apply`` recomputes the box, and the donor is a path.
+    """
     for spec in op.params:
         value = params.get(spec.name, spec.default)
-        if spec.kind == "choice" or spec.name in BOX:
-            continue
-        if not spec.low <= value <= spec.high:
-            raise ConfigError(f"{op.name}: {spec.name}={value} outside [{spec.low:g}, {spec.high:g}]")
+        if not spec.derived and value not in spec.kind:
+            raise ConfigError(f"{op.name}: {spec.name}={value} outside {spec.kind}")
 
 
 def donor_param() -> ParamSpec:
@@ -147,7 +149,7 @@ def donor_param() -> ParamSpec:
 
 
 def box_params() -> tuple[ParamSpec, ...]:
-    return tuple(ParamSpec(name, "int", 0, 0, MAX_OUTPUT_SIDE, help="box of the pasted region, recorded")
+    return tuple(ParamSpec(name, IntRange(0, MAX_OUTPUT_SIDE), 0, help="box of the pasted region, recorded")
                  for name in BOX)
 
 
@@ -348,7 +350,7 @@ class Collage(ContextOp):
     name = "collage"
     label = "Collage tile"
     params = (
-        choice_param("grid", (2, 3, 4), 2, help="tiles per side"),
+        choice_param("grid", (1, 2, 3, 4), 2, help="tiles per side; chains draw 2 or 3, sweeps start at 1"),
         int_param("tile", 0, 15, 0, help="which tile is the original, row by row; wraps around the grid"),
         seed_param(), donor_param(), *box_params(),
     )

@@ -1,9 +1,10 @@
 """What an op's parameters are: their ranges, how ``make_params`` draws them, and how a sweep varies them.
 
-A ``ParamSpec`` gives a UI its control (kind, range, default, help) and ``make_params``
-its distribution. Values drawn are JSON-exact, so a chain stored in a manifest replays
-pixel for pixel. Positions are fractions in [0, 1] of the free range, so a parameter
-set means the same thing on any image size (``offset`` turns one into pixels).
+A ``ParamSpec`` gives a UI its control (its ``Kind``: a float or int range drawn as a
+``Slider``, or a few choices drawn as a ``SelectBox``) and ``make_params`` its distribution.
+Values drawn are JSON-exact, so a chain stored in a manifest replays pixel for pixel.
+Positions are fractions in [0, 1] of the free range, so a parameter set means the same
+thing on any image size (``offset`` turns one into pixels).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -79,49 +80,141 @@ class Fixed(Distribution):
 
 
 @dataclass(frozen=True)
+class Slider:
+    """A UI slider from ``low`` to ``high`` in steps of ``step`` (an int slider's are ints throughout)."""
+
+    default: float
+    low: float
+    high: float
+    step: float
+    widget: ClassVar[str] = "slider"
+
+    def fit(self, value: float) -> float:
+        """``value`` snapped onto the slider's grid, so a rolled value is exactly what is applied."""
+        # round() with no digits gives an int, so a step of 1 keeps an int slider's values ints.
+        snapped = round(round(float(value) / self.step) * self.step, 4)
+        return min(max(snapped, self.low), self.high)
+
+
+@dataclass(frozen=True)
+class SelectBox:
+    """A UI select box offering ``options``."""
+
+    default: Any
+    options: tuple
+    widget: ClassVar[str] = "selectbox"
+
+    def fit(self, value: Any) -> Any:
+        return value
+
+
+Control = Slider | SelectBox
+
+
+class Kind(ABC):
+    """The values a parameter takes: the range they span, whether a value is one of them, and the UI control."""
+
+    @property
+    @abstractmethod
+    def span(self) -> tuple[float, float]:
+        """The lowest and the highest value."""
+
+    @abstractmethod
+    def __contains__(self, value: Any) -> bool: ...
+
+    @abstractmethod
+    def control(self, default: Any) -> Control: ...
+
+
+@dataclass(frozen=True)
+class Range(Kind):
+    """Numbers from ``low`` to ``high``, both included."""
+
+    low: float
+    high: float
+
+    @property
+    def span(self):
+        return self.low, self.high
+
+    def __contains__(self, value):
+        return self.low <= value <= self.high
+
+    def __str__(self) -> str:
+        return f"[{self.low:g}, {self.high:g}]"
+
+
+class FloatRange(Range):
+    def control(self, default):
+        step = 0.01 if float(self.high) - float(self.low) <= 2 else 0.1
+        return Slider(float(default), float(self.low), float(self.high), step)
+
+
+class IntRange(Range):
+    def control(self, default):
+        return Slider(int(default), int(self.low), int(self.high), 1)
+
+
+@dataclass(frozen=True)
+class Choices(Kind):
+    """One of a few ``options``."""
+
+    options: tuple
+
+    @property
+    def span(self):
+        return min(self.options), max(self.options)
+
+    def __contains__(self, value):
+        return value in self.options
+
+    def __str__(self) -> str:
+        return "{" + ", ".join(map(repr, self.options)) + "}"
+
+    def control(self, default):
+        return SelectBox(default, self.options)
+
+
+@dataclass(frozen=True)
 class ParamSpec:
-    """One parameter of an op: the range a UI offers and the distribution ``make_params`` draws from.
+    """One parameter of an op: the values a UI offers (its ``kind``) and the distribution ``make_params`` draws from.
 
     ``sample`` is None only for a parameter that an op derives itself (blur's kernel
     follows the image size). Ranges are checked once, here.
     """
 
     name: str
-    kind: str  # "int" | "float" | "choice": the UI control
+    kind: Kind
     default: Any
-    low: float | None = None  # inclusive range for int/float
-    high: float | None = None
-    choices: tuple = ()  # for "choice"
     help: str = ""
     sample: Distribution | None = None
 
     def __post_init__(self):
-        if self.kind == "choice":
-            low, high = min(self.choices), max(self.choices)
-            if self.default not in self.choices:
-                raise ValueError(f"{self.name}: default {self.default!r} is not among {self.choices}")
-        else:
-            low, high = self.low, self.high
-            if not low <= self.default <= high:
-                raise ValueError(f"{self.name}: default {self.default} outside [{low}, {high}]")
-        if self.sample is not None and not self.sample.values_within(low, high):
-            raise ValueError(f"{self.name}: sampling {self.sample} leaves the range [{low}, {high}]")
+        if self.default not in self.kind:
+            raise ValueError(f"{self.name}: default {self.default!r} outside {self.kind}")
+        if self.sample is not None and not self.sample.values_within(*self.kind.span):
+            raise ValueError(f"{self.name}: sampling {self.sample} leaves {self.kind}")
+
+    @property
+    def derived(self) -> bool:
+        """Whether the op sets this parameter itself rather than drawing it."""
+        return self.sample is None
 
 
 def float_param(name: str, low: float, high: float, default: float, help: str = "",
                 sample: Distribution | None = None) -> ParamSpec:
     """A float parameter drawn uniformly from its whole range unless ``sample`` says otherwise."""
-    return ParamSpec(name, "float", default, low, high, help=help, sample=sample or Uniform(low, high))
+    return ParamSpec(name, FloatRange(low, high), default, help, sample or Uniform(low, high))
 
 
 def int_param(name: str, low: int, high: int, default: int, help: str = "",
               sample: Distribution | None = None) -> ParamSpec:
-    return ParamSpec(name, "int", default, low, high, help=help, sample=sample or IntUniform(low, high))
+    return ParamSpec(name, IntRange(low, high), default, help, sample or IntUniform(low, high))
 
 
 def choice_param(name: str, choices: tuple, default: Any, help: str = "", derived: bool = False) -> ParamSpec:
     """``derived``: the op sets this parameter itself in ``make_params``."""
-    return ParamSpec(name, "choice", default, choices=choices, help=help, sample=None if derived else OneOf(choices))
+    return ParamSpec(name, Choices(choices), default, help, None if derived else OneOf(choices))
 
 
 FRACTION_HELP = "fraction of the free range (0 = left/top, 1 = right/bottom)"
