@@ -2,8 +2,10 @@
 
 A tour, in reading order:
 
-- ``params``: ``ParamSpec`` (a parameter's range, default and help for a UI) and the
-  distributions ``make_params`` draws from; ``Sweep``, an op's severity grid.
+- ``params``: ``ParamSpec`` (a parameter's ``Kind``, default and help for a UI) and the
+  distributions ``make_params`` draws from; ``Sweep``, an op's severity grid. A kind
+  (``FloatRange``, ``IntRange``, ``Choices``) knows its values and its UI control
+  (``Slider`` or ``SelectBox``).
 - ``registry``: ``Op`` (``make_params`` apart from a deterministic ``apply``, like
   torchvision transforms v2), ``OPS`` and the ``@register`` decorator that fills it.
 - ``reference``: the reference experiment's ten ops (``REFERENCE_OPS``).

@@ -49,9 +49,9 @@ from .params import (
     Uniform,
     choice_param,
     float_param,
-    fraction_param,
     int_param,
-    offset,
+    placed,
+    position_params,
 )
 from .reference import MAX_OUTPUT_SIDE
 from .registry import Op, ops_defined_in, register
@@ -143,14 +143,12 @@ def check_bounds(op: Op, params: dict) -> None:
             raise ConfigError(f"{op.name}: {spec.name}={value} outside {spec.kind}")
 
 
-def donor_param() -> ParamSpec:
-    return choice_param("donor", ("",), "", help="the other picture(s), relative to the dataset; empty: a pattern",
-                        derived=True)
-
-
-def box_params() -> tuple[ParamSpec, ...]:
-    return tuple(ParamSpec(name, IntRange(0, MAX_OUTPUT_SIDE), 0, help="box of the pasted region, recorded")
-                 for name in BOX)
+def recorded_params() -> tuple[ParamSpec, ...]:
+    """What every composite sets itself and records, so a copy replays: its donor(s) and its box."""
+    donor = choice_param("donor", ("",), "", help="the other picture(s), relative to the dataset; empty: a pattern",
+                         derived=True)
+    box = (ParamSpec(name, IntRange(0, MAX_OUTPUT_SIDE), 0, help="box of the pasted region, recorded") for name in BOX)
+    return donor, *box
 
 
 def seed_param() -> ParamSpec:
@@ -200,11 +198,6 @@ def scaled(size: Size, scale: float) -> Size:
     return max(1, int(round(size[0] * scale))), max(1, int(round(size[1] * scale)))
 
 
-def placed(size: Size, inner: Size, x: float, y: float) -> tuple[int, int, int, int]:
-    left, top = offset(x, size[0] - inner[0]), offset(y, size[1] - inner[1])
-    return left, top, left + inner[0], top + inner[1]
-
-
 @register
 class Inset(ContextOp):
     name = "inset"
@@ -212,9 +205,8 @@ class Inset(ContextOp):
     params = (
         float_param("scale", 0.1, 1.0, 0.4, help="the original's side as a fraction of the picture's",
                     sample=Uniform(0.2, 0.6)),
-        fraction_param("x"),
-        fraction_param("y"),
-        seed_param(), donor_param(), *box_params(),
+        *position_params(),
+        seed_param(), *recorded_params(),
     )
     sweep = Sweep("scale", (1.0, 0.6, 0.5, 0.4, 0.3, 0.2, 0.15),
                   lambda v, size, rng: sweep_params(Inset, size, rng, {"scale": float(v)}))
@@ -236,9 +228,8 @@ class Overlay(ContextOp):
     params = (
         float_param("area", 0.0, 0.9, 0.3, help="share of the original's area covered", sample=Uniform(0.1, 0.5)),
         float_param("opacity", 0.0, 1.0, 0.8, help="1 hides what is under it", sample=Uniform(0.4, 1.0)),
-        fraction_param("x"),
-        fraction_param("y"),
-        seed_param(), donor_param(), *box_params(),
+        *position_params(),
+        seed_param(), *recorded_params(),
     )
     sweep = Sweep("area", (0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7),
                   lambda v, size, rng: sweep_params(Overlay, size, rng, {"area": float(v), "opacity": 0.8}))
@@ -265,7 +256,7 @@ class Meme(ContextOp):
         float_param("bar", 0.0, 0.5, 0.2, help="caption bar height as a fraction of the photo's",
                     sample=Uniform(0.1, 0.3)),
         choice_param("below", (0, 1), 0, help="1 adds a second bar below"),
-        seed_param(), donor_param(), *box_params(),
+        seed_param(), *recorded_params(),
     )
     sweep = Sweep("bar", (0, 0.1, 0.15, 0.2, 0.3, 0.4),
                   lambda v, size, rng: sweep_params(Meme, size, rng, {"bar": float(v), "below": 1}))
@@ -315,9 +306,8 @@ class Emoji(ContextOp):
         float_param("size", 0.0, 1.0, 0.3, help="emoji height as a fraction of the photo's",
                     sample=Uniform(0.15, 0.5)),
         float_param("opacity", 0.0, 1.0, 1.0, sample=Uniform(0.7, 1.0)),
-        fraction_param("x"),
-        fraction_param("y"),
-        donor_param(), *box_params(),
+        *position_params(),
+        *recorded_params(),
     )
     sweep = Sweep("size", (0, 0.15, 0.25, 0.35, 0.5, 0.7),
                   lambda v, size, rng: sweep_params(Emoji, size, rng, {"size": float(v), "opacity": 1.0}))
@@ -352,7 +342,7 @@ class Collage(ContextOp):
     params = (
         choice_param("grid", (1, 2, 3, 4), 2, help="tiles per side; chains draw 2 or 3, sweeps start at 1"),
         int_param("tile", 0, 15, 0, help="which tile is the original, row by row; wraps around the grid"),
-        seed_param(), donor_param(), *box_params(),
+        seed_param(), *recorded_params(),
     )
     sweep = Sweep("grid", (1, 2, 3, 4), lambda v, size, rng: sweep_params(Collage, size, rng, {"grid": int(v)}))
 
@@ -412,7 +402,7 @@ class Post(ContextOp):
     params = (
         choice_param("template", (0, 1), 0, help="AugLy's screenshot template: 0 web, 1 mobile"),
         choice_param("crop", (0, 1), 0, help="1 crops the photo to fill the frame, 0 pads it"),
-        seed_param(), donor_param(), *box_params(),
+        seed_param(), *recorded_params(),
     )
     sweep = Sweep("frame", (0, 1, 2),
                   lambda v, size, rng: sweep_params(Post, size, rng, {"template": max(0, int(v) - 1)}))

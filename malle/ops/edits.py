@@ -24,15 +24,17 @@ from torchvision.transforms import InterpolationMode
 
 from .params import (
     IntUniform,
+    Size,
     Sweep,
     Uniform,
     choice_param,
     float_param,
-    fraction_param,
     int_param,
-    offset,
+    placed,
+    position_params,
     random_position,
 )
+from .reference import text_origin
 from .registry import Op, ops_defined_in, register
 
 TEXT_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789"
@@ -75,13 +77,15 @@ class Pad(Op):
     sweep = Sweep("border", (0, 0.05, 0.1, 0.2, 0.3, 0.5),
                   lambda v, size, rng: {"fraction": float(v), "gray": int(rng.integers(0, 256))})
 
+    def border(self, size: Size, params: dict) -> int:
+        return int(round(float(params["fraction"]) * min(size)))
+
     def apply(self, img, params):
-        border = int(round(float(params["fraction"]) * min(img.size)))
         gray = int(params["gray"])
-        return ImageOps.expand(img, border=border, fill=(gray, gray, gray))
+        return ImageOps.expand(img, border=self.border(img.size, params), fill=(gray, gray, gray))
 
     def output_size(self, size, params):
-        border = int(round(float(params["fraction"]) * min(size)))
+        border = self.border(size, params)
         return size[0] + 2 * border, size[1] + 2 * border
 
 
@@ -92,8 +96,7 @@ class TextOverlay(Op):
     params = (
         int_param("text_seed", 0, 9999, 0, help="which random text (8 characters) is written"),
         int_param("font_size", 8, 160, 40, help="text size in pixels", sample=IntUniform(16, 64)),
-        fraction_param("x"),
-        fraction_param("y"),
+        *position_params(),
     )
     sweep = Sweep("font_size", (0, 16, 32, 48, 64, 96, 128),
                   lambda v, size, rng: {"text_seed": int(rng.integers(0, 10000)), "font_size": int(v),
@@ -103,12 +106,10 @@ class TextOverlay(Op):
         rng = np.random.default_rng(int(params["text_seed"]))
         text = "".join(rng.choice(list(TEXT_ALPHABET), 8))
         font = ImageFont.load_default(size=int(params["font_size"]))
-        left, top, right, bottom = font.getbbox(text)
-        x = offset(params["x"], img.width - (right - left))
-        y = offset(params["y"], img.height - (bottom - top))
+        origin = text_origin(font, text, img.size, params["x"], params["y"])
         out = img.copy()
         # Black-outlined white text, readable on any photo, as overlays on shared images usually are.
-        ImageDraw.Draw(out).text((x - left, y - top), text, font=font, fill=(255, 255, 255),
+        ImageDraw.Draw(out).text(origin, text, font=font, fill=(255, 255, 255),
                                  stroke_width=max(1, int(params["font_size"]) // 16), stroke_fill=(0, 0, 0))
         return out
 
@@ -121,8 +122,7 @@ class ShapeOverlay(Op):
         choice_param("shape", (0, 1, 2), 0, help="0 disc, 1 square, 2 triangle"),
         float_param("size", 0.0, 0.8, 0.25, help="side as a fraction of the shorter side", sample=Uniform(0.1, 0.35)),
         float_param("hue", 0.0, 1.0, 0.0, help="colour on the hue circle"),
-        fraction_param("x"),
-        fraction_param("y"),
+        *position_params(),
     )
     sweep = Sweep("size", (0, 0.1, 0.2, 0.3, 0.4, 0.5),
                   lambda v, size, rng: {"shape": int(rng.integers(0, 3)), "size": float(v),
@@ -132,11 +132,10 @@ class ShapeOverlay(Op):
         side = int(round(float(params["size"]) * min(img.size)))
         if side < 1:
             return img.copy()
-        left = offset(params["x"], img.width - side)
-        top = offset(params["y"], img.height - side)
+        left, top, right, bottom = placed(img.size, (side, side), params["x"], params["y"])
         colour = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(float(params["hue"]), 0.9, 0.95))
         out = img.copy()
-        draw, box = ImageDraw.Draw(out), (left, top, left + side - 1, top + side - 1)
+        draw, box = ImageDraw.Draw(out), (left, top, right - 1, bottom - 1)
         shape = int(params["shape"])
         if shape == 0:
             draw.ellipse(box, fill=colour, outline=(0, 0, 0), width=max(1, side // 20))
@@ -233,9 +232,13 @@ class ScreenshotFrame(Op):
     sweep = Sweep("bar", (0, 0.05, 0.1, 0.15, 0.2, 0.3),
                   lambda v, size, rng: {"bar": float(v), "margin": 0.05, "dark": int(rng.integers(0, 2))})
 
+    def bar_and_margin(self, size: Size, params: dict) -> tuple[int, int]:
+        """The app bar's height (above and below the photo) and the side margins, in pixels."""
+        return int(round(float(params["bar"]) * size[1])), int(round(float(params["margin"]) * size[0]))
+
     def apply(self, img, params):
         w, h = img.size
-        bar, margin = int(round(float(params["bar"]) * h)), int(round(float(params["margin"]) * w))
+        bar, margin = self.bar_and_margin(img.size, params)
         background, ink = ((32, 32, 36), (200, 200, 205)) if int(params["dark"]) else ((246, 246, 248), (90, 90, 96))
         canvas = Image.new("RGB", (w + 2 * margin, h + 2 * bar), background)
         canvas.paste(img, (margin, bar))
@@ -251,7 +254,7 @@ class ScreenshotFrame(Op):
         return canvas
 
     def output_size(self, size, params):
-        bar, margin = int(round(float(params["bar"]) * size[1])), int(round(float(params["margin"]) * size[0]))
+        bar, margin = self.bar_and_margin(size, params)
         return size[0] + 2 * margin, size[1] + 2 * bar
 
 

@@ -225,9 +225,20 @@ def fraction_param(name: str) -> ParamSpec:
     return float_param(name, 0.0, 1.0, 0.5, help=f"{name} position as a {FRACTION_HELP}")
 
 
+def position_params() -> tuple[ParamSpec, ParamSpec]:
+    """``x`` then ``y``: where an edit lies, drawn uniformly (``random_position`` draws them for a sweep)."""
+    return fraction_param("x"), fraction_param("y")
+
+
 def offset(fraction: float, free: int) -> int:
     """A fraction of the free range, in whole pixels (0 when there is no room)."""
     return int(round(fraction * max(0, free)))
+
+
+def placed(size: Size, inner: Size, x: float, y: float) -> tuple[int, int, int, int]:
+    """The box (left, top, right, bottom) of ``inner`` at fractions ``x``, ``y`` of the free range in ``size``."""
+    left, top = offset(x, size[0] - inner[0]), offset(y, size[1] - inner[1])
+    return left, top, left + inner[0], top + inner[1]
 
 
 @dataclass(frozen=True)

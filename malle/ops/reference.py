@@ -16,7 +16,18 @@ from torchvision.transforms import InterpolationMode
 
 from malle.imageio import MAX_ASPECT, encode_jpeg
 
-from .params import Fixed, Size, Sweep, choice_param, float_param, fraction_param, int_param, offset, random_position
+from .params import (
+    Fixed,
+    Size,
+    Sweep,
+    choice_param,
+    float_param,
+    int_param,
+    offset,
+    placed,
+    position_params,
+    random_position,
+)
 from .registry import Op, ops_defined_in, register
 
 WATERMARK_TEXT = "Malle Project"
@@ -54,8 +65,7 @@ class RandomCrop(Op):
     label = "Random crop"
     params = (
         choice_param("size", CROP_SIZES, 256, help=CROP_HELP),
-        fraction_param("x"),
-        fraction_param("y"),
+        *position_params(),
     )
     sweep = Sweep("side", CROP_SIDES, lambda v, size, rng: {"size": side_of(v, size), **random_position(rng)})
 
@@ -180,8 +190,7 @@ class Watermark(Op):
     name = "watermark"
     label = "Watermark"
     params = (
-        fraction_param("x"),
-        fraction_param("y"),
+        *position_params(),
         int_param("font_size", 10, 200, 80, help=f"size of the text {WATERMARK_TEXT!r}", sample=Fixed(80)),
         int_param("opacity", 0, 255, 120, help="alpha of the white text out of 255", sample=Fixed(120)),
     )
@@ -193,14 +202,19 @@ class Watermark(Op):
         # Pillow's built-in scalable font: identical output on every machine.
         # Loaded per call (~0.1 ms) because FreeType faces are not safe to share across threads.
         font = ImageFont.load_default(size=int(params["font_size"]))
-        left, top, right, bottom = font.getbbox(WATERMARK_TEXT)
-        x = offset(params["x"], img.width - (right - left))
-        y = offset(params["y"], img.height - (bottom - top))
         overlay = Image.new("RGBA", img.size, (255, 255, 255, 0))
-        # Shift by the bbox offset so the visible text's top-left lands on (x, y).
         fill = (255, 255, 255, int(params["opacity"]))
-        ImageDraw.Draw(overlay).text((x - left, y - top), WATERMARK_TEXT, font=font, fill=fill)
+        origin = text_origin(font, WATERMARK_TEXT, img.size, params["x"], params["y"])
+        ImageDraw.Draw(overlay).text(origin, WATERMARK_TEXT, font=font, fill=fill)
         return Image.alpha_composite(img.convert("RGBA"), overlay).convert("RGB")
+
+
+def text_origin(font: ImageFont.FreeTypeFont, text: str, size: Size, x: float, y: float) -> tuple[int, int]:
+    """Where to draw ``text`` so that its visible box lies at fractions ``x``, ``y`` of the free range."""
+    left, top, right, bottom = font.getbbox(text)
+    box_left, box_top, _, _ = placed(size, (right - left, bottom - top), x, y)
+    # Shifted by the bbox's offset: Pillow places the text's origin, not its visible top-left.
+    return box_left - left, box_top - top
 
 
 @register
@@ -222,8 +236,7 @@ class Occlude(Op):
     label = "Occlusion"
     params = (
         int_param("size", 1, 512, 80, help="side of the black square; clipped to the image", sample=Fixed(80)),
-        fraction_param("x"),
-        fraction_param("y"),
+        *position_params(),
     )
     # The sweep's strength is the occluded share of the image's area.
     sweep = Sweep("area", (0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5),
@@ -232,10 +245,9 @@ class Occlude(Op):
 
     def apply(self, img, params):
         side = int(params["size"])
-        left = offset(params["x"], img.width - side)
-        top = offset(params["y"], img.height - side)
+        left, top, right, bottom = placed(img.size, (side, side), params["x"], params["y"])
         out = img.copy()
-        ImageDraw.Draw(out).rectangle((left, top, left + side - 1, top + side - 1), fill=(0, 0, 0))
+        ImageDraw.Draw(out).rectangle((left, top, right - 1, bottom - 1), fill=(0, 0, 0))
         return out
 
 
