@@ -8,6 +8,9 @@ serial run; ``tests/test_parallel.py`` checks that for copies, distractors and a
 Processes, not threads: the ops are Python and NumPy as much as Pillow, and threads would queue on the GIL.
 Workers come from a fork server that has imported the ops once, so a worker starts in milliseconds and
 never inherits the threads of its parent (ONNX Runtime's, Streamlit's), which ``fork`` would copy half-held.
+The pool is the parallelism: each worker gives PyTorch (whose kernels some ops run) only its share of the
+cores, since every worker taking them all made the demo's copies 2.7x slower on 2 cores (torchvision's
+Gaussian blur, a depthwise convolution, competed for the other worker's core).
 One pool per process, started on first use and reused by every stage.
 
 ``$MALLE_WORKERS`` sets the number of workers (1: everything in this process, nothing is spawned);
@@ -43,7 +46,7 @@ def worker_count() -> int:
     """``$MALLE_WORKERS`` when set, else the cores this process may run on."""
     given = os.environ.get(WORKERS_ENV, "").strip()
     if not given:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return _cores()
     if not given.isdigit() or int(given) < 1:
         raise ConfigError(f"${WORKERS_ENV} must be a whole number of at least 1, got {given!r}")
     return int(given)
@@ -77,8 +80,28 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     if pool is None or getattr(pool, "_broken", False):
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(list(PRELOAD))
-        pool = _pools[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        pool = _pools[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                                     initializer=_share_cores, initargs=(_core_share(workers),))
     return pool
+
+
+def _core_share(workers: int) -> int:
+    """The threads each of ``workers`` may compute on: the cores split evenly, at least one."""
+    return max(1, _cores() // workers)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _share_cores(threads: int) -> None:
+    """Worker initializer: PyTorch (imported with the ops by the fork server) computes on this worker's share
+    of the cores, and so does any OpenMP runtime loaded later in the worker. The thread count changes no byte:
+    tests/test_parallel.py compares the workers' copies with one process's."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager
