@@ -80,10 +80,10 @@ class CNNDescriptor(NetworkDescriptor):
                      build=lambda: self.model)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        return torch.from_numpy(self.prepare_image(image))
+        return self._transform(image)
 
     def prepare_image(self, image: Image.Image) -> np.ndarray:
-        return self._transform(image)
+        return self.preprocess(image).numpy()
 
     def fingerprint(self) -> dict:
         return {

@@ -49,38 +49,21 @@ class PreprocessConfig:
         """The shorter side before the centre crop, as timm computes it (floor of size / crop_pct)."""
         return math.floor(self.size / self.crop_pct)
 
-    def float_transform(self) -> FloatTransform:
-        """PIL image -> normalised (3, size, size) float32 array: resize the shorter side, centre-crop, normalise."""
+    def float_transform(self) -> transforms.Compose:
+        """PIL image -> normalised (3, size, size) float tensor: resize the shorter side, centre-crop, normalise."""
         if self.mean is None or self.std is None:
             raise ValueError("a float transform needs the model's mean and std")
-        geometry = transforms.Compose([transforms.Resize(self.resize, interpolation=INTERPOLATIONS[self.interpolation]),
-                                       transforms.CenterCrop(self.size)])
-        return FloatTransform(geometry, channel_column(self.mean), channel_column(self.std))
+        return transforms.Compose([
+            transforms.Resize(self.resize, interpolation=INTERPOLATIONS[self.interpolation]),
+            transforms.CenterCrop(self.size),
+            transforms.ToTensor(),
+            transforms.Normalize(self.mean, self.std),
+        ])
 
     def describe(self) -> dict:
         """For cache keys."""
         return {"resize": self.resize, "crop": self.size, "mean": list(self.mean or ()), "std": list(self.std or ()),
                 "interpolation": self.interpolation}
-
-
-def channel_column(values: tuple[float, float, float]) -> np.ndarray:
-    return np.asarray(values, dtype=np.float32).reshape(3, 1, 1)
-
-
-@dataclass(frozen=True, eq=False)
-class FloatTransform:
-    """torchvision's ToTensor and Normalize in NumPy, the same float32 operations in the same order (the same
-    bytes: tests/test_inference.py compares them with timm's transform). In PyTorch each of these small ops
-    split itself over the cores, on the threads that prepare the next batches while the inference runtime
-    takes every core: waiting for each other under load, they made EfficientNet's embedding twice as slow."""
-
-    geometry: transforms.Compose  # PIL image -> PIL image of the model's size (torchvision's Resize on PIL is Pillow's)
-    mean: np.ndarray  # (3, 1, 1) float32
-    std: np.ndarray
-
-    def __call__(self, img: Image.Image) -> np.ndarray:
-        pixels = np.asarray(self.geometry(img), dtype=np.uint8).transpose(2, 0, 1).astype(np.float32)
-        return (pixels / np.float32(255) - self.mean) / self.std
 
 
 @dataclass(frozen=True)
