@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import sys
 import threading
@@ -73,6 +74,18 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None = 
         # A caller that stops early (an error, a closed generator) leaves no queued work behind.
         for future in futures:
             future.cancel()
+
+
+def start(workers: int | None = None) -> None:
+    """Launch the pool's fork server now, without waiting for it: it imports the ops (``PRELOAD``: seconds, they
+    import PyTorch) on a core of its own while this process does something else, and the work sent later forks
+    workers from a server that is ready. Nothing to do with one worker."""
+    count = worker_count() if workers is None else workers
+    if count <= 1:
+        return
+    with _guard, _script_main_hidden():
+        _pool(count)
+        multiprocessing.forkserver.ensure_running()  # spawns the server and returns; its imports run meanwhile
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:

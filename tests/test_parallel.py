@@ -23,6 +23,7 @@ from malle import cache, parallel
 from malle.attribution import REPLAY_KIND, charged_ops, missed_mask
 from malle.dashboard import frame
 from malle.distractors import make_distractors
+from malle.errors import ConfigError
 from malle.experiment import Experiment, ExperimentConfig
 from malle.imageio import load_rgb
 from malle.ops import chain_from_json, get_preset
@@ -222,3 +223,38 @@ def test_overview_needs_no_analysis_and_pages_compute_theirs(tmp_path):
     assert not {e.kind for e in cache.entries(tmp_path)} & {"distractors", "openset"}
     frame.analyse(exp, "openset")
     assert not frame.analysis_pending(exp, "openset")
+
+
+FORK_SERVER_AT_CHECK = """
+import sys
+import psutil
+from malle.dashboard import frame
+from malle.experiment import Experiment, ExperimentConfig
+
+def servers():
+    return sum("multiprocessing.forkserver" in " ".join(child.cmdline()) for child in psutil.Process().children())
+
+exp = Experiment(ExperimentConfig(n=6, seed=1, methods=("phash",), distractors=0), sys.argv[1])
+check, seen = exp.check, []
+exp.check = lambda: (seen.append(servers()), check())
+frame.prepare_core(exp)
+print(seen, frame.core_cached(exp))
+"""
+
+
+def test_the_fork_server_imports_while_the_models_load(tmp_path):
+    """A first Overview launches the workers' fork server before loading the models, so the two overlap."""
+    script = tmp_path / "first_overview.py"
+    script.write_text(FORK_SERVER_AT_CHECK)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), parallel.WORKERS_ENV: "2"}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "cache")], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[1] True"
+
+
+def test_a_method_that_cannot_load_fails_the_overview_before_any_stage(tmp_path):
+    exp = Experiment(ExperimentConfig(n=8, seed=1, methods=("phash",), distractors=0, index="IVF64,PQ8"), tmp_path)
+    with pytest.raises(ConfigError, match="binary hashes"):
+        frame.prepare_core(exp)
+    assert not list(cache.entries(tmp_path))

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from malle import cache
+from malle import cache, parallel
 from malle.descriptors import Unavailable, available_methods, descriptor_class, resolve_methods, weight_options
 from malle.descriptors.onnx_spec import is_spec_path
 from malle.descriptors.registry import folder_specs, spec_method
@@ -302,7 +302,12 @@ def core_cached(exp: Experiment) -> bool:
 
 
 def prepare_core(exp: Experiment, progress=None) -> Results:
-    """The results the Overview shows, computing no analysis (``ANALYSES``: pages ask for those)."""
+    """The results the Overview shows, computing no analysis (``ANALYSES``: pages ask for those).
+
+    When the copies are still to be made, the worker pool's fork server is launched first, so its imports
+    run beside the models' loading (ONNX export, OpenVINO compile) instead of after it."""
+    if not exp.is_cached("copies"):
+        parallel.start()
     exp.check()
     cache.sweep_leftovers(exp.root)
     per_query = [cache.read_table(exp.stage("search", m, progress=progress).folder / "per_query.parquet")
