@@ -119,11 +119,16 @@ def openset_summary(openset: pd.DataFrame) -> pd.DataFrame:
                          "threshold@P90": openset["threshold_at_p90"], "queries": openset["n_queries"]})
 
 
+def printed_gain(gain: pd.Series) -> pd.Series:
+    """A gain as printed to 4 decimals: one too small to show is 0, not -0.0000 (a sign with nothing after it)."""
+    return gain.round(4) + 0.0
+
+
 def tricks_summary(gains: pd.DataFrame) -> pd.DataFrame:
     """Per derived method: what its tricks add over its base, and their cost."""
     table = pd.DataFrame({"method": gains["method"], "R@1": gains["recall_at_1"],
-                          "ΔR@1": gains["recall_at_1_gain"]})
+                          "ΔR@1": printed_gain(gains["recall_at_1_gain"])})
     if "uap" in gains:
-        table = table.assign(**{"µAP": gains["uap"], "ΔµAP": gains["uap_gain"], "R@P90": gains["recall_at_p90"],
-                                "ΔR@P90": gains["recall_at_p90_gain"]})
+        table = table.assign(**{"µAP": gains["uap"], "ΔµAP": printed_gain(gains["uap_gain"]),
+                                "R@P90": gains["recall_at_p90"], "ΔR@P90": printed_gain(gains["recall_at_p90_gain"])})
     return table.assign(**{"ms/query": gains["tricks_ms_per_query"]})

@@ -197,3 +197,13 @@ def test_one_new_image_is_never_answered_by_a_trick_under_its_name(tmp_path):
     offered, _ = frame.method_options()
     assert "sscd_distilled+norm" in offered and "sscd_distilled+verify" in offered
     assert not any(m.startswith(("phash+", "pdq+")) for m in offered)  # tricks need a float descriptor
+
+
+def test_printed_gains_have_no_negative_zero():
+    from malle.report import tricks_summary
+
+    gains = pd.DataFrame({"method": ["m+regions"], "recall_at_1": [1.0], "recall_at_1_gain": [0.0],
+                          "uap": [0.99996], "uap_gain": [-1.7e-5], "recall_at_p90": [1.0],
+                          "recall_at_p90_gain": [-0.02], "tricks_ms_per_query": [29.0]})
+    printed = tricks_summary(gains).to_string(float_format="{:.4f}".format)
+    assert "-0.0000" not in printed and "-0.0200" in printed
