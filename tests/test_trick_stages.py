@@ -21,6 +21,7 @@ from malle.descriptors import resolve_methods
 from malle.errors import ConfigError
 from malle.experiment import Experiment, ExperimentConfig
 from malle.ops import AugmentConfig
+from malle.report import tricks_summary
 from malle.tricks import layers
 from malle.tricks.methods import parse
 from malle.tricks.normalise import ScoreNormalisation, background_index, background_similarity
@@ -200,8 +201,6 @@ def test_one_new_image_is_never_answered_by_a_trick_under_its_name(tmp_path):
 
 
 def test_printed_gains_have_no_negative_zero():
-    from malle.report import tricks_summary
-
     gains = pd.DataFrame({"method": ["m+regions"], "recall_at_1": [1.0], "recall_at_1_gain": [0.0],
                           "uap": [0.99996], "uap_gain": [-1.7e-5], "recall_at_p90": [1.0],
                           "recall_at_p90_gain": [-0.02], "tricks_ms_per_query": [29.0]})
