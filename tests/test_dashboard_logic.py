@@ -17,7 +17,7 @@ from malle.errors import BadImage
 from malle.experiment import ExperimentConfig
 from malle.inference.cpu import cpu_features
 from malle.metrics import HAMMING
-from malle.ops import OPS, REFERENCE_OPS, Choices, chain_from_json
+from malle.ops import OPS, REFERENCE_OPS, Choices, SelectBox, Slider, chain_from_json
 
 
 def ranks(results, method: str, level: str = "instance") -> pd.Series:
@@ -168,9 +168,9 @@ def test_controls_follow_the_param_specs():
             control = lab.control_for(spec)
             assert control.default == spec.default and control.fit(spec.default) == spec.default
             if isinstance(spec.kind, Choices):
-                assert control.widget == "selectbox" and control.options == spec.kind.options
+                assert isinstance(control, SelectBox) and control.options == spec.kind.options
             else:
-                assert control.widget == "slider" and (control.low, control.high) == spec.kind.span
+                assert isinstance(control, Slider) and (control.low, control.high) == spec.kind.span
 
 
 def test_rolled_params_fit_their_controls():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import singledispatch
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import streamlit as st
 from malle import cache
 from malle.experiment import Experiment, Results
 from malle.metrics import Metric
-from malle.ops import OPS, ParamSpec
+from malle.ops import OPS, ParamSpec, SelectBox, Slider
 
 from .frame import ProgressReporter, ResultsStore, open_experiment, progress_text
 from .lab import control_for, param_key, rolled_state
@@ -131,14 +132,27 @@ def set_state(key: str, value: Any) -> None:
     st.session_state[key] = value
 
 
+@singledispatch
+def draw_control(control: Any, container: Any, label: str, key: str, help: str) -> Any:
+    raise TypeError(f"no widget draws a {type(control).__name__}")
+
+
+@draw_control.register
+def _(control: Slider, container: Any, label: str, key: str, help: str) -> Any:
+    return container.slider(label, control.low, control.high, step=control.step, key=key, help=help)
+
+
+@draw_control.register
+def _(control: SelectBox, container: Any, label: str, key: str, help: str) -> Any:
+    return container.selectbox(label, control.options, key=key, help=help)
+
+
 def param_widget(container: Any, op: str, spec: ParamSpec) -> Any:
     """One parameter's widget; its value lives in session state under param_key(op, name)."""
     key, control = param_key(op, spec.name), control_for(spec)
     if key not in st.session_state:
         st.session_state[key] = control.default
-    if control.widget == "selectbox":
-        return container.selectbox(spec.name, control.options, key=key, help=spec.help)
-    return container.slider(spec.name, control.low, control.high, step=control.step, key=key, help=spec.help)
+    return draw_control(control, container, spec.name, key, spec.help)
 
 
 def roll_into_state(ops: Sequence[str], size: tuple[int, int]) -> None:

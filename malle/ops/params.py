@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -87,7 +87,6 @@ class Slider:
     low: float
     high: float
     step: float
-    widget: ClassVar[str] = "slider"
 
     def fit(self, value: float) -> float:
         """``value`` snapped onto the slider's grid, so a rolled value is exactly what is applied."""
@@ -102,7 +101,6 @@ class SelectBox:
 
     default: Any
     options: tuple
-    widget: ClassVar[str] = "selectbox"
 
     def fit(self, value: Any) -> Any:
         return value
