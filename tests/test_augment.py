@@ -103,7 +103,7 @@ def test_controls_snap_values_onto_their_grid():
 @pytest.mark.parametrize("make, error", [
     (lambda: ParamSpec("a", FloatRange(0.0, 1.0), 2.0), r"default 2.0 outside \[0, 1\]"),
     (lambda: ParamSpec("b", Choices((2, 3)), 4), r"default 4 outside \{2, 3\}"),
-    (lambda: ParamSpec("c", IntRange(0, 9), 1, sample=IntUniform(0, 10)), r"sampling .* leaves \[0, 9\]"),
+    (lambda: ParamSpec("c", IntRange(0, 9), 1, sample=IntUniform(0, 10)), r"sampling .* leaves the range \[0, 9\]"),
 ])
 def test_param_specs_refuse_defaults_and_sampling_outside_their_kind(make, error):
     with pytest.raises(ValueError, match=error):

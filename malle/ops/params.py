@@ -191,7 +191,7 @@ class ParamSpec:
         if self.default not in self.kind:
             raise ValueError(f"{self.name}: default {self.default!r} outside {self.kind}")
         if self.sample is not None and not self.sample.values_within(*self.kind.span):
-            raise ValueError(f"{self.name}: sampling {self.sample} leaves {self.kind}")
+            raise ValueError(f"{self.name}: sampling {self.sample} leaves the range {self.kind}")
 
     @property
     def derived(self) -> bool:
