@@ -11,7 +11,8 @@ never inherits the threads of its parent (ONNX Runtime's, Streamlit's), which ``
 The pool is the parallelism: each worker gives PyTorch (whose kernels some ops run) only its share of the
 cores, since every worker taking them all made the demo's copies 2.7x slower on 2 cores (torchvision's
 Gaussian blur, a depthwise convolution, competed for the other worker's core).
-One pool per process, started on first use and reused by every stage.
+One pool per process, started on first use and reused by every stage. Its workers end with the process that
+owns the pool, even one killed with ``kill -9`` (``_end_with``): else they and the fork server live on.
 
 ``$MALLE_WORKERS`` sets the number of workers (1: everything in this process, nothing is spawned);
 by default one per core this process may run on.
@@ -23,6 +24,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import select
 import sys
 import threading
 import types
@@ -94,7 +96,8 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(list(PRELOAD))
         pool = _pools[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                                     initializer=_share_cores, initargs=(_core_share(workers),))
+                                                     initializer=_start_worker,
+                                                     initargs=(_core_share(workers), os.getpid()))
     return pool
 
 
@@ -105,6 +108,48 @@ def _core_share(workers: int) -> int:
 
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _start_worker(threads: int, owner: int) -> None:
+    """Worker initializer: compute on this worker's share of the cores, and end with the pool's owner."""
+    _share_cores(threads)
+    _end_with(owner)
+
+
+def _end_with(owner: int) -> None:
+    """End this worker when process ``owner`` ends, however it ends.
+
+    A killed owner leaves no EOF for anyone to see: multiprocessing hands every child the write end of the fork
+    server's "alive" pipe and of the task queue, so the workers wait for work forever and keep the fork server
+    (which exits when that pipe closes) alive too: about 1.7 GB held for good here. A daemon thread waits on a
+    pidfd of the owner (polls it where there is none) and exits the worker at once; when the last worker is
+    gone, the fork server sees its pipe close and exits too."""
+    try:
+        watched = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os._exit(0)
+    except (AttributeError, OSError):  # no pidfd (not Linux 5.3+): poll
+        watched = None
+
+    def wait_for_owner() -> None:
+        if watched is not None:
+            select.select([watched], [], [])
+        else:
+            while _alive(owner):
+                threading.Event().wait(1.0)
+        os._exit(0)  # nothing of the owner's is left to hand results to; exit without running its clean-ups
+
+    threading.Thread(target=wait_for_owner, name="malle-owner-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _share_cores(threads: int) -> None:

@@ -9,10 +9,12 @@ once with two workers, each in a cache of its own. Every stage folder's files ar
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,44 @@ def test_workers_never_run_a_script_that_is_main_again(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "['a', 'b', 'c', 'd']"
+
+
+OWNER_THEN_KILLED = """
+import json, operator, os, sys, time
+from malle import parallel
+workers = set(parallel.ordered_map(operator.call, [os.getpid] * 8, workers=2))
+servers = set(parallel.ordered_map(operator.call, [os.getppid] * 8, workers=2))
+print(json.dumps(sorted(workers | servers)), flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie left for a reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_killed_owner_leaves_no_worker_or_fork_server_behind(tmp_path):
+    """kill -9 of the process that owns the pool: its workers and the fork server end too, instead of holding
+    their memory for good (each worker holds the server's "alive" pipe and its task queue open)."""
+    script = tmp_path / "owner.py"
+    script.write_text(OWNER_THEN_KILLED)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        spawned = json.loads(owner.stdout.readline())
+        assert owner.pid not in spawned and len(spawned) >= 2 and all(map(_running, spawned))
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 120  # a liveness bound, not a speed figure: a leak never ends
+    while any(map(_running, spawned)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in spawned if _running(pid)]
 
 
 def test_worker_count_from_the_environment(monkeypatch):
