@@ -32,7 +32,7 @@ from malle import cache, openset  # noqa: E402
 from malle.experiment import Experiment, ExperimentConfig  # noqa: E402
 from malle.ops import COMPOSITE_OPS, get_preset  # noqa: E402
 from malle.tricks.methods import parse  # noqa: E402
-from malle.tricks.normalise import ScoreNormalisation  # noqa: E402
+from malle.tricks.normalise import ScoreNormalisation, background_index, background_similarity  # noqa: E402
 
 BASES = ("sscd", "sscd_distilled", "efficientnet_lite2")
 DEFAULT_METHODS = (*(f"{b}{t}" for b in BASES for t in ("", "+norm", "+regions", "+verify")),
@@ -105,10 +105,10 @@ class NormDiagnosis:
         self.background = cache.read_npy(exp.stage("background", method).folder / "codes.npy").astype(np.float32)
 
     def shift(self, codes: np.ndarray, norm: ScoreNormalisation | None, background: np.ndarray) -> np.ndarray:
+        """What ``+norm`` subtracts from each of ``codes``' scores (malle's own normalisation; 0 without one)."""
         if norm is None:
             return np.zeros(len(codes))
-        ranked = -np.sort(-(codes @ background.T), axis=1)
-        return norm.beta * ranked[:, norm.first - 1:norm.last].mean(axis=1)
+        return norm.beta * background_similarity(codes, background_index(background), norm)
 
     def uap(self, norm: ScoreNormalisation | None, references=None, background=None) -> float:
         references = self.references if references is None else references

@@ -27,6 +27,7 @@ import os
 import select
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -136,7 +137,7 @@ def _end_with(owner: int) -> None:
             select.select([watched], [], [])
         else:
             while _alive(owner):
-                threading.Event().wait(1.0)
+                time.sleep(1.0)
         os._exit(0)  # nothing of the owner's is left to hand results to; exit without running its clean-ups
 
     threading.Thread(target=wait_for_owner, name="malle-owner-watch", daemon=True).start()
