@@ -12,10 +12,10 @@ import sys
 import pandas as pd
 import streamlit as st
 
-from malle.cache import default_root
 from malle.dashboard import frame, widgets
 from malle.errors import MalleError
-from malle.experiment import ExperimentConfig
+from malle.io.cache import default_root
+from malle.lab.experiment import ExperimentConfig
 
 # The pages live in app_pages/, not pages/: a pages/ folder next to this file makes
 # Streamlit start in its legacy multipage mode, which runs a deep-linked page
@@ -28,7 +28,7 @@ PAGES = [
     st.Page("app_pages/failure_gallery.py", title="Failure gallery", icon=":material/report:"),
     st.Page("app_pages/robustness.py", title="Robustness", icon=":material/show_chart:"),
     st.Page("app_pages/detection.py", title="Detection", icon=":material/policy:"),
-    st.Page("app_pages/search.py", title="Search", icon=":material/image_search:"),
+    st.Page("app_pages/image_search.py", title="Search", url_path="search", icon=":material/image_search:"),
     BANK_PAGE := st.Page("app_pages/bank.py", title="Bank", icon=":material/inventory_2:"),
 ]
 NO_SKIPS = pd.DataFrame(columns=["path", "reason"])

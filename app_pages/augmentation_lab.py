@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from malle.dashboard import lab, widgets
+from malle.dashboard import augmentation_lab as lab
+from malle.dashboard import widgets
 from malle.dashboard.shared import THUMB_PX, n_pages, op_title, original_labels, ranking_thumbs
 from malle.ops import OPS, chain_from_json, describe_chain
 

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from malle.dashboard import failures, frame, widgets
+from malle.dashboard import failure_gallery as failures
+from malle.dashboard import frame, widgets
 from malle.dashboard.shared import THUMB_PX, Thumb, n_pages, op_title, page_rows
 from malle.ops import OPS
 

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from malle.dashboard import comparison, widgets
+from malle.dashboard import method_comparison as comparison
+from malle.dashboard import widgets
 from malle.dashboard.overview import recall_curve_chart
 from malle.dashboard.shared import LEVELS, recall_table
 

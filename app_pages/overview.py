@@ -5,8 +5,8 @@ import streamlit as st
 from malle.dashboard import detection, widgets
 from malle.dashboard import overview as logic
 from malle.dashboard.shared import LEVELS, recall_table
-from malle.report import REFERENCE_LABELS as report_labels
-from malle.reporting.live import report_files
+from malle.lab.published import REFERENCE_LABELS as report_labels
+from malle.report.live import report_files
 
 ctx = widgets.context()
 exp, labels = ctx.experiment, ctx.labels

@@ -30,7 +30,7 @@ from common import machine, publish  # noqa: E402  (bench/ is on sys.path when r
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from harness.browser import CHROMIUM, chromium, settle, streamlit_server  # noqa: E402
-from malle.sampling import DEMO_DISTRACTORS, DEMO_N  # noqa: E402
+from malle.data.sampling import DEMO_DISTRACTORS, DEMO_N  # noqa: E402
 
 PAGES_DIR = ROOT / "app_pages"
 FIRST_OVERVIEW_TARGET_S = 20.0  # issue 15

@@ -35,13 +35,13 @@ sys.path.insert(0, str(ROOT))
 
 from common import machine, publish  # noqa: E402  (bench/ is on sys.path when run as a script)
 
+from malle.data.sampling import demo_root  # noqa: E402
 from malle.descriptors import descriptor_class  # noqa: E402
-from malle.experiment import Experiment, ExperimentConfig  # noqa: E402
 from malle.inference.cpu import cpu_features  # noqa: E402
 from malle.inference.precision import ASKED, EXACT, MAX_R1_DROP, MIN_COSINE  # noqa: E402
-from malle.sampling import demo_root  # noqa: E402
-from malle.search import search  # noqa: E402
-from malle.tables import row_ids  # noqa: E402
+from malle.io.tables import row_ids  # noqa: E402
+from malle.lab.experiment import Experiment, ExperimentConfig  # noqa: E402
+from malle.retrieval.topk import search  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "imagenet-200x5" / "val"
 DEFAULT_MODELS = "efficientnet_lite2,sscd_distilled,sscd"

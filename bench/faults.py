@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from common import publish  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from harness import faults  # noqa: E402
-from malle.sampling import demo_root  # noqa: E402
+from malle.data.sampling import demo_root  # noqa: E402
 
 
 def main() -> int:

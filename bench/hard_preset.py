@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 from common import machine, publish  # noqa: E402  (bench/ is on sys.path when run as a script)
 from reproduce import DEFAULT_DATA, markdown  # noqa: E402
 
-from malle import cache, openset  # noqa: E402
-from malle.experiment import Experiment, ExperimentConfig  # noqa: E402
+from malle.evaluation import micro_ap as openset  # noqa: E402
+from malle.io import cache  # noqa: E402
+from malle.lab.experiment import Experiment, ExperimentConfig  # noqa: E402
 from malle.ops import COMPOSITE_OPS, get_preset  # noqa: E402
 from malle.tricks.methods import parse  # noqa: E402
 from malle.tricks.normalise import ScoreNormalisation, background_index, background_similarity  # noqa: E402

@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 from common import machine, publish  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from malle import report  # noqa: E402
 from malle.descriptors import available_methods  # noqa: E402
-from malle.experiment import Experiment, ExperimentConfig  # noqa: E402
+from malle.lab import published as report  # noqa: E402
+from malle.lab.experiment import Experiment, ExperimentConfig  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "imagenet-200x5" / "val"
 

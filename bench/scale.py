@@ -38,12 +38,12 @@ sys.path.insert(0, str(ROOT))
 
 from common import machine, publish  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-from malle import indexes  # noqa: E402  (ivf_lists, pq_subquantizers)
+from malle.data.sampling import demo_root, discover  # noqa: E402
 from malle.descriptors import create_descriptor  # noqa: E402
-from malle.experiment import Experiment, ExperimentConfig  # noqa: E402
-from malle.metrics import IP  # noqa: E402
-from malle.sampling import demo_root, discover  # noqa: E402
-from malle.tables import row_ids  # noqa: E402
+from malle.io.tables import row_ids  # noqa: E402
+from malle.lab.experiment import Experiment, ExperimentConfig  # noqa: E402
+from malle.retrieval import indexes  # noqa: E402
+from malle.retrieval.metrics import IP  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "imagenet-200x5" / "val"
 GOAL_RECALL, GOAL_MS = 0.95, 5.0

@@ -48,7 +48,7 @@ from common import machine, publish  # noqa: E402  (bench/ is on sys.path when r
 
 from malle.bank import Bank  # noqa: E402
 from malle.bank.store import NewItem  # noqa: E402
-from malle.sampling import demo_root  # noqa: E402
+from malle.data.sampling import demo_root  # noqa: E402
 
 METHOD = "sscd_distilled"
 COLLECTION = "load"

@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from malle import cache
 from malle.cli import main
+from malle.io import cache
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: the harness is not shipped
 BASE_ARGS = ("--methods", "phash", "--n", "12", "--n-classes", "2", "--copies", "2", "--chain-lengths", "1-3")

@@ -1,13 +1,13 @@
 """Malle: find modified copies of images, and measure how well each method finds them.
 
-An experiment runs ten cached stages (``malle.stages``, one module each, run by one engine):
-``samples`` picks originals (``malle.sampling``), ``copies`` makes modified copies with
-replayable op chains (``malle.ops``), ``embed`` encodes them with each method
-(``malle.descriptors``), ``references`` adds extra database items, ``search`` ranks every copy
-in the database (``malle.search``) and evaluates it (``malle.evaluate``), ``distractors`` and
-``openset`` measure open-set detection (``malle.openset``), ``attribution`` finds the op that
-broke each miss, and ``sweep`` / ``sweepscore`` give severity curves.
-``malle.experiment.Experiment`` runs them; ``malle.results.Results`` turns them into tables.
+Three layers, each importing only those below it (``tests/test_architecture.py`` enforces it):
+
+* the core: ``io`` (images, caches, shards), ``data`` (sampling, pools), ``ops`` (the edits),
+  ``descriptors`` and ``inference`` (the methods and the engines that run them), ``retrieval`` (metrics,
+  indexes, top-K search), ``tricks`` (matching tricks) and ``evaluation`` (Recall@K, µAP, attribution);
+* the lab, ``lab``: an ``Experiment`` runs the cached stage graph (``malle.lab.stages``; ``malle stages``
+  lists its stages) and ``Results`` turns its outputs into tables;
+* the products: ``bank``, ``service``, ``dedup``, ``scale``, ``report``, ``dashboard`` and ``cli``.
 """
 
 def __getattr__(name: str) -> str:

@@ -33,11 +33,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TypeVar
 
-from .errors import ConfigError
+from malle.errors import ConfigError
 
 WORKERS_ENV = "MALLE_WORKERS"
 # What the fork server imports once, so each worker starts with the ops and the cache ready.
-PRELOAD = ("malle.ops", "malle.cache", "malle.imageio")
+PRELOAD = ("malle.ops", "malle.io.cache", "malle.io.images")
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from malle.experiment import Experiment, ExperimentConfig
-from malle.sampling import DEMO_DISTRACTORS, DEMO_N, demo_root
+from malle.data.sampling import DEMO_DISTRACTORS, DEMO_N, demo_root
+from malle.lab.experiment import Experiment, ExperimentConfig
 
 DEMO_CONFIG = ExperimentConfig(n=DEMO_N, distractors=DEMO_DISTRACTORS)  # what the dashboard opens on
 

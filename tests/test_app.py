@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from malle import evaluate, report
 from malle.dashboard import frame
 from malle.descriptors import create_descriptor
+from malle.evaluation import recall as evaluate
+from malle.lab import published as report
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 CNN, PHASH = "efficientnet_lite2", "phash"
@@ -271,7 +272,7 @@ def test_failure_gallery_counts_pages_and_filters(demo_results):
 def test_search_an_uploaded_photo_finds_itself(demo_results):
     original = demo_results.experiment.originals.iloc[3]  # a demo photo that is one of the originals
     photo = demo_results.experiment.data_root / original["source_path"]
-    at = open_app("search")
+    at = open_app("image_search")
     at.file_uploader(key="search_upload").set_value((photo.name, photo.read_bytes(), "image/jpeg"))
     rerun(at)
     tops = [c for c in image_captions(at) if "#1 " in c]
@@ -284,14 +285,14 @@ def test_search_an_uploaded_photo_finds_itself(demo_results):
 
 
 def test_search_rejects_a_non_image():
-    at = open_app("search")
+    at = open_app("image_search")
     at.file_uploader(key="search_upload").set_value(("notes.jpg", b"not a picture", "image/jpeg"))
     rerun(at)
     assert at.error[0].value.startswith("Cannot use notes.jpg: not an image")
 
 
 def test_search_a_copy_reports_the_engines_rank(demo_results):
-    at = open_app("search")
+    at = open_app("image_search")
     at.radio(key="search_origin").set_value("A copy from the experiment")
     rerun(at)
     query = demo_results.experiment.manifest["file"].iloc[40]
@@ -304,7 +305,8 @@ def test_search_a_copy_reports_the_engines_rank(demo_results):
 
 
 # -- the copy-detection methods on every page ------------------------------------------------------
-@pytest.mark.parametrize("page", ["overview", "method_comparison", "failure_gallery", "search", "augmentation_lab"])
+@pytest.mark.parametrize("page", ["overview", "method_comparison", "failure_gallery", "image_search",
+                                  "augmentation_lab"])
 def test_every_page_works_for_the_copy_detection_methods(page):
     at = open_app()
     at.multiselect(key="methods").set_value(["sscd_distilled", "pdq_dihedral"])
@@ -312,7 +314,7 @@ def test_every_page_works_for_the_copy_detection_methods(page):
     if page != "overview":
         at.switch_page(f"app_pages/{page}.py")
         rerun(at)
-    if page == "search":
+    if page == "image_search":
         at.radio(key="search_origin").set_value("A copy from the experiment")
         rerun(at)
         captions = [c for c in image_captions(at) if "#1 " in c]

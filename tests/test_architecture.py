@@ -1,4 +1,9 @@
-"""The shape of the package: no import cycles inside ``malle/``, and no module over ``MAX_LINES`` lines.
+"""The shape of the package: three layers, no import cycles inside ``malle/``, names that say one thing, and no
+module over ``MAX_LINES`` lines.
+
+The layers: the core (``CORE``: images, data, ops, descriptors, inference, retrieval, tricks, evaluation) never
+imports the lab (``malle.lab``), and neither imports the products (``PRODUCTS``: bank, service, dedup, scale,
+report, dashboard, cli) that use them.
 
 The import graph is read from the source with ``ast``, so it sees every import,
 also those inside functions (a lazy import hides a cycle; it does not remove it).
@@ -18,6 +23,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "malle"
 MAX_LINES = 450
+
+CORE = ("errors", "parallel", "io", "data", "ops", "descriptors", "inference", "retrieval", "tricks", "evaluation")
+LAB = ("lab",)
+PRODUCTS = ("scale", "bank", "dedup", "service", "report", "dashboard", "cli")
+LAYERS = {"core": 0, "lab": 1, "products": 2}
+# Leaf names that name a role rather than a job: each package has its own, and that is what they say.
+ROLE_NAMES = {"__init__", "__main__", "base", "registry", "options"}
 
 
 def module_name(path: Path) -> str:
@@ -125,9 +137,9 @@ def cyclic_groups(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_reader_sees_relative_absolute_and_lazy_imports():
     graph = import_graph()
     assert "malle.ops.registry" in graph["malle.ops.reference"]  # from .registry import ...
-    assert "malle.imageio" in graph["malle.ops.reference"]  # from malle.imageio import ...
+    assert "malle.io.images" in graph["malle.ops.reference"]  # from malle.io.images import ...
     assert {"malle.ops.reference", "malle.ops.edits"} <= graph["malle.ops"]  # the package's own imports
-    assert "malle.errors" in graph["malle.metrics"]
+    assert "malle.errors" in graph["malle.retrieval.metrics"]
 
 
 def test_imports_only_for_type_checking_are_not_edges(tmp_path):
@@ -152,3 +164,64 @@ def test_no_import_cycle_inside_malle():
 def test_no_module_is_over_the_line_limit(name):
     lines = len(modules()[name].read_text().splitlines())
     assert lines <= MAX_LINES, f"{name} has {lines} lines (limit {MAX_LINES}): split it"
+
+
+def layer_of(module: str) -> str:
+    """The layer of a module of ``malle``: core, lab or products (the package itself counts as a product)."""
+    top = module.split(".")[1] if "." in module else ""
+    if top in CORE:
+        return "core"
+    if top in LAB:
+        return "lab"
+    assert top in PRODUCTS or module in ("malle", "malle.__main__"), f"{module}: declare its top-level package's layer"
+    return "products"
+
+
+def test_every_top_level_part_of_malle_has_a_layer():
+    tops = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
+            if (p.suffix == ".py" or (p / "__init__.py").exists()) and p.stem not in ("__init__", "__main__")}
+    assert tops == set(CORE) | set(LAB) | set(PRODUCTS)
+
+
+def test_no_layer_imports_a_layer_above_it():
+    wrong = [f"{name} ({layer_of(name)}) imports {dep} ({layer_of(dep)})"
+             for name, deps in import_graph().items() for dep in deps
+             if LAYERS[layer_of(dep)] > LAYERS[layer_of(name)]]
+    assert not wrong, "layering broken: " + "; ".join(sorted(wrong))
+
+
+def test_the_layer_rule_sees_an_upward_import():
+    assert LAYERS[layer_of("malle.lab.experiment")] > LAYERS[layer_of("malle.retrieval.topk")]
+    assert LAYERS[layer_of("malle.bank.bank")] > LAYERS[layer_of("malle.lab.results")]
+
+
+def test_no_two_modules_share_a_name_for_different_jobs():
+    """A leaf name is one job: ``malle.cli.X`` is the command that drives X, a dashboard page's logic is named
+    after its page, and a package's main module after its package (``malle.bank.bank``); every other module name
+    is unique."""
+    pages = {f"malle.dashboard.{p.stem}" for p in (ROOT / "app_pages").glob("*.py")}
+    seen: dict[str, list[str]] = {}
+    for name in modules():
+        package, _, leaf = name.rpartition(".")
+        if name.startswith("malle.cli.") or name in pages or not package or package.endswith("." + leaf):
+            continue
+        if leaf not in ROLE_NAMES:
+            seen.setdefault(leaf, []).append(name)
+    shared = {leaf: names for leaf, names in seen.items() if len(names) > 1}
+    assert not shared, f"modules sharing a name: {shared}"
+
+
+def test_page_logic_modules_are_named_after_their_pages():
+    pages = {p.stem for p in (ROOT / "app_pages").glob("*.py")}
+    logic = {p.stem for p in (PACKAGE / "dashboard").glob("*.py")}
+    assert pages <= logic, f"pages without a logic module of the same name: {sorted(pages - logic)}"
+
+
+def test_no_two_classes_share_a_name():
+    found: dict[str, list[str]] = {}
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                found.setdefault(node.name, []).append(name)
+    shared = {cls: names for cls, names in found.items() if len(names) > 1}
+    assert not shared, f"classes defined twice: {shared}"

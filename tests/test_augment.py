@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-from malle.imageio import encode_jpeg, load_rgb
+from malle.io.images import encode_jpeg, load_rgb
 from malle.ops import (
     COPY_JPEG_QUALITY,
     MANIFEST_COLUMNS,

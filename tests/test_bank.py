@@ -174,8 +174,8 @@ def test_threshold_from_a_lab_run(bank, tmp_path):
 
 
 def test_codes_from_embeddings_are_checked(bank, demo_photos, tmp_path):
-    from malle import embeddings
     from malle.descriptors import create_descriptor
+    from malle.io import shards as embeddings
 
     desc = create_descriptor("phash")
     codes = desc.encode_files(demo_photos[:3])

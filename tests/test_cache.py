@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from malle import cache
+from malle.io import cache
 
 
 def test_building_is_all_or_nothing(tmp_path):

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from malle.dashboard.failures import boxed, composite_box
+from malle.dashboard.failure_gallery import boxed, composite_box
+from malle.data.sampling import demo_root
 from malle.errors import ConfigError
-from malle.experiment import Experiment, ExperimentConfig
-from malle.imageio import load_rgb
+from malle.io.images import load_rgb
+from malle.lab.experiment import Experiment, ExperimentConfig
 from malle.ops import (
     COMPOSITE_OPS,
     NO_CONTEXT,
@@ -27,7 +28,6 @@ from malle.ops import (
 )
 from malle.ops.composites import EMOJIS, TEMPLATES, pattern
 from malle.ops.severity import GRIDS, placement_rng
-from malle.sampling import demo_root
 
 NAMES = [op.name for op in COMPOSITE_OPS]
 

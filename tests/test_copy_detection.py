@@ -12,10 +12,10 @@ from malle.cli import main
 from malle.descriptors import DESCRIPTORS, create_descriptor, resolve_methods
 from malle.descriptors.pdq import MATCH_DISTANCE, PDQ, PDQDihedral
 from malle.descriptors.sscd import SSCD, ShortSideResize, SquareResize, SSCDDistilled
-from malle.experiment import Experiment, ExperimentConfig
-from malle.imageio import load_rgb
-from malle.metrics import HAMMING, IP
+from malle.io.images import load_rgb
+from malle.lab.experiment import Experiment, ExperimentConfig
 from malle.ops import AugmentConfig
+from malle.retrieval.metrics import HAMMING, IP
 
 COPY_DETECTION = ["sscd", "sscd_distilled"]
 
@@ -89,7 +89,7 @@ def test_pdq_codes_are_256_bits_with_a_quality_score(demo_photos, photos):
 
 def test_pdq_dihedral_finds_flips_and_rotations_that_plain_pdq_misses(photos):
     plain, dihedral = PDQ(), PDQDihedral()
-    from malle.search import search
+    from malle.retrieval.topk import search
 
     index = HAMMING.build_index(plain.encode(photos))
     for edit in (ImageOps.mirror, lambda im: im.rotate(90, expand=True)):

@@ -11,13 +11,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from malle import evaluate, report
-from malle.dashboard import comparison, failures, frame, lab, overview, per_transformation, search, shared
+from malle.dashboard import augmentation_lab as lab
+from malle.dashboard import failure_gallery as failures
+from malle.dashboard import frame, overview, per_transformation, shared
+from malle.dashboard import image_search as search
+from malle.dashboard import method_comparison as comparison
 from malle.errors import BadImage
-from malle.experiment import ExperimentConfig
+from malle.evaluation import recall as evaluate
 from malle.inference.cpu import cpu_features
-from malle.metrics import HAMMING
+from malle.lab import published as report
+from malle.lab.experiment import ExperimentConfig
 from malle.ops import OPS, REFERENCE_OPS, Choices, SelectBox, Slider, chain_from_json
+from malle.retrieval.metrics import HAMMING
 
 
 def ranks(results, method: str, level: str = "instance") -> pd.Series:

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from malle.bank import dedup
 from malle.cli import main
-from malle.metrics import HAMMING
+from malle.dedup import folder as dedup
 from malle.ops import get_op
+from malle.retrieval.metrics import HAMMING
 
 
 def save_copy(img: Image.Image, path, ops: list[tuple[str, dict]]) -> None:

@@ -19,8 +19,6 @@ import torch
 import torchvision
 from PIL import ImageEnhance
 
-from malle import cache
-from malle.cache import file_digest
 from malle.descriptors import (
     DEFAULT_METHODS,
     DESCRIPTORS,
@@ -36,12 +34,14 @@ from malle.descriptors.families import Family
 from malle.descriptors.hashes import AHash, DHash, ImageHashDescriptor, PHash, WHash
 from malle.descriptors.network import DEMO_CALIBRATION
 from malle.errors import ConfigError
-from malle.imageio import BadImage, load_rgb
 from malle.inference.cpu import cpu_features
 from malle.inference.engines import EagerTorch, OnnxRuntimeFp32, OnnxRuntimeInt8
 from malle.inference.precision import measured_paths
 from malle.inference.quantize import calibration_photos
-from malle.metrics import HAMMING, IP
+from malle.io import cache
+from malle.io.cache import file_digest
+from malle.io.images import BadImage, load_rgb
+from malle.retrieval.metrics import HAMMING, IP
 
 PHOTO_DIR = (
     Path(importlib.util.find_spec("ai_benchmark").submodule_search_locations[0]) / "data" / "classification"

@@ -15,7 +15,6 @@ import pytest
 from malle.descriptors import create_descriptor, descriptor_class
 from malle.descriptors.network import demo_photos
 from malle.errors import ConfigError
-from malle.experiment import ExperimentConfig
 from malle.inference.cpu import CpuFeatures, cpu_features
 from malle.inference.engines import OnnxRuntimeFp32
 from malle.inference.openvino_engines import OpenVinoBf16, OpenVinoFp32, OpenVinoInt8
@@ -28,6 +27,7 @@ from malle.inference.precision import (
     choose_engine,
     measured_paths,
 )
+from malle.lab.experiment import ExperimentConfig
 
 pytest.importorskip("openvino")
 MODELS = ("efficientnet_lite2", "sscd_distilled")

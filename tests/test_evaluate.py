@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from malle.evaluate import (
+from malle.evaluation.recall import (
     filter_by_ops,
     per_op_recall,
     per_query_table,
@@ -11,7 +11,7 @@ from malle.evaluate import (
     recall_by_chain_length,
     tie_rates,
 )
-from malle.search import Hits
+from malle.retrieval.topk import Hits
 
 # Database: two originals of class "a", one of class "b".
 ORIGINALS = pd.DataFrame({"file": ["a_1.JPEG", "a_2.JPEG", "b_1.JPEG"], "class": ["a", "a", "b"]})

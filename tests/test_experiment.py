@@ -5,7 +5,7 @@ import pandas as pd
 from conftest import GOOD_IN_BAD_FOLDER
 
 from malle.dashboard import shared
-from malle.experiment import Experiment, ExperimentConfig
+from malle.lab.experiment import Experiment, ExperimentConfig
 from malle.ops import AugmentConfig
 
 SMALL = dict(n=12, n_classes=2, augment=AugmentConfig(copies=(2,), chain_lengths=(1, 3)))

@@ -16,15 +16,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from malle import cache, experiment, stages
 from malle.cli import main
 from malle.dashboard import frame
+from malle.data.sampling import discover
 from malle.errors import BadImage, DatasetError
-from malle.experiment import Experiment, ExperimentConfig
-from malle.imageio import MAX_ASPECT, encode_jpeg, load_rgb
-from malle.naming import MAX_NAME_BYTES, safe_file_name
+from malle.io import cache
+from malle.io.images import MAX_ASPECT, encode_jpeg, load_rgb
+from malle.io.naming import MAX_NAME_BYTES, safe_file_name
+from malle.lab import experiment, stages
+from malle.lab.experiment import Experiment, ExperimentConfig
 from malle.ops import OPS, AugmentConfig, float_param, sample_params
-from malle.sampling import discover
 
 SMALL = dict(n=6, n_classes=1, augment=AugmentConfig(copies=(2,), chain_lengths=(1, 2)), methods=("phash",))
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from malle.imageio import BadImage, load_rgb, to_rgb
+from malle.io.images import BadImage, load_rgb, to_rgb
 
 
 def test_each_bad_file_gets_its_reason(bad_folder):

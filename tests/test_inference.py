@@ -16,7 +16,6 @@ from malle.descriptors.base import l2_normalise
 from malle.descriptors.cnn import EfficientNetLite2
 from malle.descriptors.network import DEMO_CALIBRATION
 from malle.descriptors.sscd import SSCDDistilled
-from malle.imageio import load_rgb
 from malle.inference.cpu import CpuFeatures
 from malle.inference.engines import EagerTorch, Engine, OnnxRuntimeFp32, OnnxRuntimeInt8
 from malle.inference.model import CalibrationFailed, CalibrationSet, Model
@@ -24,6 +23,7 @@ from malle.inference.onnx import OnnxRunner
 from malle.inference.openvino_engines import OpenVinoBf16, OpenVinoFp32, OpenVinoInt8
 from malle.inference.precision import ASKED, EXACT, FALLBACK, auto_paths, choose_engine, fallback_engine, measured_paths
 from malle.inference.quantize import CALIBRATION_IMAGES, calibration_photos
+from malle.io.images import load_rgb
 
 WITH_VNNI = CpuFeatures(avx2=True, avx512=True, vnni=True, bf16=True)
 WITHOUT_VNNI = CpuFeatures(avx2=True, avx512=True, vnni=False, bf16=False)

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from malle import embeddings
 from malle.cli import main
 from malle.descriptors import create_descriptor
 from malle.errors import ConfigError
+from malle.io import shards as embeddings
 from malle.scale import ondisk
 
 METHOD = "sscd_distilled"

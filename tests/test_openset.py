@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from malle import openset
+from malle.evaluation import micro_ap as openset
 
 
 def preds(rows):

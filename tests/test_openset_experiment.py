@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from malle import openset
 from malle.cli import main
-from malle.experiment import Experiment, ExperimentConfig
+from malle.evaluation import micro_ap as openset
+from malle.lab.experiment import Experiment, ExperimentConfig
 from malle.ops import AugmentConfig
 
 SMALL = dict(n=12, n_classes=2, augment=AugmentConfig(copies=(2,), chain_lengths=(1, 2)),

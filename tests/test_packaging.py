@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from malle.sampling import demo_root
+from malle.data.sampling import demo_root
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

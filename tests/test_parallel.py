@@ -21,15 +21,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from malle import cache, parallel
-from malle.attribution import REPLAY_KIND, charged_ops, missed_mask
+from malle import parallel
 from malle.dashboard import frame
-from malle.distractors import make_distractors
+from malle.data.pools import make_distractors
+from malle.data.sampling import Candidate
 from malle.errors import ConfigError
-from malle.experiment import Experiment, ExperimentConfig
-from malle.imageio import load_rgb
+from malle.evaluation.leave_one_out import REPLAY_KIND, charged_ops, missed_mask
+from malle.io import cache
+from malle.io.images import load_rgb
+from malle.lab.experiment import Experiment, ExperimentConfig
 from malle.ops import chain_from_json, get_preset
-from malle.sampling import Candidate
 
 CONFIG = ExperimentConfig(n=16, seed=3, methods=("phash",), distractors=40, augment=get_preset("hard").augment())
 STAGES = (("copies",), ("distractors",), ("attribution", "phash"))
@@ -269,7 +270,7 @@ FORK_SERVER_AT_CHECK = """
 import sys
 import psutil
 from malle.dashboard import frame
-from malle.experiment import Experiment, ExperimentConfig
+from malle.lab.experiment import Experiment, ExperimentConfig
 
 def servers():
     return sum("multiprocessing.forkserver" in " ".join(child.cmdline()) for child in psutil.Process().children())

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from malle import embeddings
 from malle.descriptors import create_descriptor
-from malle.embed import EmbedJob
-from malle.embed import run as embed_run
+from malle.io import shards as embeddings
 from malle.scale import ondisk
+from malle.scale.embed_folder import EmbedJob
+from malle.scale.embed_folder import run as embed_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).with_name("ray")

@@ -19,9 +19,9 @@ import pytest
 from harness.browser import CHROMIUM, ROOT, chromium, settle, streamlit_server
 from malle.cli import build_parser, main
 from malle.cli.options import config_from_args
-from malle.experiment import Experiment, ExperimentConfig
-from malle.reporting import CachedImages, ReplayedImages, RunFolder, build, reopen
-from malle.reporting.provenance import reproduce_command
+from malle.lab.experiment import Experiment, ExperimentConfig
+from malle.report import CachedImages, ReplayedImages, RunFolder, build, reopen
+from malle.report.provenance import reproduce_command
 
 SECTIONS = ["Headline", "Methods", "Recall@K", "Edits", "Open set", "Failures", "Provenance"]
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (scripts/test.sh)")

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from malle.attribution import COMBINATION, charged_ops, summarise
 from malle.cli import main
 from malle.descriptors import create_descriptor
-from malle.experiment import Experiment, ExperimentConfig
-from malle.imageio import encode_jpeg, load_rgb
+from malle.evaluation.leave_one_out import COMBINATION, charged_ops, summarise
+from malle.io.images import encode_jpeg, load_rgb
+from malle.lab.experiment import Experiment, ExperimentConfig
 from malle.ops import (
     COMPOSITE_OPS,
     EXTRA_OPS,
@@ -134,13 +134,13 @@ def test_the_severity_command_writes_both_tables(tree_dataset, tmp_path, capsys)
 def test_a_strong_crop_with_a_mild_jpeg_missed_by_phash_charges_the_crop(demo_photos):
     desc = create_descriptor("phash")
     originals = [load_rgb(p) for p in demo_photos[:30]]
-    from malle.metrics import HAMMING
+    from malle.retrieval.metrics import HAMMING
     index = HAMMING.build_index(desc.encode(originals))
     charged = []
     for source, original in enumerate(originals[:12]):
         chain = [Step("randomcrop", {"size": 256, "x": 0.95, "y": 0.95}), Step("jpeg", {"quality": 70})]
         copy = load_rgb(encode_jpeg(apply_chain(original, chain), 95))
-        from malle.search import search
+        from malle.retrieval.topk import search
         if search(index, desc.encode([copy]), 1, HAMMING).ids[0, 0] != source:  # a miss
             charged.append(charged_ops(desc, index, original, chain, source))
     assert len(charged) >= 3, "pHash should miss most of these crops"

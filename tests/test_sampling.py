@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from malle.sampling import (
+from malle.data.sampling import (
     Candidate,
     DatasetError,
     class_from_filename,

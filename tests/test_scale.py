@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from malle import embeddings, indexes
 from malle.cli import main
-from malle.embed import EmbedJob
-from malle.embed import run as embed_run
 from malle.errors import ConfigError
-from malle.experiment import Experiment, ExperimentConfig
-from malle.metrics import HAMMING, IP
+from malle.io import shards as embeddings
+from malle.lab.experiment import Experiment, ExperimentConfig
+from malle.retrieval import indexes
+from malle.retrieval.metrics import HAMMING, IP
+from malle.scale.embed_folder import EmbedJob
+from malle.scale.embed_folder import run as embed_run
 
 FLOAT_METHOD = "sscd_distilled"  # the fastest float embedding: approximate indexes are for floats first
 SMALL = dict(n=16, seed=3, distractors=0, methods=(FLOAT_METHOD, "phash"))

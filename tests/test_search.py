@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from malle.errors import ConfigError
-from malle.metrics import HAMMING, IP, METRICS, metric_named
-from malle.search import save_index, search
+from malle.retrieval.metrics import HAMMING, IP, METRICS, metric_named
+from malle.retrieval.topk import save_index, search
 
 
 def _bits(rows):

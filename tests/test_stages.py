@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from malle import cache
 from malle.cli import main
-from malle.experiment import Experiment, ExperimentConfig
+from malle.io import cache
+from malle.lab.experiment import Experiment, ExperimentConfig
+from malle.lab.stages import STAGES, Node, Stage, StageGraphError, StageRunner
+from malle.lab.stages.derived import ByMethod
 from malle.ops import AugmentConfig
-from malle.stages import STAGES, Engine, Node, Stage, StageGraphError
-from malle.stages.derived import ByMethod
 
 TINY = dict(n=4, n_classes=0, seed=0, methods=("phash",), augment=AugmentConfig(copies=(2,), chain_lengths=(2, 3)))
 
@@ -41,7 +41,7 @@ def test_every_stage_is_registered_under_its_module_and_cache_folder_name():
             "sweepscore"} <= set(STAGES)
     for kind, spec in STAGES.items():
         plain = spec.plain if isinstance(spec, ByMethod) else spec  # derived methods get their own variant
-        assert importlib.import_module(f"malle.stages.{kind}").STAGE is plain
+        assert importlib.import_module(f"malle.lab.stages.{kind}").STAGE is plain
         assert isinstance(spec, Stage) and spec.kind == kind and isinstance(spec.version, int)
 
 
@@ -169,7 +169,7 @@ class KeyNeedsABuiltStage(Stage):
                                            (KeyNeedsABuiltStage(), "keys must be computable")])
 def test_an_undeclared_read_is_refused(tree_dataset, tmp_path, spec, message):
     exp = tiny(tree_dataset, tmp_path)
-    exp.engine = Engine({**STAGES, spec.kind: spec}, exp.root, exp.log)
+    exp.engine = StageRunner({**STAGES, spec.kind: spec}, exp.root, exp.log)
     with pytest.raises(StageGraphError, match=message):
         exp.stage(spec.kind)
 

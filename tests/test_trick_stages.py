@@ -14,14 +14,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from malle import cache, openset
 from malle.cli import main
 from malle.dashboard import frame
 from malle.descriptors import resolve_methods
 from malle.errors import ConfigError
-from malle.experiment import Experiment, ExperimentConfig
+from malle.evaluation import micro_ap as openset
+from malle.io import cache
+from malle.lab.experiment import Experiment, ExperimentConfig
+from malle.lab.published import tricks_summary
 from malle.ops import AugmentConfig
-from malle.report import tricks_summary
 from malle.tricks import layers
 from malle.tricks.methods import parse
 from malle.tricks.normalise import ScoreNormalisation, background_index, background_similarity

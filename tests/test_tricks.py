@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from malle.data.sampling import demo_root
 from malle.errors import ConfigError
 from malle.ops import OPS
-from malle.sampling import demo_root
 from malle.tricks import normalise, regions, verify
 
 

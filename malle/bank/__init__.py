@@ -15,8 +15,8 @@ and ``malle.bank.thresholds`` for where thresholds come from.
         print(m.item.filename, m.score, m.is_match)
 """
 
-from .bank import AddReport, Bank, Match, MatchResult, is_close_enough, sha256_of
-from .store import BankError, Collection, Conflict, Item, NewItem, NotFound
+from malle.bank.bank import AddReport, Bank, Match, MatchResult, is_close_enough, sha256_of
+from malle.bank.store import BankError, Collection, Conflict, Item, NewItem, NotFound
 
 __all__ = ["AddReport", "Bank", "BankError", "Collection", "Conflict", "Item", "Match", "MatchResult", "NewItem",
            "NotFound", "is_close_enough", "sha256_of"]

@@ -26,16 +26,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .. import cache, embeddings
-from ..descriptors import Descriptor, create_descriptor
-from ..descriptors.cnn import PRECISIONS, check_precision
-from ..errors import BadImage, ConfigError
-from ..imageio import encode_jpeg, load_rgb
-from ..indexes import check as check_index
-from ..metrics import METRICS, Metric
-from . import thresholds
-from .snapshots import Snapshots
-from .store import Collection, Item, NewItem, Store, check_name, metadata_json, new_uid, now
+from malle.bank import thresholds
+from malle.bank.snapshots import Snapshots
+from malle.bank.store import Collection, Item, NewItem, Store, check_name, metadata_json, new_uid, now
+from malle.descriptors import Descriptor, create_descriptor
+from malle.descriptors.cnn import PRECISIONS, check_precision
+from malle.errors import BadImage, ConfigError
+from malle.io import cache, shards
+from malle.io.images import encode_jpeg, load_rgb
+from malle.retrieval.indexes import check as check_index
+from malle.retrieval.metrics import METRICS, Metric
 
 MAX_K = 1000
 THUMB_PX = 192
@@ -188,7 +188,7 @@ class Bank:
                   chunk: int = 64) -> AddReport:
         """Add image files and every image under folders; unusable files are skipped with their reason.
         Each chunk of ``chunk`` files is committed before the next is encoded."""
-        from ..sampling import discover
+        from malle.data.sampling import discover
 
         coll = self.collection(name)
         desc = self._descriptor_for(coll)
@@ -241,11 +241,11 @@ class Bank:
         item's SHA-256 is of its file, as for any add; without it, of its code (``digest_of`` = 'code')."""
         coll = self.collection(name)
         desc = self._descriptor_for(coll)
-        found = embeddings.read(Path(folder), desc)
+        found = shards.read(Path(folder), desc)
         if found.manifest.get("precision") != desc.precision:
             raise ConfigError(f"embeddings in {folder} were computed at {found.manifest.get('precision')} "
                               f"precision; collection {name!r} holds {desc.precision} codes")
-        if embeddings.fingerprint_differs(found.manifest, desc):
+        if shards.fingerprint_differs(found.manifest, desc):
             self.log(f"Bank: embeddings in {folder} were made with another {coll.method} fingerprint "
                      "(a library or model version differs).")
         report = AddReport([], [], pd.DataFrame(columns=["path", "reason"]))

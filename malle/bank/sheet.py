@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from ..errors import BadImage
-from ..imageio import encode_jpeg, load_rgb
+from malle.errors import BadImage
+from malle.io.images import encode_jpeg, load_rgb
 
 THUMB_PX = 160
 MAX_GROUPS = 500  # a sheet of more would be too heavy to open; groups.csv has them all
@@ -44,7 +44,7 @@ def figure(root: Path, row, centre: bool, score_name: str) -> str:
 
 def write(path: Path, root: Path, groups: pd.DataFrame, title: str, score_name: str) -> None:
     """The sheet for ``groups`` (group, path, score; centre first), images read from ``root``."""
-    from ..cache import write_bytes
+    from malle.io.cache import write_bytes
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import cache, indexes
-from ..errors import ConfigError
-from ..metrics import METRICS, Metric
-from ..search import save_index, search
-from .store import Collection, NotFound, Store, now
+from malle.bank.store import Collection, NotFound, Store, now
+from malle.errors import ConfigError
+from malle.io import cache
+from malle.retrieval import indexes
+from malle.retrieval.metrics import METRICS, Metric
+from malle.retrieval.topk import save_index, search
 
 INDEX_DIR = "indexes"
 REBUILD_AFTER = 256  # changes since the snapshot before a background rebuild; the delta is scanned per match
@@ -43,7 +44,7 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
-class Ranked:
+class RankedItems:
     """One query's matches: item ids and native scores, best first (ties: lower id first)."""
 
     ids: np.ndarray
@@ -99,7 +100,7 @@ class Snapshots:
                 self._current[coll.name] = snap
         return snap
 
-    def rank(self, coll: Collection, queries: np.ndarray, k: int) -> list[Ranked]:
+    def rank(self, coll: Collection, queries: np.ndarray, k: int) -> list[RankedItems]:
         """Top-``k`` per query over the snapshot plus the database's changes since it; schedules a rebuild
         when those changes are many."""
         snap = self.current(coll)
@@ -248,7 +249,7 @@ def _no_changes(coll: Collection):
 
 
 def _merge(snap: Snapshot, metric: Metric, queries: np.ndarray, k: int, fresh_ids: np.ndarray,
-           fresh_codes: np.ndarray, removed: np.ndarray) -> list[Ranked]:
+           fresh_codes: np.ndarray, removed: np.ndarray) -> list[RankedItems]:
     """The snapshot's top hits less removed items, with the fresh codes scored directly, best first."""
     hits = search(snap.index, queries, k + len(removed), metric)
     rows = hits.ids
@@ -261,7 +262,7 @@ def _merge(snap: Snapshot, metric: Metric, queries: np.ndarray, k: int, fresh_id
         ids = np.concatenate([snap_ids[q][keep], fresh_ids])
         scores = np.concatenate([hits.scores[q][keep].astype(np.float64), fresh_scores[q]])
         order = np.lexsort((ids, metric.sort_key(scores)))[:k]
-        out.append(Ranked(ids[order], scores[order].astype(metric.score_dtype)))
+        out.append(RankedItems(ids[order], scores[order].astype(metric.score_dtype)))
     return out
 
 

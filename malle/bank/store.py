@@ -36,7 +36,7 @@ from pathlib import Path
 import filelock
 import numpy as np
 
-from ..errors import CacheError, ConfigError, MalleError
+from malle.errors import CacheError, ConfigError, MalleError
 
 DB_NAME = "bank.sqlite"
 LOCK_NAME = "bank.lock"

@@ -2,7 +2,7 @@
 
 A lab run (``malle run``) writes ``openset.csv`` with each method's ``threshold_at_p90``: the score at
 which the pooled predictions of copies and distractors keep precision 0.9 at the highest recall
-(``malle.openset``). ``bank create --threshold-from OUT`` takes it from the user's own run; without it,
+(``malle.evaluation.micro_ap``). ``bank create --threshold-from OUT`` takes it from the user's own run; without it,
 the collection gets the default below, measured the same way on the reproduction run. Thresholds are
 stored in the metric's own unit (cosine similarity; Hamming distance in bits), while ``openset.csv``
 states them as similarities (hashes: minus the distance), so they are converted on the way in.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import ConfigError
-from ..metrics import Metric
+from malle.errors import ConfigError
+from malle.retrieval.metrics import Metric
 
 OPENSET_CSV = "openset.csv"
 # Where the defaults were measured: the reproduction run of README's "Reproduce" section.

@@ -10,9 +10,9 @@ import argparse
 import sys
 from functools import partial
 
-from .. import __version__
-from ..errors import MalleError
-from . import bank, cache_cmd, dedup, demo, embed, index_build, methods, report, run, serve, severity, stages
+from malle import __version__
+from malle.cli import bank, cache_cmd, dedup, demo, embed, index_build, methods, report, run, serve, severity, stages
+from malle.errors import MalleError
 
 USAGE = """Find modified copies of images and measure how well each method finds them.
 

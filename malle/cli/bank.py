@@ -21,13 +21,13 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .. import cache
-from ..bank import Bank
-from ..bank.bank import MAX_K
-from ..descriptors.cnn import PRECISIONS
-from ..errors import ConfigError
-from ..imageio import has_image_suffix
-from .options import add_cache_option, method_name, skip_summary
+from malle.bank import Bank
+from malle.bank.bank import MAX_K
+from malle.cli.options import add_cache_option, method_name, skip_summary
+from malle.descriptors.cnn import PRECISIONS
+from malle.errors import ConfigError
+from malle.io import cache
+from malle.io.images import has_image_suffix
 
 NAME = "bank"
 HELP = "banks of reference images: create, add, remove, match, info, verify"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import cache
-from ..errors import CacheError
-from .options import add_cache_option, size
+from malle.cli.options import add_cache_option, size
+from malle.errors import CacheError
+from malle.io import cache
 
 NAME = "cache"
 HELP = "inspect and clean the cache"

@@ -2,7 +2,7 @@
 
 Writes ``groups.csv`` (group, path, score: one row per member of a group of two or more, the centre first)
 and ``groups.html`` (a self-contained contact sheet), plus ``skipped.csv`` when files were unusable. How
-groups avoid chaining unrelated images: ``malle.bank.dedup``.
+groups avoid chaining unrelated images: ``malle.dedup.folder``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .. import cache
-from ..bank import dedup, sheet
-from ..errors import ConfigError
-from .options import add_cache_option, method_name, skip_summary
+from malle.bank import sheet
+from malle.cli.options import add_cache_option, method_name, skip_summary
+from malle.dedup import folder as dedup
+from malle.errors import ConfigError
+from malle.io import cache
 
 NAME = "dedup"
 HELP = "find the modified copies inside one folder (groups.csv and a contact sheet)"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..sampling import DEMO_DISTRACTORS, DEMO_N
-from . import run as run_command
-from .options import add_experiment_options
+from malle.cli import run as run_command
+from malle.cli.options import add_experiment_options
+from malle.data.sampling import DEMO_DISTRACTORS, DEMO_N
 
 NAME = "demo"
 HELP = "run the experiment on the built-in demo photos (ai-benchmark package)"

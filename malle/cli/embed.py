@@ -8,11 +8,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .. import cache
-from .. import embed as embedding_job
-from ..descriptors import DESCRIPTORS, descriptor_class
-from ..errors import ConfigError
-from .options import add_cache_option, add_precision_option, add_weight_options, method_name
+from malle.cli.options import add_cache_option, add_precision_option, add_weight_options, method_name
+from malle.descriptors import DESCRIPTORS, descriptor_class
+from malle.errors import ConfigError
+from malle.io import cache
+from malle.scale import embed_folder as embedding_job
 
 NAME = "embed"
 HELP = "embed a folder of images into Parquet shards (for --db-extra)"

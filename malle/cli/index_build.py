@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
-from ..scale import ondisk
+from malle.errors import ConfigError
+from malle.scale import ondisk
 
 NAME = "index-build"
 HELP = "build an IVF index over `malle embed` shards (on Ray with --ray), its lists on disk"

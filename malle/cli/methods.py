@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..descriptors.registry import METHODS_DIR_ENV, MethodInfo, folder_specs, list_methods, methods_folder
-from .options import add_weight_options, weights_from_args
+from malle.cli.options import add_weight_options, weights_from_args
+from malle.descriptors.registry import METHODS_DIR_ENV, MethodInfo, folder_specs, list_methods, methods_folder
 
 NAME = "methods"
 HELP = "list the built-in, plug-in and spec (.toml) methods, and why any cannot run here"

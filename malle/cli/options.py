@@ -7,15 +7,15 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from ..descriptors import DEFAULT_METHODS, DESCRIPTORS, weight_options
-from ..descriptors.cnn import PRECISIONS
-from ..descriptors.registry import is_method_name
-from ..errors import ConfigError
-from ..experiment import ExperimentConfig
-from ..inference.precision import ENGINES
-from ..ops import OPS, PRESETS, REFERENCE_OPS, AugmentConfig, get_preset
-from ..tricks import methods as trick_methods
-from ..tricks.normalise import DEFAULT_SCORE_NORM
+from malle.descriptors import DEFAULT_METHODS, DESCRIPTORS, weight_options
+from malle.descriptors.cnn import PRECISIONS
+from malle.descriptors.registry import is_method_name
+from malle.errors import ConfigError
+from malle.inference.precision import ENGINES
+from malle.lab.experiment import ExperimentConfig
+from malle.ops import OPS, PRESETS, REFERENCE_OPS, AugmentConfig, get_preset
+from malle.tricks import methods as trick_methods
+from malle.tricks.normalise import DEFAULT_SCORE_NORM
 
 SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 

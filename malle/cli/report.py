@@ -8,9 +8,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .. import cache
-from ..reporting import DOWNSCALED, RunFolder, build, print_pdf, reopen
-from .options import add_cache_option
+from malle.cli.options import add_cache_option
+from malle.io import cache
+from malle.report import DOWNSCALED, RunFolder, build, print_pdf, reopen
 
 NAME = "report"
 HELP = "a run's folder as one self-contained HTML report (and a PDF of it) for stakeholders"

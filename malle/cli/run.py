@@ -7,9 +7,10 @@ from functools import partial
 
 from tqdm.auto import tqdm
 
-from .. import cache, report
-from ..experiment import Experiment
-from .options import add_data_option, add_experiment_options, config_from_args, skip_summary
+from malle.cli.options import add_data_option, add_experiment_options, config_from_args, skip_summary
+from malle.io import cache
+from malle.lab import published
+from malle.lab.experiment import Experiment
 
 NAME = "run"
 HELP = "run the experiment on a dataset folder"
@@ -31,16 +32,16 @@ def run(args: argparse.Namespace, say) -> int:
     print(f"Data: {experiment.data_root}")
     print(f"Originals: {len(experiment.originals)} | copies: {len(experiment.manifest)} | "
           f"chain lengths: {experiment.config.augment.describe()} | seed: {args.seed}")
-    print(report.format_tables(results.recall(), results.labels))
-    print("\nCosts (every column in costs.csv)\n" + report.fixed_width(report.costs_summary(results.costs()),
+    print(published.format_tables(results.recall(), results.labels))
+    print("\nCosts (every column in costs.csv)\n" + published.fixed_width(published.costs_summary(results.costs()),
                                                                        digits=3, index=False))
     if results.has_openset:
         print(f"\nOpen set: {len(experiment.distractor_manifest)} distractor queries next to the "
               f"{len(experiment.manifest)} copies\n(µAP: micro average precision; R@P90: recall at precision 0.9)")
-        print(report.fixed_width(report.openset_summary(results.openset()), index=False))
+        print(published.fixed_width(published.openset_summary(results.openset()), index=False))
     if results.has_tricks:
         print("\nMatching tricks: each derived method against its base (tricks.csv)")
-        print(report.fixed_width(report.tricks_summary(results.trick_gains()), index=False))
+        print(published.fixed_width(published.tricks_summary(results.trick_gains()), index=False))
     if len(experiment.skipped):
         print(skip_summary(experiment.skipped) + f" Reasons per file: {args.out / 'skipped.csv'}")
     written = results.write(args.out)

@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..bank import Bank
-from ..errors import ConfigError
-from ..service.guard import API_KEY_ENV, check_exposure, load_key
-from .options import add_cache_option
+from malle.bank import Bank
+from malle.cli.options import add_cache_option
+from malle.errors import ConfigError
+from malle.service.guard import API_KEY_ENV, check_exposure, load_key
 
 NAME = "serve"
 HELP = "serve a bank over HTTP (REST API, OpenAPI at /docs)"
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace, say) -> int:
     import faiss
     import uvicorn
 
-    from ..service.app import create_app
+    from malle.service.app import create_app
 
     key = load_key(args.api_key_file)
     check_exposure(args.host, key)

@@ -8,11 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .. import cache
-from ..experiment import Experiment
-from ..ops import OPS
-from ..ops.severity import MIN_RECALL, breaking_points
-from .options import (
+from malle.cli.options import (
     add_cache_option,
     add_data_option,
     add_methods_option,
@@ -21,6 +17,10 @@ from .options import (
     config_from_args,
     names,
 )
+from malle.io import cache
+from malle.lab.experiment import Experiment
+from malle.ops import OPS
+from malle.ops.severity import MIN_RECALL, breaking_points
 
 NAME = "severity"
 HELP = "robustness curves: every op alone at a grid of strengths"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from .. import cache
-from ..experiment import Experiment
-from .options import add_data_option, add_experiment_options, config_from_args
+from malle.cli.options import add_data_option, add_experiment_options, config_from_args
+from malle.io import cache
+from malle.lab.experiment import Experiment
 
 NAME = "stages"
 HELP = "the stage graph of a run: each stage's cache key and whether it is cached (computes nothing)"

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..bank import Bank, MatchResult
-from ..bank.store import DB_NAME
-from ..errors import ConfigError
-from ..metrics import METRICS
+from malle.bank import Bank, MatchResult
+from malle.bank.store import DB_NAME
+from malle.errors import ConfigError
+from malle.retrieval.metrics import METRICS
 
 ENV_BANK = "MALLE_BANK"
 ITEMS_PER_PAGE = 24
 
 
 @dataclass(frozen=True)
-class Card:
+class ItemCard:
     """One matched (or browsed) item as the page shows it."""
 
     item_id: int
@@ -72,19 +72,19 @@ def verdict(score: float, threshold: float, metric_name: str, is_match: bool) ->
     return f"similarity {score:.3f} {'≥' if is_match else '<'} {threshold:.3f}: {'match' if is_match else 'no match'}"
 
 
-def match_cards(bank: Bank, name: str, data: bytes, k: int) -> tuple[MatchResult, list[Card]]:
+def match_cards(bank: Bank, name: str, data: bytes, k: int) -> tuple[MatchResult, list[ItemCard]]:
     """A query's matches, best first, each with its thumbnail and its verdict against the threshold."""
     coll = bank.collection(name)
     result = bank.match_bytes(name, data, k)
-    cards = [Card(m.item.id, m.item.filename, verdict(m.score, result.threshold, coll.metric, m.is_match),
+    cards = [ItemCard(m.item.id, m.item.filename, verdict(m.score, result.threshold, coll.metric, m.is_match),
                   bank.store.thumbnail(name, m.item.id), m.is_match) for m in result.matches]
     return result, cards
 
 
-def item_cards(bank: Bank, name: str, page: int, per_page: int = ITEMS_PER_PAGE) -> list[Card]:
+def item_cards(bank: Bank, name: str, page: int, per_page: int = ITEMS_PER_PAGE) -> list[ItemCard]:
     """Page ``page`` (from 1) of the live items, in the order they were added."""
     items = bank.store.items(name, offset=(page - 1) * per_page, limit=per_page)
-    return [Card(i.id, i.filename, f"#{i.id} {i.filename}", bank.store.thumbnail(name, i.id), False) for i in items]
+    return [ItemCard(i.id, i.filename, f"#{i.id} {i.filename}", bank.store.thumbnail(name, i.id), False) for i in items]
 
 
 def n_pages(count: int, per_page: int = ITEMS_PER_PAGE) -> int:

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from malle import evaluate, openset
-from malle.experiment import Results
-from malle.metrics import Metric
-
-from .shared import Thumb, with_labels
+from malle.dashboard.shared import Thumb, with_labels
+from malle.evaluation import micro_ap as openset
+from malle.evaluation import recall as evaluate
+from malle.lab.experiment import Results
+from malle.retrieval.metrics import Metric
 
 # Short headers keep the tables inside the page; each header's full meaning is its tooltip.
 SCORE_HEADERS = {

@@ -19,17 +19,18 @@ from typing import Any
 
 import pandas as pd
 
-from malle import cache, parallel
+from malle import parallel
+from malle.data.sampling import DEMO_DISTRACTORS, DEMO_N
 from malle.descriptors import Unavailable, available_methods, descriptor_class, resolve_methods, weight_options
 from malle.descriptors.onnx_spec import is_spec_path
 from malle.descriptors.registry import folder_specs, spec_method
 from malle.errors import BadImage, ConfigError, DatasetError
-from malle.experiment import Experiment, ExperimentConfig, Results
-from malle.imageio import IMAGE_SUFFIXES, load_rgb
-from malle.naming import safe_file_name
+from malle.io import cache
+from malle.io.images import IMAGE_SUFFIXES, load_rgb
+from malle.io.naming import safe_file_name
+from malle.lab.experiment import Experiment, ExperimentConfig, Results
+from malle.lab.stages import Node
 from malle.ops import PRESETS, AugmentConfig, get_preset
-from malle.sampling import DEMO_DISTRACTORS, DEMO_N
-from malle.stages import Node
 from malle.tricks.methods import TRICKS
 
 MAX_UPLOAD_MB = 20  # keep equal to server.maxUploadSize in .streamlit/config.toml

@@ -8,16 +8,15 @@ from dataclasses import dataclass
 import altair as alt
 import pandas as pd
 
-from malle import report
+from malle.dashboard.shared import LEVELS, with_labels
 from malle.descriptors.families import Family, as_family
-from malle.experiment import Experiment, Results
+from malle.lab import published as report
+from malle.lab.experiment import Experiment, Results
 from malle.tricks.methods import parse
-
-from .shared import LEVELS, with_labels
 
 
 @dataclass
-class Card:
+class MethodCard:
     method: str
     name: str  # the method without details, short enough for a card
     label: str
@@ -29,7 +28,7 @@ class Card:
 @dataclass
 class FamilyCards:
     family: Family
-    cards: list[Card]
+    cards: list[MethodCard]
 
     @property
     def title(self) -> str:
@@ -42,10 +41,10 @@ def headline_cards(results: Results) -> list[FamilyCards]:
     recall = results.recall([1, 10])
     instance = recall[recall["level"] == "instance"].pivot(index="method", columns="k", values="recall")
     costs = results.costs().set_index("method")
-    groups: dict[Family, list[Card]] = {}
+    groups: dict[Family, list[MethodCard]] = {}
     for method in results.methods:
         desc = results.experiment.descriptor(method)
-        card = Card(method, desc.card_name() + parse(method).short(), costs.loc[method, "label"],
+        card = MethodCard(method, desc.card_name() + parse(method).short(), costs.loc[method, "label"],
                     float(instance.loc[method, 1]),
                     float(instance.loc[method, 10]), float(costs.loc[method, "images_per_s"]))
         groups.setdefault(as_family(desc.family), []).append(card)

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 import altair as alt
 import pandas as pd
 
-from malle import evaluate
-from malle.experiment import Results
-
-from .shared import LEVELS, level_slice, op_title, with_labels
+from malle.dashboard.shared import LEVELS, level_slice, op_title, with_labels
+from malle.evaluation import recall as evaluate
+from malle.lab.experiment import Results
 
 
 def per_op_wide(per_op: pd.DataFrame, k: int, level: str, labels: dict[str, str]) -> pd.DataFrame:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from malle.dashboard.shared import image_thumbnail, with_labels
 from malle.errors import BadImage
-from malle.experiment import Experiment
-from malle.imageio import load_rgb
+from malle.io.images import load_rgb
+from malle.lab.experiment import Experiment
 from malle.ops import OPS
 from malle.ops.severity import GRIDS, breaking_points, placement_rng
-
-from .shared import image_thumbnail, with_labels
 
 # One crop, one geometry, one codec, one flip: a quick first sweep.
 DEFAULT_OPS = ("randomcrop", "rotate", "jpeg", "hflip")

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from malle import evaluate
-from malle.experiment import Experiment
-from malle.imageio import encode_jpeg, load_rgb
+from malle.evaluation import recall as evaluate
+from malle.io.images import encode_jpeg, load_rgb
+from malle.io.tables import row_ids
+from malle.lab.experiment import Experiment
+from malle.lab.results import Results
 from malle.ops import OPS
-from malle.results import Results
-from malle.tables import row_ids
 from malle.tricks import methods as trick_names
 
 LEVELS = tuple(evaluate.LEVELS)  # ("instance", "class")

@@ -16,14 +16,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from malle import cache
-from malle.experiment import Experiment, Results
-from malle.metrics import Metric
+from malle.dashboard.augmentation_lab import control_for, param_key, rolled_state
+from malle.dashboard.frame import ProgressReporter, ResultsStore, open_experiment, progress_text
+from malle.dashboard.shared import THUMB_PX, Thumb, thumbnail_jpeg
+from malle.io import cache
+from malle.lab.experiment import Experiment, Results
 from malle.ops import OPS, ParamSpec, SelectBox, Slider
-
-from .frame import ProgressReporter, ResultsStore, open_experiment, progress_text
-from .lab import control_for, param_key, rolled_state
-from .shared import THUMB_PX, Thumb, thumbnail_jpeg
+from malle.retrieval.metrics import Metric
 
 CONTEXT_KEY = "malle_context"
 CACHE_SIZE_TTL_S = 60  # walking a large cache takes a while; its size need not be live

@@ -1,6 +1,6 @@
 """The one contract every retrieval method implements.
 
-A descriptor turns images into fixed-size codes; its ``metric`` (``malle.metrics``)
+A descriptor turns images into fixed-size codes; its ``metric`` (``malle.retrieval.metrics``)
 says how codes are scored. Float descriptors emit L2-normalised float32 rows
 scored by inner product; hash descriptors emit bits packed with ``np.packbits``
 scored by Hamming distance.
@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from malle import cache
 from malle.errors import BadImage, ConfigError, WeightsUnavailable
-from malle.imageio import load_rgb
 from malle.inference.onnx import default_threads
-from malle.metrics import Metric
+from malle.io import cache
+from malle.io.images import load_rgb
+from malle.retrieval.metrics import Metric
 
 # progress(total=, desc=) -> object with update(n) and close(); tqdm.tqdm fits.
 ProgressFactory = Callable[..., Any]

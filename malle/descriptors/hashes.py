@@ -16,7 +16,7 @@ from PIL import Image
 
 from malle.descriptors.base import Descriptor
 from malle.descriptors.families import PERCEPTUAL_HASH
-from malle.metrics import HAMMING
+from malle.retrieval.metrics import HAMMING
 
 HASH_SIDE = 8  # imagehash's default hash_size: an 8x8 bit grid
 

@@ -16,16 +16,16 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from malle import cache
+from malle.data.sampling import demo_root
 from malle.descriptors.base import Descriptor, l2_normalise, open_progress
 from malle.errors import DatasetError
-from malle.imageio import load_rgb
 from malle.inference.engines import Engine
 from malle.inference.model import CalibrationFailed, CalibrationSet, ExportFailed, Model
 from malle.inference.pipeline import pipelined
 from malle.inference.precision import choose_engine, fallback_engine, runnable
-from malle.metrics import IP
-from malle.sampling import demo_root
+from malle.io import cache
+from malle.io.images import load_rgb
+from malle.retrieval.metrics import IP
 
 
 def demo_photos() -> list[Path]:

@@ -30,7 +30,7 @@ from PIL import Image
 
 from malle.descriptors.base import l2_normalise
 from malle.errors import ConfigError
-from malle.metrics import HAMMING, IP, Metric
+from malle.retrieval.metrics import HAMMING, IP, Metric
 
 SPEC_SUFFIX = ".toml"
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")

@@ -20,7 +20,7 @@ from PIL import Image
 from malle.descriptors.base import Descriptor, Encoded, WeightsStatus
 from malle.descriptors.families import PERCEPTUAL_HASH
 from malle.errors import BadImage
-from malle.metrics import HAMMING
+from malle.retrieval.metrics import HAMMING
 
 PDQ_BITS = 256
 MATCH_DISTANCE = 31  # Meta's documented threshold: a distance of 31 or less is a match

@@ -19,7 +19,7 @@ import inspect
 from dataclasses import dataclass
 
 from malle.descriptors.base import Descriptor
-from malle.metrics import Metric
+from malle.retrieval.metrics import Metric
 
 GROUP = "malle.descriptors"
 
@@ -67,7 +67,7 @@ def _unusable(cls: object, name: str) -> str | None:
     if getattr(cls, "name", None) != name:
         return f"{cls.__name__}.name is {getattr(cls, 'name', None)!r}, not the entry point's name {name!r}"
     if getattr(cls, "family", None) is None or not isinstance(getattr(cls, "metric", None), Metric):
-        return f"{cls.__name__} must set family and metric (IP or HAMMING from malle.metrics)"
+        return f"{cls.__name__} must set family and metric (IP or HAMMING from malle.retrieval.metrics)"
     return None
 
 

@@ -25,14 +25,14 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from malle import cache
 from malle.descriptors.base import Descriptor, WeightsStatus, file_identity, open_progress, weights_identity
 from malle.descriptors.onnx_spec import OnnxSpec, read_spec
 from malle.descriptors.sscd import BATCH, same_shape_batches
 from malle.errors import ConfigError, WeightsUnavailable
-from malle.imageio import load_rgb
 from malle.inference.onnx import OnnxRunner, onnxruntime_version
 from malle.inference.pipeline import pipelined
+from malle.io import cache
+from malle.io.images import load_rgb
 
 FAMILY = "user ONNX model"
 # Data types of ONNX initialisers (onnx.TensorProto) that hold weights, by the word a label uses for them;

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from malle import cache
 from malle.inference.model import ExportFailed, Model, first_line
+from malle.io import cache
 
 OPSET = 17
 GRAPH = "model.onnx"  # the file name of every graph kept in the model folder

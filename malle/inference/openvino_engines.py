@@ -23,12 +23,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from malle import cache
 from malle.inference.engines import Engine
 from malle.inference.export import exporter, onnx_graph
 from malle.inference.model import CalibrationFailed, ExportFailed, first_line
 from malle.inference.onnx import default_threads
 from malle.inference.quantize import calibration_batches, quiet_quantiser
+from malle.io import cache
 
 INT8_GRAPH = "model.xml"  # OpenVINO's IR, with its weights in model.bin next to it
 # Calibration photos for NNCF: about 300 real photos kept R@1 within 0.0025 where this was measured; the

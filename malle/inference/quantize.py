@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from malle import cache
 from malle.inference.export import GRAPH
 from malle.inference.model import CalibrationFailed, CalibrationSet, Model, first_line
 from malle.inference.onnx import onnxruntime_version
+from malle.io import cache
 
 CALIBRATION_IMAGES = 64
 CALIBRATION_BATCH = 8

@@ -13,7 +13,7 @@ A tour, in reading order:
 - ``composites``: the original with other pictures, captions and UI (``COMPOSITE_OPS``), made
   from an ``OpContext`` of donor pictures; AugLy where it works.
 - ``chains``: a copy's op chain (``Step``s): sampled, applied, stored as JSON, described.
-- ``copies``: ``AugmentConfig`` and ``make_copies``, which write each original's copies
+- ``copy_maker``: ``AugmentConfig`` and ``make_copies``, which write each original's copies
   and the manifest.
 - ``presets``: named chain distributions (``reference``, ``hard``) for ``--preset``.
 - ``severity``: every op alone at the strengths of its ``sweep`` (``GRIDS``), and
@@ -38,12 +38,12 @@ module runs this file first, so they register before anything else can import th
 
 # The op families, in registry order: append a new family's line at the end, never in between.
 # isort: off
-from .reference import REFERENCE_OPS
-from .edits import EXTRA_OPS
-from .composites import COMPOSITE_OPS
+from malle.ops.reference import REFERENCE_OPS
+from malle.ops.edits import EXTRA_OPS
+from malle.ops.composites import COMPOSITE_OPS
 # isort: on
 
-from .chains import (
+from malle.ops.chains import (
     Step,
     apply_chain,
     apply_step,
@@ -54,8 +54,8 @@ from .chains import (
     sample_chain,
     sample_params,
 )
-from .composites import NO_CONTEXT, ContextOp, OpContext
-from .copies import (
+from malle.ops.composites import NO_CONTEXT, ContextOp, OpContext
+from malle.ops.copy_maker import (
     COPY_JPEG_QUALITY,
     MANIFEST_COLUMNS,
     AugmentConfig,
@@ -65,7 +65,7 @@ from .copies import (
     parse_copy_filename,
     write_copies,
 )
-from .params import (
+from malle.ops.params import (
     Choices,
     Control,
     Distribution,
@@ -86,8 +86,8 @@ from .params import (
     fraction_param,
     int_param,
 )
-from .presets import PRESETS, Preset, get_preset
-from .registry import OPS, Op, get_op, ops_defined_in, register
+from malle.ops.presets import PRESETS, Preset, get_preset
+from malle.ops.registry import OPS, Op, get_op, ops_defined_in, register
 
 __all__ = [
     "COMPOSITE_OPS", "NO_CONTEXT", "PRESETS", "ContextOp", "OpContext", "Preset", "apply_step", "get_preset",

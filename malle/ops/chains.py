@@ -15,11 +15,10 @@ import numpy as np
 from PIL import Image
 
 from malle.errors import ConfigError
-
-from .composites import NO_CONTEXT, ContextOp, OpContext
-from .params import IntUniform, Size
-from .reference import REFERENCE_OPS
-from .registry import Op, get_op
+from malle.ops.composites import NO_CONTEXT, ContextOp, OpContext
+from malle.ops.params import IntUniform, Size
+from malle.ops.reference import REFERENCE_OPS
+from malle.ops.registry import Op, get_op
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,8 @@ from augly.image import utils as augly_imutils
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from malle.errors import BadImage, ConfigError
-from malle.imageio import load_rgb
-
-from .params import (
+from malle.io.images import load_rgb
+from malle.ops.params import (
     IntRange,
     IntUniform,
     OneOf,
@@ -53,8 +52,8 @@ from .params import (
     placed,
     position_params,
 )
-from .reference import MAX_OUTPUT_SIDE
-from .registry import Op, ops_defined_in, register
+from malle.ops.reference import MAX_OUTPUT_SIDE
+from malle.ops.registry import Op, ops_defined_in, register
 
 CAPTION_WORDS = ("when", "you", "the", "me", "finally", "nobody", "this", "monday", "cat", "weekend", "mood",
                  "every", "time", "still", "just", "real", "life", "us", "again", "look")

@@ -22,7 +22,7 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from torchvision.transforms import InterpolationMode
 
-from .params import (
+from malle.ops.params import (
     IntUniform,
     Size,
     Sweep,
@@ -34,8 +34,8 @@ from .params import (
     position_params,
     random_position,
 )
-from .reference import text_origin
-from .registry import Op, ops_defined_in, register
+from malle.ops.reference import text_origin
+from malle.ops.registry import Op, ops_defined_in, register
 
 TEXT_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789"
 

@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from malle.errors import ConfigError
-
-from .copies import AugmentConfig
-from .reference import REFERENCE_OPS
-from .registry import OPS
+from malle.ops.copy_maker import AugmentConfig
+from malle.ops.reference import REFERENCE_OPS
+from malle.ops.registry import OPS
 
 
 @dataclass(frozen=True)

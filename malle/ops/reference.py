@@ -14,9 +14,8 @@ import torchvision.transforms.v2.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.transforms import InterpolationMode
 
-from malle.imageio import MAX_ASPECT, encode_jpeg
-
-from .params import (
+from malle.io.images import MAX_ASPECT, encode_jpeg
+from malle.ops.params import (
     Fixed,
     Size,
     Sweep,
@@ -28,7 +27,7 @@ from .params import (
     position_params,
     random_position,
 )
-from .registry import Op, ops_defined_in, register
+from malle.ops.registry import Op, ops_defined_in, register
 
 WATERMARK_TEXT = "Malle Project"
 # No op makes a side longer than this: 20 x the largest resize target, far below JPEG's 65,535.

@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from .params import ParamSpec, Size, Sweep
+from malle.ops.params import ParamSpec, Size, Sweep
 
 # Op names are tokens of copy file names (``{class}_{instance}_{op}..._{op}.JPEG``).
 OP_NAME = re.compile(r"[a-z]+")

@@ -19,11 +19,10 @@ import pandas as pd
 from PIL import Image
 
 from malle.errors import BadImage
-from malle.imageio import check_shape
-
-from .copies import copy_rng
-from .params import Size
-from .registry import OPS, Op
+from malle.io.images import check_shape
+from malle.ops.copy_maker import copy_rng
+from malle.ops.params import Size
+from malle.ops.registry import OPS, Op
 
 MIN_RECALL = 0.9  # the breaking point: the first level whose Recall@1 falls below this
 

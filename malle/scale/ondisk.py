@@ -37,10 +37,12 @@ import faiss
 import numpy as np
 import pyarrow.parquet as pq
 
-from .. import cache, embeddings, indexes
-from ..errors import ConfigError, MalleError
-from ..metrics import METRICS, Metric
-from .ray_cluster import connect
+from malle.errors import ConfigError, MalleError
+from malle.io import cache
+from malle.io import shards as embeddings
+from malle.retrieval import indexes
+from malle.retrieval.metrics import METRICS, Metric
+from malle.scale.ray_cluster import connect
 
 MANIFEST = "ondisk.json"
 FORMAT = "malle-ondisk-ivf"

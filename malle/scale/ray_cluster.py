@@ -17,7 +17,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import ConfigError
+from malle.errors import ConfigError
 
 RAY_CONNECT_TIMEOUT_S = 5
 PROBE_TIMEOUT_S = 5

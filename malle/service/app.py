@@ -29,12 +29,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from ..bank import Bank, Conflict, NotFound
-from ..bank.bank import MAX_K
-from ..bank.thresholds import DEFAULTS
-from ..descriptors import DESCRIPTORS, available_methods
-from ..errors import BadImage, ConfigError, MalleError
-from .guard import BodyTooLarge, Guard
+from malle.bank import Bank, Conflict, NotFound
+from malle.bank.bank import MAX_K
+from malle.bank.thresholds import DEFAULTS
+from malle.descriptors import DESCRIPTORS, available_methods
+from malle.errors import BadImage, ConfigError, MalleError
+from malle.service.guard import BodyTooLarge, Guard
 
 MAX_UPLOAD_BYTES = 32 * 2**20  # one image; a bomb is refused by its pixel count whatever its size
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the metadata field

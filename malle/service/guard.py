@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import ConfigError
+from malle.errors import ConfigError
 
 API_KEY_ENV = "MALLE_API_KEY"
 MIN_KEY_LENGTH = 16

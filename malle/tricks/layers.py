@@ -1,16 +1,16 @@
 """The matching tricks applied to a run: each takes the candidates of the method it builds on and returns its own.
 
 A derived method (``malle.tricks.methods``) adds its last trick to its parent (``sscd+regions+norm`` adds
-``norm`` to ``sscd+regions``). Each layer works on two sides, both as stages (``malle.stages.derived``):
+``norm`` to ``sscd+regions``). Each layer works on two sides, both as stages (``malle.lab.stages.derived``):
 
 - ``copies``: the copies' candidates (``CopyHits``); a layer that only re-scores or re-orders the top of the
   list says so (``complete=False``) and ranks beyond that list are the parent's;
-- ``distractors``: the distractor queries' top ``PREDICTIONS_PER_QUERY`` candidates (``Ranked``).
+- ``distractors``: the distractor queries' top ``PREDICTIONS_PER_QUERY`` candidates (``Candidates``).
 
 The layers:
 
 - ``Regions``: the query's eleven windows (``regions.windows``) are encoded with the base method and searched in
-  its database; each reference keeps its best window score (``malle.search`` merges variants the same way);
+  its database; each reference keeps its best window score (``malle.retrieval.topk`` merges variants the same way);
 - ``Verify``: the top ``VERIFY_TOP`` candidates are re-ranked by SIFT + RANSAC inliers fused with the score
   (``verify.fuse``); candidates below them keep their place and score;
 - ``Norm``: every score of a query less beta times its base code's mean background similarity at the configured
@@ -29,24 +29,24 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from .. import cache
-from ..descriptors.base import open_progress
-from ..imageio import load_rgb
-from ..search import best_pair_scores, search
-from ..tables import row_ids
-from . import regions, verify
-from .methods import NORM, REGIONS, VERIFY, MethodName, Trick
-from .normalise import background_index, background_similarity, normalise
+from malle.descriptors.base import open_progress
+from malle.io import cache
+from malle.io.images import load_rgb
+from malle.io.tables import row_ids
+from malle.retrieval.topk import best_pair_scores, search
+from malle.tricks import regions, verify
+from malle.tricks.methods import NORM, REGIONS, VERIFY, MethodName, Trick
+from malle.tricks.normalise import background_index, background_similarity, normalise
 
 if TYPE_CHECKING:
-    from ..stages.base import Ctx
+    from malle.lab.stages.base import Ctx
 
 VERIFY_TOP = 10  # candidates verified per query: DISC21's predictions per query, so µAP sees every re-ranking
 REGION_BATCH = 8  # queries whose windows are encoded together
 
 
 @dataclass(frozen=True)
-class Ranked:
+class Candidates:
     """Top candidates per query: database ids (-1 pads) and similarities, best first."""
 
     ids: np.ndarray
@@ -54,7 +54,7 @@ class Ranked:
 
 
 @dataclass(frozen=True)
-class CopyHits(Ranked):
+class CopyHits(Candidates):
     """The copies' candidates, each copy's true original's score, and whether the list reaches the search depth
     (else ranks beyond it are the parent's)."""
 
@@ -77,7 +77,7 @@ class Layer(ABC):
     def copies(self, ctx: Ctx, method: MethodName, parent: CopyHits) -> CopyHits: ...
 
     @abstractmethod
-    def distractors(self, ctx: Ctx, method: MethodName, parent: Ranked) -> Ranked: ...
+    def distractors(self, ctx: Ctx, method: MethodName, parent: Candidates) -> Candidates: ...
 
 
 def query_paths(ctx: Ctx, distractors: bool) -> list[Path]:
@@ -114,11 +114,11 @@ class Regions(Layer):
         true_scores = best_pair_scores(metric, codes, run.database_codes(method.base)[sources])
         return CopyHits(hits.ids, hits.scores, np.asarray(true_scores, np.float64), complete=True)
 
-    def distractors(self, ctx: Ctx, method: MethodName, parent: Ranked) -> Ranked:
+    def distractors(self, ctx: Ctx, method: MethodName, parent: Candidates) -> Candidates:
         run, metric = ctx.run, ctx.run.descriptor(method.base).metric
         codes = self.codes(ctx, method.base, query_paths(ctx, distractors=True))
         hits = search(run.search_index(method.base), codes, parent.ids.shape[1], metric)
-        return Ranked(hits.ids, hits.scores)
+        return Candidates(hits.ids, hits.scores)
 
 
 class Verify(Layer):
@@ -128,7 +128,7 @@ class Verify(Layer):
         return (VERIFY_TOP, verify.LONGEST_SIDE, verify.RATIO, verify.REPROJECTION_PX, verify.MIN_INLIERS,
                 verify.SPAN, verify.BONUS, verify.MAX_FEATURES, verify.MATCHING, cv2.__version__)
 
-    def rerank(self, ctx: Ctx, base: str, paths: Sequence[Path], found: Ranked, what: str) -> Ranked:
+    def rerank(self, ctx: Ctx, base: str, paths: Sequence[Path], found: Candidates, what: str) -> Candidates:
         """Each query's top ``VERIFY_TOP`` re-ordered by fused score; the rest as they were."""
         run = ctx.run
         known: dict[int, verify.Features] = {}  # database item -> its features, computed once per build
@@ -150,13 +150,13 @@ class Verify(Layer):
             ids[row, :top], scores[row, :top] = verify.rerank(head, scores[row, :top], counts)
             bar.update(1)
         bar.close()
-        return Ranked(ids, scores)
+        return Candidates(ids, scores)
 
     def copies(self, ctx: Ctx, method: MethodName, parent: CopyHits) -> CopyHits:
         found = self.rerank(ctx, method.base, query_paths(ctx, distractors=False), parent, "copies")
         return CopyHits(found.ids, found.scores, parent.true_scores, complete=False)
 
-    def distractors(self, ctx: Ctx, method: MethodName, parent: Ranked) -> Ranked:
+    def distractors(self, ctx: Ctx, method: MethodName, parent: Candidates) -> Candidates:
         return self.rerank(ctx, method.base, query_paths(ctx, distractors=True), parent, "distractor queries")
 
 
@@ -182,10 +182,10 @@ class Norm(Layer):
         return CopyHits(parent.ids, normalise(parent.scores, shift, norm),
                         normalise(parent.true_scores[:, None], shift, norm)[:, 0], complete=False)
 
-    def distractors(self, ctx: Ctx, method: MethodName, parent: Ranked) -> Ranked:
+    def distractors(self, ctx: Ctx, method: MethodName, parent: Candidates) -> Candidates:
         codes = cache.read_npy(ctx.input("openset", method.base).folder / "distractors.npy")
         shift = self.background(ctx, method.base, codes)
-        return Ranked(parent.ids, normalise(parent.scores, shift, ctx.run.normalisation))
+        return Candidates(parent.ids, normalise(parent.scores, shift, ctx.run.normalisation))
 
 
 LAYERS: dict[Trick, Layer] = {layer.trick: layer for layer in (Regions(), Verify(), Norm())}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from ..errors import ConfigError
+from malle.errors import ConfigError
 
 # BETA[FIRST,LAST] or BETA[INDEX]: weight, then zero-based inclusive background neighbour indices
 SSCD_SYNTAX = re.compile(r"(?P<beta>\d+(?:\.\d*)?|\.\d+)\[\s*(?P<first>\d+)\s*(?:,\s*(?P<last>\d+)\s*)?\]")

@@ -1,0 +1,64 @@
+"""Stage ``background``: one base method's codes of the background set that ``METHOD+norm`` normalises against.
+
+The set (``RunContext.background_images``) is ``--background DIR``, or unsampled dataset images that are neither
+database distractors, donors nor distractor sources. Folder: ``codes.npy  background.parquet  skipped.csv``;
+its meta records the set's size, source and fingerprint (``config.json`` repeats them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from malle.data.sampling import dataset_fingerprint
+from malle.errors import ConfigError
+from malle.io import cache
+from malle.lab.stages.base import Ctx, Node, Stage
+
+BACKGROUND_STREAM = 13  # the seed stream that picks the background set from the dataset, apart from other draws
+# Enough for a stable mean of the top-3 background similarities, and cheap to encode. On a 1,000-image dataset
+# the spare images (a few hundred) are all taken: after the draws above, nothing else uses them.
+MAX_BACKGROUND = 1000
+
+
+class Background(Stage):
+    kind = "background"
+    version = 1
+    params = ("method",)
+
+    def needs(self, ctx: Ctx) -> tuple[Node, ...]:
+        if ctx.run.config.background:
+            return ()
+        # Drawn from what the originals, database distractors, donors and distractor queries leave.
+        return (Node("samples"), Node("distractors")) if ctx.run.wants_distractors else (Node("samples"),)
+
+    def key_parts(self, ctx: Ctx) -> tuple:
+        run = ctx.run
+        if run.config.background:
+            return ctx.desc.fingerprint(), "folder", dataset_fingerprint(run.background_images)
+        return (ctx.desc.fingerprint(), "dataset", run.config.seed, BACKGROUND_STREAM, MAX_BACKGROUND,
+                run.config.db_distractors, run.donor_key)
+
+    def build(self, ctx: Ctx, tmp: Path, meta: dict) -> None:
+        run, desc = ctx.run, ctx.desc
+        images = run.background_images
+        found = desc.encode_files_skipping([c.path for c in images], progress=ctx.progress,
+                                           desc=f"{desc.label}: background set")
+        needed = run.normalisation.last
+        if len(found.kept) < needed:
+            where = f"--background {run.config.background}" if run.config.background else (
+                "the dataset's unused images (after originals, database distractors, donors and distractor queries)")
+            raise ConfigError(f"{ctx.method}+norm needs a background set of at least {needed} images; "
+                              f"{where} gave {len(found.kept)}. Pass --background DIR")
+        kept = [images[i] for i in found.kept]
+        cache.write_npy(tmp / "codes.npy", found.codes)
+        cache.write_table(tmp / "background.parquet", pd.DataFrame({"file": [c.rel for c in kept],
+                                                                    "class": [c.label for c in kept]}))
+        cache.write_table(tmp / "skipped.csv", found.skipped)
+        meta.update(method=ctx.method, items=len(kept), skipped=len(found.skipped),
+                    source=str(Path(run.config.background).expanduser()) if run.config.background else "dataset",
+                    fingerprint=dataset_fingerprint(kept))
+
+
+STAGE = Background()

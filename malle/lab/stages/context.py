@@ -1,0 +1,277 @@
+"""What every stage of one experiment shares: the config, the descriptors, the dataset's files, and the
+stage outputs read as tables (each through the engine, so reading one builds it when needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from malle.data.pools import database_distractors, reference_path, unsampled
+from malle.data.sampling import dataset_fingerprint, demo_root, discover
+from malle.descriptors import Descriptor, create_descriptor, resolve_methods
+from malle.errors import ConfigError
+from malle.io import cache, shards
+from malle.lab.stages.background import BACKGROUND_STREAM, MAX_BACKGROUND
+from malle.lab.stages.base import Built, Node, Progress
+from malle.lab.stages.registry import STAGES
+from malle.lab.stages.runner import StageRunner
+from malle.ops import OpContext
+from malle.tricks.methods import NORM, base_of, parse
+from malle.tricks.normalise import ScoreNormalisation
+
+DONOR_STREAM = 11  # the seed stream that picks donor pictures, apart from every other draw
+MAX_DONORS = 200
+
+
+class RunContext:
+    """One experiment's shared state. Stages run lazily, each at most once (``stage``)."""
+
+    def __init__(self, config, cache_root: Path | str | None = None, log: Callable[[str], None] | None = None,
+                 allowed_roots: Sequence[Path] | None = None):
+        self.config = config
+        self.root = Path(cache_root).expanduser() if cache_root else cache.default_root()
+        self.log = log or (lambda message: None)
+        self.data_root = Path(config.data).expanduser() if config.data else demo_root()
+        self.allowed_roots = allowed_roots  # None: links may lead anywhere (the CLI's choice)
+        self.methods, self.unavailable = resolve_methods(config.methods, dict(config.weights))
+        for skipped in self.unavailable:
+            self.log(skipped.notice())
+        self.engine = StageRunner(STAGES, self.root, self.log)
+        self._descriptors: dict[str, Descriptor] = {}
+        self._references: dict[str, pd.DataFrame] = {}
+
+    # -- stages ----------------------------------------------------------------------------------
+    def stage(self, kind: str, *args, progress: Progress | None = None) -> Built:
+        """One stage instance, e.g. ``stage("embed", "phash")``: from memory, the cache, or built."""
+        return self.engine.obtain(self, Node(kind, args), progress)
+
+    def folder(self, kind: str, *args) -> Path:
+        """Where that stage is (or will be) cached, computing nothing."""
+        return self.engine.folder(self, Node(kind, args))
+
+    def is_cached(self, kind: str, *args) -> bool:
+        return self.engine.is_cached(self, Node(kind, args))
+
+    def descriptor(self, method: str) -> Descriptor:
+        """The method's descriptor; a derived method (``METHOD+norm``) encodes with its base method's."""
+        base = base_of(method)
+        if base != method:
+            return self.descriptor(base)
+        if method not in self._descriptors:
+            desc = create_descriptor(method, weights=self.config.weights_for(method), precision=self.config.precision,
+                                     engine=self.config.engine)
+            desc.use_cache(self.root)
+            self._descriptors[method] = desc
+        return self._descriptors[method]
+
+    # -- the dataset -----------------------------------------------------------------------------
+    @cached_property
+    def discovered(self):
+        """(candidate images, files passed over) in the dataset folder."""
+        return discover(self.data_root, self.allowed_roots)
+
+    @cached_property
+    def dataset_fingerprint(self) -> str:
+        return dataset_fingerprint(self.discovered[0])
+
+    @cached_property
+    def originals(self) -> pd.DataFrame:
+        """The originals, in id order (sorted by file name)."""
+        return cache.read_table(self.stage("samples").folder / "originals.parquet")
+
+    @cached_property
+    def skipped(self) -> pd.DataFrame:
+        """Files passed over, with paths relative to the dataset folder."""
+        return cache.read_table(self.stage("samples").folder / "skipped.csv").astype(str)
+
+    @property
+    def originals_dir(self) -> Path:
+        return self.stage("samples").folder / "originals"
+
+    @cached_property
+    def manifest(self) -> pd.DataFrame:
+        return cache.read_table(self.stage("copies").folder / "manifest.parquet")
+
+    @property
+    def copies_dir(self) -> Path:
+        return self.stage("copies").folder / "images"
+
+    # -- the database: the originals, then extra references that no query copies --------------------
+    @property
+    def has_references(self) -> bool:
+        return bool(self.config.db_distractors or self.config.db_extra)
+
+    @cached_property
+    def extra_root(self) -> Path | None:
+        if not self.config.db_extra:
+            return None
+        root = Path(self.config.db_extra).expanduser()
+        if not root.is_dir():
+            raise ConfigError(f"--db-extra {root} is not a folder")
+        return root
+
+    @cached_property
+    def extra_embeddings(self) -> dict | None:
+        """The manifest of --db-extra when it is an embeddings folder (``malle embed``), else None."""
+        if self.extra_root is None or not shards.is_embeddings_folder(self.extra_root):
+            return None
+        return shards.read_manifest(self.extra_root)
+
+    @cached_property
+    def extra_images(self) -> list:
+        """Candidate images of --db-extra when it is a folder of images."""
+        if self.extra_root is None or self.extra_embeddings is not None:
+            return []
+        return discover(self.extra_root, self.allowed_roots)[0]
+
+    @cached_property
+    def extra_fingerprint(self) -> str:
+        if self.extra_embeddings is not None:
+            return cache.fingerprint(self.extra_embeddings)
+        return dataset_fingerprint(self.extra_images) if self.extra_images else ""
+
+    @cached_property
+    def db_distractor_images(self) -> list:
+        """Unsampled images put in the database, drawn with the run seed; distractor queries never use them."""
+        wanted = self.config.db_distractors
+        if not wanted:
+            return []
+        pool = unsampled(self.discovered[0], self.originals)
+        if len(pool) < wanted:
+            self.log(f"Only {len(pool)} unsampled images can serve as database distractors (asked for {wanted}); "
+                     "using them all.")
+        return database_distractors(pool, wanted, self.config.seed)
+
+    @cached_property
+    def donor_images(self) -> list:
+        """The other pictures composite ops paste: unsampled images that are neither database distractors nor
+        distractor sources, drawn with their own seed stream, and only when the chains hold a composite op (so
+        runs without one draw nothing and stay as they were). At most half the spare pool, so distractor queries
+        keep the rest."""
+        if not self.config.augment.has_composites:
+            return []
+        reserved = {c.rel for c in self.db_distractor_images}
+        pool = [c for c in unsampled(self.discovered[0], self.originals) if c.rel not in reserved]
+        order = np.random.default_rng([self.config.seed, DONOR_STREAM]).permutation(len(pool))
+        return [pool[i] for i in sorted(order[:min(MAX_DONORS, len(pool) // 2)])]
+
+    @property
+    def donor_key(self) -> dict:
+        """What decides ``donor_images`` beyond the originals (their stage's key covers those), for cache keys."""
+        return {"donor_stream": DONOR_STREAM, "max_donors": MAX_DONORS, "db_distractors": self.config.db_distractors}
+
+    @property
+    def wants_background(self) -> bool:
+        """Whether a method normalises its scores (``METHOD+norm``), so the run needs a background set."""
+        return any(parse(m).uses(NORM) for m in self.methods)
+
+    @cached_property
+    def normalisation(self) -> ScoreNormalisation:
+        """What ``METHOD+norm`` subtracts (``--score-norm``)."""
+        return ScoreNormalisation.parse(self.config.score_norm)
+
+    @cached_property
+    def background_images(self) -> list:
+        """``METHOD+norm``'s background set: ``--background DIR``'s images, else up to ``MAX_BACKGROUND`` unsampled
+        images that are neither database distractors, donors nor distractor sources, drawn with their own seed
+        stream, and only when a method uses ``+norm`` (so other runs draw nothing and stay as they were). The
+        distractor queries are made first (the ``background`` stage needs them), so their pool does not move."""
+        if not self.wants_background:
+            return []
+        if self.config.background:
+            root = Path(self.config.background).expanduser()
+            if not root.is_dir():
+                raise ConfigError(f"--background {root} is not a folder")
+            return discover(root, self.allowed_roots)[0]
+        taken = {c.rel for c in self.db_distractor_images} | {c.rel for c in self.donor_images}
+        if self.distractor_target:
+            taken |= set(self.distractor_manifest["origin"])
+        pool = [c for c in unsampled(self.discovered[0], self.originals) if c.rel not in taken]
+        order = np.random.default_rng([self.config.seed, BACKGROUND_STREAM]).permutation(len(pool))
+        return [pool[i] for i in sorted(order[:MAX_BACKGROUND])]
+
+    @cached_property
+    def op_context(self) -> OpContext:
+        """What composite ops read: the donors, relative to the dataset folder."""
+        return OpContext(self.data_root, tuple(c.rel for c in self.donor_images))
+
+    def references(self, method: str) -> pd.DataFrame:
+        """``file, class`` of the extra references of ``method``'s database, in id order after the originals."""
+        if method not in self._references:
+            self._references[method] = cache.read_table(self.stage("references", method).folder
+                                                        / "references.parquet")
+        return self._references[method]
+
+    def database(self, method: str) -> pd.DataFrame:
+        """``file, class`` in id order: the originals, then the extra references."""
+        if not self.has_references:
+            return self.originals[["file", "class"]]
+        return pd.concat([self.originals[["file", "class"]], self.references(method)], ignore_index=True)
+
+    def database_image(self, method: str, item: int) -> Path | None:
+        """Where database item ``item``'s image is: an original, or an extra reference's source file; None for a
+        reference known only by its embedding."""
+        if item < len(self.originals):
+            return self.originals_dir / self.originals["file"].iat[item]
+        file = self.references(method)["file"].iat[item - len(self.originals)]
+        return reference_path(file, self.data_root, self.extra_root)
+
+    def codes(self, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """(the originals' codes, the copies' codes)."""
+        folder = self.stage("embed", method).folder
+        return cache.read_npy(folder / "originals.npy"), cache.read_npy(folder / "queries.npy")
+
+    def database_codes(self, method: str) -> np.ndarray:
+        originals = self.codes(method)[0]
+        if not self.has_references:
+            return originals
+        return np.concatenate([originals, cache.read_npy(self.stage("references", method).folder / "codes.npy")])
+
+    def embed_index(self, method: str):
+        """The exact index over the originals alone (uploads, lab results and severity sweeps search it)."""
+        return self._index("embed", method)
+
+    def search_index(self, method: str):
+        """The configured index over the whole database (originals and extra references)."""
+        return self._index("search", method)
+
+    def _index(self, kind: str, method: str):
+        return self.descriptor(method).metric.read_index(self.stage(kind, method).folder / "index.faiss")
+
+    def neighbours(self, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """Top-N database ids and scores per copy (rows follow the manifest; ids follow ``database``)."""
+        folder = self.stage("search", method).folder
+        return cache.read_npy(folder / "neighbour_ids.npy"), cache.read_npy(folder / "neighbour_scores.npy")
+
+    # -- open set: distractor queries ------------------------------------------------------------------
+    @property
+    def wants_distractors(self) -> bool:
+        return self.config.distractors != 0
+
+    @cached_property
+    def distractor_pool(self) -> list:
+        """Images of the dataset that were neither sampled as originals, nor put in the database, nor donors."""
+        reserved = {c.rel for c in self.db_distractor_images} | {c.rel for c in self.donor_images}
+        return [c for c in unsampled(self.discovered[0], self.originals) if c.rel not in reserved]
+
+    @cached_property
+    def distractor_target(self) -> int:
+        """How many distractor queries to make: as asked, by default as many as there are copies; 0 when the
+        dataset has no unsampled image (then the run is closed-set, with a notice)."""
+        wanted = len(self.manifest) if self.config.distractors is None else self.config.distractors
+        if wanted and not self.distractor_pool:
+            self.log("No distractor queries: every usable image of the dataset is an original. Running closed-set.")
+            return 0
+        return wanted
+
+    @cached_property
+    def distractor_manifest(self) -> pd.DataFrame:
+        return cache.read_table(self.stage("distractors").folder / "manifest.parquet")
+
+    @property
+    def distractors_dir(self) -> Path:
+        return self.stage("distractors").folder / "images"
