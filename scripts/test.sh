@@ -22,7 +22,9 @@ if ! command -v chromium >/dev/null 2>&1 || [ ! -d /usr/share/fonts/truetype/not
 fi
 
 # Malle itself, editable, with every extra (pyproject.toml declares the dependencies).
-"$PY" -m pip install -q -e ".[all,dev]"
+"$PY" -m pip install -q -e ".[all,dev,docs]"
 # The configured linter (pyproject.toml's [tool.ruff]) first: a dirty tree fails the run before any test.
 "$PY" -m ruff check .
+# The docs site, strictly: a broken link or a reference to a missing name fails the run.
+NO_MKDOCS_2_WARNING=1 "$PY" -m mkdocs build --strict -q -d "$(mktemp -d)"
 "$PY" -m pytest "$@"

@@ -46,14 +46,16 @@ def _stage_rows() -> list[dict]:
         doc = inspect.getdoc(module) or ""
         first = doc.split("\n\n")[0].replace("\n", " ")
         first = re.sub(r"^Stage ``[a-z]+``:\s*", "", first)
-        folder = re.search(r"Folder:\s*(.*?)(?:\.\s|\.$|\(and|$)", doc.replace("\n", " "), re.S)
-        files = folder.group(1).strip() if folder else ""
-        files = " ".join(f"`{f}`" for f in re.findall(r"``(.+?)``", files)) or files or "its meta only"
-        if not folder and "meta" in doc:
-            files = "its meta only (`done.json`)"
+        folder = re.search(r"Folder:\s*``(.+?)``", doc, re.S)
+        if folder:
+            files = " ".join(f"`{f}`" for f in folder.group(1).split())
+        else:
+            files = "none: only its meta in `done.json`"
+        derived = type(getattr(stage, "derived", None)).__name__
+        tricks = stage is not plain and not derived.startswith("NotFor")
         rows.append({"kind": kind, "version": getattr(stage, "version", ""),
                      "params": ", ".join(getattr(stage, "params", ()) or ()) or "—",
-                     "derived": stage is not plain, "files": files, "what": first,
+                     "derived": tricks, "files": files, "what": first,
                      "module": module.__name__})
     return rows
 
@@ -163,7 +165,11 @@ def http_page() -> str:
            f"({info.get('title', '')}, API version {info.get('version', '')}, OpenAPI {schema.get('openapi', '')}). "
            "The schema itself: [openapi.json](openapi.json). A running `malle serve` also serves it at "
            "`/openapi.json` and draws it at `/docs`. The [Bank and service guide](../guides/bank-and-service.md) "
-           "explains the routes in prose.", ""]
+           "explains the routes in prose.", "",
+           "The schema lists the statuses FastAPI declares (success and 422). The app's error handlers and its guard "
+           "add the rest, each a JSON `{\"error\": ...}` body: 401 (API key), 404 (unknown collection or item), "
+           "409 (a collection that exists), 413 (upload too large) and 422 (bad image or field); see "
+           "[REST API](../guides/bank-and-service.md#rest-api).", ""]
     if info.get("description"):
         out += [info["description"], ""]
     out += ["| method | path | summary | responses |", "|---|---|---|---|"]
@@ -204,7 +210,8 @@ def http_page() -> str:
             tail += [f"### {name}", ""]
             if props:
                 tail += ["| field | type | required |", "|---|---|---|"]
-                tail += [f"| `{k}` | {_schema_name(v)} | {'yes' if k in required else 'no'} |" for k, v in props.items()]
+                tail += [f"| `{k}` | {_schema_name(v)} | {'yes' if k in required else 'no'} |"
+                         for k, v in props.items()]
             else:
                 tail.append(f"Type: {_schema_name(s)}.")
             tail.append("")
