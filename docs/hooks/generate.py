@@ -134,7 +134,11 @@ def cli_commands() -> str:
 def openapi_schema() -> dict:
     if "openapi" not in _cache:
         from malle.bank import Bank
-        from malle.service.app import create_app
+
+        try:
+            from malle.service.app import create_app
+        except ImportError as err:
+            raise RuntimeError(f"the HTTP API page needs the service extra: pip install -e '.[service,docs]' ({err})")
 
         with tempfile.TemporaryDirectory(prefix="malle-docs-bank-") as tmp:
             bank = Bank.open(Path(tmp) / "bank")
