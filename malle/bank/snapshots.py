@@ -59,6 +59,11 @@ def build(coll: Collection, ids: np.ndarray, codes: np.ndarray, log: Callable[[s
     """An index over ``codes`` as the collection's factory string asks; exact Flat while too few items exist
     to train an IVF or PQ index (said once)."""
     metric = metric_of(coll)
+    try:  # a bank written before strings were checked may hold one that kills FAISS: search it exactly instead
+        indexes.check(coll.index_factory, metric, coll.dim)
+    except ConfigError as err:
+        log(f"Bank: {coll.name}: {err}; searching it exactly")
+        return Snapshot(coll.uid, coll.version, metric.build_index(codes), ids, indexes.EXACT)
     choice = indexes.choose(coll.index_factory, len(codes), coll.dim, metric)
     if choice.exact or len(codes) == 0:
         return Snapshot(coll.uid, coll.version, metric.build_index(codes), ids, indexes.EXACT)

@@ -13,6 +13,11 @@ of two so training stays feasible on a small machine.
 
 Only ``Flat`` is exact. The tie rule of ``malle.retrieval.topk`` (a tie group at the K-th
 place is completed) applies to it alone; approximate indexes return what they find.
+
+A string is checked before any work (``check``): its sizes must be in range (``PARAM_RANGES``), then it
+is built, trained, filled and searched once on a tiny random sample in a child process, because FAISS
+answers some strings with an assertion that aborts the process (``HNSW0`` on its first add) or a
+segfault, not an exception. Whatever the child dies of is a one-line ``ConfigError``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,12 @@ from __future__ import annotations
 import math
 import os
 import re
+import signal
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from malle.errors import ConfigError
 from malle.retrieval.metrics import Metric
@@ -36,6 +46,16 @@ HNSW_EF_SEARCH = 128
 # against exact search in bench/scale.py; FAISS's default of one list reached 0.43-0.56.
 PROBED_SHARE = 32
 MIN_NPROBE = 16
+MAX_FACTORY_CHARS = 200
+MAX_SIZE = 1 << 20  # any size in a string: beyond it FAISS allocates without bound (IVF lists are vectors)
+# name, pattern of a size in the string, its smallest and largest value
+PARAM_RANGES = (("HNSW links", re.compile(r"HNSW(\d+)"), 2, 512),
+                ("PQ bits per code", re.compile(r"PQ\d+x(\d+)"), 1, 16),
+                ("any size", re.compile(r"(\d+)"), 1, MAX_SIZE))
+PROBE_ROWS = 300  # codes of the sample a string is exercised on (more than HNSW's first level and 16 IVF lists)
+PROBE_TIMEOUT_S = 120
+_CHECKED: dict[tuple, str | None] = {}  # (spec, metric, dim, params) -> None when good, else the reason
+_CHECKED_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -81,9 +101,85 @@ def choose(spec: str, n: int, dim: int, metric: Metric, search_params: str = "",
 
 
 def check(spec: str, metric: Metric, dim: int, search_params: str = "") -> None:
-    """Fail before any work on a string FAISS rejects (auto is decided later, when the database size is known)."""
-    if spec != AUTO:
-        new_index(choose(spec, 0, dim, metric, search_params), metric, dim)
+    """Fail before any work on a string FAISS rejects or dies on (auto is decided later, when the database size
+    is known, and only ever picks strings that work); each string is exercised once per process."""
+    if not isinstance(spec, str) or not spec or len(spec) > MAX_FACTORY_CHARS or not spec.isprintable():
+        raise ConfigError(f"--index must be a FAISS index-factory string of 1-{MAX_FACTORY_CHARS} characters")
+    if spec == AUTO:
+        return
+    check_ranges(spec, search_params)
+    if spec == EXACT and not search_params:
+        return
+    key = (spec, metric.name, dim, search_params)
+    with _CHECKED_LOCK:
+        if key not in _CHECKED:
+            new_index(choose(spec, 0, dim, metric, search_params), metric, dim)  # a string FAISS rejects: its words
+            _CHECKED[key] = probe(spec, metric, dim, search_params)
+        problem = _CHECKED[key]
+    if problem:
+        raise ConfigError(problem)
+
+
+def check_ranges(spec: str, search_params: str = "") -> None:
+    """Every size in the string and its search parameters within ``PARAM_RANGES``."""
+    for text, what in ((spec, "--index"), (search_params, "--index-params")):
+        for name, pattern, low, high in PARAM_RANGES:
+            for found in pattern.finditer(text):
+                value = int(found[1])
+                if not low <= value <= high:
+                    raise ConfigError(f"{what} {text!r}: {found[0]} is out of range ({name} must be "
+                                      f"{low}..{high})")
+
+
+def probe(spec: str, metric: Metric, dim: int, search_params: str = "") -> str | None:
+    """Build, train, fill and search ``spec`` on a tiny sample in a child process; None when all went well, else
+    why not in one line (FAISS's exception, or the signal that killed the child)."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": "1"}
+    code = "import sys; from malle.retrieval.indexes import probe_child; sys.exit(probe_child(*sys.argv[1:]))"
+    try:
+        done = subprocess.run([sys.executable, "-c", code, spec, metric.name, str(dim), search_params], env=env,
+                              capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"--index {spec!r}: FAISS did not finish building it on {PROBE_ROWS} codes in {PROBE_TIMEOUT_S} s"
+    if done.returncode == 0:
+        return None
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        return (f"--index {spec!r} crashes FAISS ({name}) when built and searched on {PROBE_ROWS} codes of "
+                f"{dim} {'bits' if metric.binary else 'dimensions'}; choose another index")
+    lines = done.stdout.strip().splitlines() or done.stderr.strip().splitlines() or ["no reason given"]
+    return lines[-1][:300]
+
+
+def probe_child(spec: str, metric_name: str, dim: str, search_params: str) -> int:
+    """The child of ``probe``: 0 when ``spec`` builds, trains (or cannot, as on a small bank), adds and searches."""
+    import numpy as np
+
+    from malle.retrieval.metrics import METRICS
+
+    metric, dim = METRICS[metric_name], int(dim)
+    rng = np.random.default_rng(0)
+    if metric.binary:
+        codes = rng.integers(0, 256, (PROBE_ROWS, dim // 8), dtype=np.uint8)
+    else:
+        codes = rng.standard_normal((PROBE_ROWS, dim)).astype(np.float32)
+        codes /= np.linalg.norm(codes, axis=1, keepdims=True)
+    try:
+        index = new_index(choose(spec, PROBE_ROWS, dim, metric, search_params), metric, dim)
+        try:
+            train_and_add(index, codes, metric)
+        except ConfigError:
+            return 0  # too few codes to train: the bank searches exactly until it grows, as it would here
+        index.search(codes[:4], 5)
+    except ConfigError as err:
+        print(err)
+        return 3
+    except RuntimeError as err:
+        print(f"--index {spec!r} fails in FAISS on {PROBE_ROWS} codes: {faiss_reason(err)}")
+        return 3
+    return 0
 
 
 def default_search_params(spec: str) -> str:
