@@ -23,7 +23,7 @@ import pytest
 
 from malle import parallel
 from malle.dashboard import frame
-from malle.data.pools import make_distractors
+from malle.data.distractor_queries import make_distractors
 from malle.data.sampling import Candidate
 from malle.errors import ConfigError
 from malle.evaluation.leave_one_out import REPLAY_KIND, charged_ops, missed_mask

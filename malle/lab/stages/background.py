@@ -11,15 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from malle.data.pools import background_key
 from malle.data.sampling import dataset_fingerprint
 from malle.errors import ConfigError
 from malle.io import cache
 from malle.lab.stages.base import Ctx, Node, Stage
-
-BACKGROUND_STREAM = 13  # the seed stream that picks the background set from the dataset, apart from other draws
-# Enough for a stable mean of the top-3 background similarities, and cheap to encode. On a 1,000-image dataset
-# the spare images (a few hundred) are all taken: after the draws above, nothing else uses them.
-MAX_BACKGROUND = 1000
 
 
 class Background(Stage):
@@ -37,8 +33,7 @@ class Background(Stage):
         run = ctx.run
         if run.config.background:
             return ctx.desc.fingerprint(), "folder", dataset_fingerprint(run.background_images)
-        return (ctx.desc.fingerprint(), "dataset", run.config.seed, BACKGROUND_STREAM, MAX_BACKGROUND,
-                run.config.db_distractors, run.donor_key)
+        return ctx.desc.fingerprint(), "dataset", *background_key(run.config.seed, run.config.db_distractors)
 
     def build(self, ctx: Ctx, tmp: Path, meta: dict) -> None:
         run, desc = ctx.run, ctx.desc

@@ -10,21 +10,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from malle.data.pools import database_distractors, reference_path, unsampled
+from malle.data.pools import SparePools, donor_key, reference_path, unsampled
 from malle.data.sampling import dataset_fingerprint, demo_root, discover
 from malle.descriptors import Descriptor, create_descriptor, resolve_methods
 from malle.errors import ConfigError
 from malle.io import cache, shards
-from malle.lab.stages.background import BACKGROUND_STREAM, MAX_BACKGROUND
 from malle.lab.stages.base import Built, Node, Progress
 from malle.lab.stages.registry import STAGES
 from malle.lab.stages.runner import StageRunner
 from malle.ops import OpContext
 from malle.tricks.methods import NORM, base_of, parse
 from malle.tricks.normalise import ScoreNormalisation
-
-DONOR_STREAM = 11  # the seed stream that picks donor pictures, apart from every other draw
-MAX_DONORS = 200
 
 
 class RunContext:
@@ -135,34 +131,28 @@ class RunContext:
         return dataset_fingerprint(self.extra_images) if self.extra_images else ""
 
     @cached_property
-    def db_distractor_images(self) -> list:
-        """Unsampled images put in the database, drawn with the run seed; distractor queries never use them."""
-        wanted = self.config.db_distractors
-        if not wanted:
-            return []
-        pool = unsampled(self.discovered[0], self.originals)
-        if len(pool) < wanted:
-            self.log(f"Only {len(pool)} unsampled images can serve as database distractors (asked for {wanted}); "
-                     "using them all.")
-        return database_distractors(pool, wanted, self.config.seed)
+    def pools(self) -> SparePools:
+        """The spare images split into pools, in ``malle.data.pools``' declared order."""
+        spare = unsampled(self.discovered[0], self.originals)
+        if len(spare) < self.config.db_distractors:
+            self.log(f"Only {len(spare)} unsampled images can serve as database distractors "
+                     f"(asked for {self.config.db_distractors}); using them all.")
+        return SparePools(tuple(spare), self.config.seed, self.config.db_distractors,
+                          self.config.augment.has_composites)
 
-    @cached_property
+    @property
+    def db_distractor_images(self) -> list:
+        """Unsampled images put in the database; distractor queries never use them."""
+        return self.pools.database_distractors
+
+    @property
     def donor_images(self) -> list:
-        """The other pictures composite ops paste: unsampled images that are neither database distractors nor
-        distractor sources, drawn with their own seed stream, and only when the chains hold a composite op (so
-        runs without one draw nothing and stay as they were). At most half the spare pool, so distractor queries
-        keep the rest."""
-        if not self.config.augment.has_composites:
-            return []
-        reserved = {c.rel for c in self.db_distractor_images}
-        pool = [c for c in unsampled(self.discovered[0], self.originals) if c.rel not in reserved]
-        order = np.random.default_rng([self.config.seed, DONOR_STREAM]).permutation(len(pool))
-        return [pool[i] for i in sorted(order[:min(MAX_DONORS, len(pool) // 2)])]
+        """The other pictures composite ops paste (none when the chains hold no composite op)."""
+        return self.pools.donors
 
     @property
     def donor_key(self) -> dict:
-        """What decides ``donor_images`` beyond the originals (their stage's key covers those), for cache keys."""
-        return {"donor_stream": DONOR_STREAM, "max_donors": MAX_DONORS, "db_distractors": self.config.db_distractors}
+        return donor_key(self.config.db_distractors)
 
     @property
     def wants_background(self) -> bool:
@@ -187,12 +177,8 @@ class RunContext:
             if not root.is_dir():
                 raise ConfigError(f"--background {root} is not a folder")
             return discover(root, self.allowed_roots)[0]
-        taken = {c.rel for c in self.db_distractor_images} | {c.rel for c in self.donor_images}
-        if self.distractor_target:
-            taken |= set(self.distractor_manifest["origin"])
-        pool = [c for c in unsampled(self.discovered[0], self.originals) if c.rel not in taken]
-        order = np.random.default_rng([self.config.seed, BACKGROUND_STREAM]).permutation(len(pool))
-        return [pool[i] for i in sorted(order[:MAX_BACKGROUND])]
+        origins = set(self.distractor_manifest["origin"]) if self.distractor_target else set()
+        return self.pools.background(origins)
 
     @cached_property
     def op_context(self) -> OpContext:
@@ -252,11 +238,10 @@ class RunContext:
     def wants_distractors(self) -> bool:
         return self.config.distractors != 0
 
-    @cached_property
+    @property
     def distractor_pool(self) -> list:
         """Images of the dataset that were neither sampled as originals, nor put in the database, nor donors."""
-        reserved = {c.rel for c in self.db_distractor_images} | {c.rel for c in self.donor_images}
-        return [c for c in unsampled(self.discovered[0], self.originals) if c.rel not in reserved]
+        return self.pools.distractor_sources
 
     @cached_property
     def distractor_target(self) -> int:

@@ -1,7 +1,8 @@
 """Stage ``distractors``: open-set queries, copies of dataset images that are not in the database.
 
-Made from the images neither sampled as originals nor drawn as database distractors, with the copies'
-chain distribution (``malle.data.pools``). Folder: ``images/*.JPEG  manifest.parquet  skipped.csv``.
+Made from the images neither sampled as originals nor drawn as database distractors or donors
+(``malle.data.pools``), with the copies' chain distribution (``malle.data.distractor_queries``).
+Folder: ``images/*.JPEG  manifest.parquet  skipped.csv``.
 How many: ``--distractors``, by default as many as there are copies, so the copies are an input.
 """
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from malle.data.pools import make_distractors
+from malle.data.distractor_queries import make_distractors
 from malle.io import cache
 from malle.lab.stages.base import Built, Ctx, Node, Stage, pixel_versions
 
