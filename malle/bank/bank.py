@@ -26,19 +26,25 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from malle.bank import thresholds
+from malle.bank import codes as code_text
+from malle.bank import quality, thresholds
+from malle.bank.metadata import metadata_json
 from malle.bank.snapshots import Snapshots
-from malle.bank.store import Collection, Item, NewItem, Store, check_name, metadata_json, new_uid, now
-from malle.descriptors import Descriptor, create_descriptor
+from malle.bank.store import Collection, Item, NewItem, Store, check_name, new_uid, now
+from malle.descriptors import Descriptor, create_descriptor, descriptor_class
 from malle.descriptors.cnn import PRECISIONS, check_precision
-from malle.errors import BadImage, ConfigError
+from malle.errors import BadImage, ConfigError, WeightsUnavailable
 from malle.io import cache, shards
-from malle.io.images import encode_jpeg, load_rgb
+from malle.io.images import decode_slot, encode_jpeg, load_rgb
 from malle.retrieval.indexes import check as check_index
 from malle.retrieval.metrics import METRICS, Metric
 
 MAX_K = 1000
+MAX_LOOKUP_CODES = 100
 THUMB_PX = 192
+# Images with more pixels are reduced as they load (malle.io.images): every method here reads far fewer, and a
+# full-size 9,400 x 9,400 image would otherwise be converted and hashed at full size, hundreds of MB a request.
+MAX_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -56,9 +62,12 @@ class Match:
 class MatchResult:
     threshold: float
     matches: list[Match]  # best first
+    quality: str | None = None  # the query's verdict (malle.bank.quality): "ok", "low", None for a code lookup
+    quality_reason: str | None = None
 
     def public(self) -> dict:
-        return {"threshold": self.threshold, "matches": [m.public() for m in self.matches]}
+        return {"threshold": self.threshold, "matches": [m.public() for m in self.matches], "quality": self.quality,
+                "quality_reason": self.quality_reason}
 
 
 @dataclass
@@ -110,12 +119,7 @@ class Bank:
         with self._methods_lock:
             desc = self._methods.get(key)
             if desc is None:
-                # Methods without a precision choice store their own (e.g. 'binary hash'); ask for the default.
-                desc = create_descriptor(method, precision=precision if precision in PRECISIONS else "auto")
-                desc.use_cache(self.model_cache)
-                desc.load()
-                for notice in desc.notices:
-                    self.log(notice)
+                desc = load_descriptor(method, precision, self.model_cache, self.log)
                 self._methods[key] = desc
         return desc
 
@@ -171,10 +175,12 @@ class Bank:
         existing = self.store.find(name, sha)
         if existing is not None:
             return existing, False
-        img = load_rgb(data)
-        code = self._descriptor_for(coll).encode([img])[0]
-        [(item, created)] = self.add_codes(name, [NewItem(sha, filename, code, _as_dict(metadata),
-                                                          thumbnail=thumbnail(img))])
+        desc = self._descriptor_for(coll)
+        with decode_slot():  # held until the full-size pixels are gone: one image per core in memory at once
+            img = load_rgb(data, MAX_PIXELS)
+            code, small = desc.encode([img])[0], thumbnail(img)
+            del img
+        [(item, created)] = self.add_codes(name, [NewItem(sha, filename, code, _as_dict(metadata), thumbnail=small)])
         return item, created
 
     def add_codes(self, name: str, new: Sequence[NewItem]) -> list[tuple[Item, bool]]:
@@ -276,16 +282,34 @@ class Bank:
             self.snapshots.schedule(name)
 
     # -- matching ---------------------------------------------------------------------------------------------
-    def match_bytes(self, name: str, data: bytes, k: int = 10, threshold: float | None = None) -> MatchResult:
+    def match_bytes(self, name: str, data: bytes, k: int = 10, threshold: float | None = None,
+                    allow_low_quality: bool = False) -> MatchResult:
         """Best ``k`` items for one image (``BadImage`` for anything unusable)."""
         self.collection(name, count=False)  # an unknown collection is the error, not the image
-        return self.match_images(name, [load_rgb(data)], k, threshold)[0]
+        with decode_slot():
+            return self.match_images(name, [load_rgb(data, MAX_PIXELS)], k, threshold, allow_low_quality)[0]
 
     def match_images(self, name: str, images: Sequence[Image.Image], k: int = 10,
-                     threshold: float | None = None) -> list[MatchResult]:
+                     threshold: float | None = None, allow_low_quality: bool = False) -> list[MatchResult]:
+        """Each image's matches with its quality verdict; a low-quality image's matches have ``is_match`` False
+        unless ``allow_low_quality``."""
         coll = self.collection(name, count=False)
-        queries = self._descriptor_for(coll).encode_queries(list(images))
-        return self.match_codes(coll, queries, k, threshold)
+        desc = self._descriptor_for(coll)
+        queries = desc.encode_queries(list(images))
+        gate = quality.gate_for(desc)
+        verdicts = [gate.verdict(img) for img in images]
+        results = self.match_codes(coll, queries, k, threshold)
+        return [_judged(result, verdict, allow_low_quality) for result, verdict in zip(results, verdicts)]
+
+    def lookup(self, name: str, texts: Sequence[str], k: int = 10, threshold: float | None = None
+               ) -> list[MatchResult]:
+        """Matches for codes a client computed (``malle hash``; ``malle.bank.codes`` for their text form), with
+        no image: the same matches as ``match_bytes`` with the image, without a quality verdict."""
+        coll = self.collection(name, count=False)
+        if not 1 <= len(texts) <= MAX_LOOKUP_CODES:
+            raise ConfigError(f"give 1 to {MAX_LOOKUP_CODES} codes (got {len(texts)})")
+        found = np.stack([code_text.from_text(text, coll) for text in texts])
+        return self.match_codes(coll, found, k, threshold)
 
     def match_files(self, name: str, paths: Sequence[Path], k: int = 10, threshold: float | None = None
                     ) -> tuple[list[tuple[Path, MatchResult]], pd.DataFrame]:
@@ -315,19 +339,23 @@ class Bank:
 
     def compare(self, a: bytes, b: bytes, methods: Sequence[str]) -> list[dict]:
         """Score two images with every method in ``methods``, each against its calibrated threshold."""
-        images = [load_rgb(a), load_rgb(b)]
-        out = []
-        for method in methods:
-            desc = self.descriptor(method)
-            queries = desc.encode_queries(images[:1])
-            reference = desc.encode(images[1:])
-            score = _best_score(desc.metric, queries, reference)
-            calibrated = thresholds.DEFAULTS.get(method)
-            limit = calibrated.threshold if calibrated else None
-            out.append({"method": method, "label": desc.label, "score": score, "score_name": desc.score_name,
-                        "threshold": limit,
-                        "is_match": None if limit is None else bool(is_close_enough(desc.metric, [score], limit)[0])})
-        return out
+        descs = [self.descriptor(method) for method in methods]  # a method that cannot run: before any decode
+        with decode_slot():
+            images = [load_rgb(a, MAX_PIXELS), load_rgb(b, MAX_PIXELS)]
+            return [self._compare_one(desc, images) for desc in descs]
+
+    def _compare_one(self, desc: Descriptor, images: list[Image.Image]) -> dict:
+        queries = desc.encode_queries(images[:1])
+        reference = desc.encode(images[1:])
+        score = _best_score(desc.metric, queries, reference)
+        calibrated = thresholds.DEFAULTS.get(desc.name)
+        limit = calibrated.threshold if calibrated else None
+        gate = quality.gate_for(desc)
+        low = next((v for v in map(gate.verdict, images) if v.low), None)
+        close = None if limit is None else bool(is_close_enough(desc.metric, [score], limit)[0])
+        return {"method": desc.name, "label": desc.label, "score": score, "score_name": desc.score_name,
+                "threshold": limit, "is_match": close if low is None or close is None else False,
+                "quality": quality.LOW if low else quality.OK, "quality_reason": low.reason if low else None}
 
     # -- upkeep -------------------------------------------------------------------------------------------------
     def refresh(self, name: str | None = None) -> None:
@@ -344,6 +372,28 @@ class Bank:
 
     def info(self) -> list[dict]:
         return [{**coll.public(), "index_file": self.snapshots.state(coll)} for coll in self.collections()]
+
+
+def load_descriptor(method: str, precision: str, model_cache: Path, log: Callable[[str], None]) -> Descriptor:
+    """A descriptor ready to encode, refused at once (``WeightsUnavailable``, from the registry's own weights
+    check) when it cannot run here, so a request never makes it try to download anything."""
+    unavailable = descriptor_class(method).unavailable()
+    if unavailable is not None:
+        raise WeightsUnavailable(f"{method} cannot run on this server: {unavailable.reason}")
+    # Methods without a precision choice store their own (e.g. 'binary hash'); ask for the default.
+    desc = create_descriptor(method, precision=precision if precision in PRECISIONS else "auto")
+    desc.use_cache(model_cache)
+    desc.load()
+    for notice in desc.notices:
+        log(notice)
+    return desc
+
+
+def _judged(result: MatchResult, verdict: quality.Verdict, allow_low: bool) -> MatchResult:
+    """``result`` with the query's verdict; a low-quality query's matches lose ``is_match`` unless allowed."""
+    matches = result.matches if allow_low or not verdict.low else \
+        [Match(m.item, m.score, False) for m in result.matches]
+    return MatchResult(result.threshold, matches, verdict.quality, verdict.reason)
 
 
 def thumbnail(img: Image.Image) -> bytes:

@@ -36,6 +36,7 @@ from pathlib import Path
 import filelock
 import numpy as np
 
+from malle.bank.metadata import metadata_json, read
 from malle.errors import CacheError, ConfigError, MalleError
 
 DB_NAME = "bank.sqlite"
@@ -43,7 +44,7 @@ LOCK_NAME = "bank.lock"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 60_000  # a writer waits this long for another before giving up
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # also a safe file name for the index
-METADATA_MAX_BYTES = 64 * 1024
+INT64_MAX = 2**63 - 1  # SQLite's integers: an id, offset or limit beyond is refused, not an overflow
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -139,10 +140,12 @@ class Item:
     added: str
     removed: str | None = None
     digest_of: str = "bytes"
+    has_thumbnail: bool = True  # False for codes added without their image (an embeddings folder, a hash list)
 
     def public(self) -> dict:
         return {"id": self.id, "collection": self.collection, "sha256": self.sha256, "digest_of": self.digest_of,
-                "filename": self.filename, "metadata": self.metadata, "added": self.added, "removed": self.removed}
+                "filename": self.filename, "metadata": self.metadata, "added": self.added, "removed": self.removed,
+                "has_thumbnail": self.has_thumbnail}
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ class NewItem:
     thumbnail: bytes | None = None
 
 
-ITEM_COLUMNS = "id, collection, sha256, filename, metadata, added, removed, digest_of"
+ITEM_COLUMNS = "id, collection, sha256, filename, metadata, added, removed, digest_of, thumbnail IS NOT NULL"
 
 
 def check_name(name: str) -> str:
@@ -165,27 +168,6 @@ def check_name(name: str) -> str:
         raise ConfigError(f"collection name {name!r} must be 1-64 letters, digits, '_', '.' or '-', "
                           "starting with a letter or digit")
     return name
-
-
-def metadata_json(metadata) -> str:
-    """Metadata as stored: a JSON object, at most ``METADATA_MAX_BYTES``."""
-    if metadata is None:
-        return "{}"
-    if isinstance(metadata, str):
-        try:
-            metadata = json.loads(metadata)
-        except ValueError as err:
-            raise ConfigError(f"metadata is not valid JSON ({err})") from None
-    if not isinstance(metadata, dict):
-        raise ConfigError("metadata must be a JSON object, such as {\"source\": \"upload\"}")
-    text = json.dumps(metadata, sort_keys=True, allow_nan=False, default=_refuse)
-    if len(text.encode()) > METADATA_MAX_BYTES:
-        raise ConfigError(f"metadata is larger than {METADATA_MAX_BYTES // 1024} KiB")
-    return text
-
-
-def _refuse(value):
-    raise ConfigError(f"metadata holds a value JSON cannot store ({type(value).__name__})")
 
 
 class Store:
@@ -332,7 +314,7 @@ class Store:
                     (name, item.sha256, item.digest_of, item.filename, metadata_json(item.metadata), stamp, version,
                      code.tobytes(), item.thumbnail))
                 out.append((Item(cursor.lastrowid, name, item.sha256, item.filename, item.metadata or {}, stamp,
-                                 None, item.digest_of), True))
+                                 None, item.digest_of, item.thumbnail is not None), True))
             if any(created for _, created in out):
                 db.execute("UPDATE collections SET version = ? WHERE name = ?", (version, name))
         return out
@@ -350,6 +332,8 @@ class Store:
         return item
 
     def item(self, name: str, item_id: int, db: sqlite3.Connection | None = None) -> Item:
+        if not isinstance(item_id, int) or not 0 < item_id <= INT64_MAX:
+            raise NotFound(f"collection {name!r} has no item {item_id}")
         row = (db or self.db).execute(f"SELECT {ITEM_COLUMNS} FROM items WHERE collection = ? AND id = ?",
                                       (name, int(item_id))).fetchone()
         if row is None:
@@ -363,6 +347,8 @@ class Store:
 
     def items(self, name: str, ids: Sequence[int] | None = None, offset: int = 0, limit: int = 100) -> list[Item]:
         """Live items by id (in the order given), or a page of them in id order."""
+        if not 0 <= offset <= INT64_MAX or not 0 <= limit <= INT64_MAX:
+            raise ConfigError(f"offset and limit must be integers from 0 to {INT64_MAX}")
         if ids is not None:
             found = {}
             for start in range(0, len(ids), 500):  # SQLite's variable limit
@@ -411,8 +397,8 @@ def _column_value(value):
 
 
 def _item(row: tuple) -> Item:
-    item_id, collection, sha, filename, metadata, added, removed, digest_of = row
-    return Item(item_id, collection, sha, filename, json.loads(metadata), added, removed, digest_of)
+    item_id, collection, sha, filename, metadata, added, removed, digest_of, has_thumbnail = row
+    return Item(item_id, collection, sha, filename, read(metadata), added, removed, digest_of, bool(has_thumbnail))
 
 
 def _check_code(coll: Collection, code: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 Serving binds loopback by default. Any other address exposes the bank, so it needs a key (from
 ``--api-key-file`` or ``MALLE_API_KEY``); without one the server refuses to start. When a key is set it is
 checked on every request, whatever the address, in constant time, from ``Authorization: Bearer KEY`` or
-``X-API-Key: KEY``.
+``X-API-Key: KEY``; only the contract itself (``/docs`` and ``/openapi.json``, which hold no bank data) is
+served without it, so a browser can open ``/docs`` and use its Authorize button.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from malle.errors import ConfigError
 
 API_KEY_ENV = "MALLE_API_KEY"
 MIN_KEY_LENGTH = 16
+OPEN_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
 
 
 def is_loopback(host: str) -> bool:
@@ -54,7 +56,7 @@ def check_exposure(host: str, key: str | None) -> None:
                           f"--api-key-file FILE or ${API_KEY_ENV} (or bind 127.0.0.1)")
 
 
-async def send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] | tuple = ()) -> None:
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
@@ -81,16 +83,19 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        if self.key is not None:
+        rid = scope.get("state", {}).get("request_id")
+        if self.key is not None and not (scope["path"] in OPEN_PATHS and scope["method"] in ("GET", "HEAD")):
             given = presented_key(headers)
             if given is None or not hmac.compare_digest(given, self.key):
                 return await send_json(send, 401, {"error": "missing or wrong API key (Authorization: Bearer "
-                                                            "KEY or X-API-Key: KEY)"},
+                                                            "KEY or X-API-Key: KEY)", "code": "unauthorized",
+                                                   "request_id": rid},
                                        [(b"www-authenticate", b"Bearer")])
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             return await send_json(send, 413, {"error": f"request body over the limit of "
-                                                        f"{self.max_body / 2**20:.0f} MiB"})
+                                                        f"{self.max_body / 2**20:.0f} MiB", "code": "too_large",
+                                               "request_id": rid})
         return await self.app(scope, self._counting(receive), send)
 
     def _counting(self, receive):

@@ -1,0 +1,128 @@
+"""The HTTP contract as pydantic models: every request body and every response body of ``malle serve``.
+
+The OpenAPI schema at ``/openapi.json`` is generated from these, and the server answers nothing else: a
+property-based test (tests/test_service_contract.py) drives the live server from that schema and checks every
+response against it. Field names and meanings are those the API has had since its first version.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from malle.bank.bank import MAX_LOOKUP_CODES
+from malle.descriptors import DESCRIPTORS
+
+ErrorCode = Literal["not_found", "conflict", "too_large", "bad_image", "bad_field", "bad_request", "unauthorized",
+                    "rate_limited", "method_not_allowed", "method_unavailable", "busy", "internal"]
+Quality = Literal["ok", "low"]
+Score = int | float  # Hamming distance in whole bits, or cosine similarity
+
+
+class Error(BaseModel):
+    """Every 4xx and 5xx: a sentence for people, a stable code for programs, the request's id for the logs."""
+
+    error: str = Field(description="what went wrong, in one line")
+    code: ErrorCode = Field(description="stable machine-readable kind of error")
+    request_id: str | None = Field(None, description="the X-Request-ID of the request, as the server logged it")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    collections: int
+
+
+class NewCollection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="1-64 letters, digits, '_', '.' or '-'")
+    method: str = Field(description="one of: " + ", ".join(DESCRIPTORS))
+    threshold: float | None = Field(None, description="in the method's unit; default: the calibrated one")
+    index: str = Field("Flat", description="FAISS index-factory string, as --index: Flat, HNSW32, IVF1024,Flat, auto")
+
+
+class Collection(BaseModel):
+    name: str
+    method: str
+    count: int = Field(description="live items")
+    threshold: float = Field(description="in the method's unit: cosine similarity, or Hamming distance in bits")
+    threshold_source: str
+    metric: str = Field(description="ip (cosine similarity, higher is closer) or hamming (bits, lower is closer)")
+    precision: str
+    dim: int = Field(description="dimensions, or bits for a hash")
+    index: str = Field(description="the FAISS index-factory string")
+    created: str
+    version: int
+
+
+class CollectionList(BaseModel):
+    collections: list[Collection]
+
+
+class Deleted(BaseModel):
+    deleted: str
+
+
+class Item(BaseModel):
+    id: int
+    collection: str
+    sha256: str = Field(description="of the image's bytes, or of the code when digest_of is 'code'")
+    digest_of: Literal["bytes", "code"]
+    filename: str
+    metadata: dict[str, Any]
+    added: str
+    removed: str | None
+    has_thumbnail: bool = Field(description="false for items added as codes, without their image (a hash list)")
+
+
+class AddedItem(Item):
+    created: bool = Field(description="false when these bytes were there already (that item is answered)")
+
+
+class ItemPage(BaseModel):
+    count: int
+    offset: int
+    items: list[Item]
+
+
+class Match(BaseModel):
+    id: int
+    filename: str
+    score: Score
+    is_match: bool = Field(description="at least as close as the threshold (false for a low-quality query "
+                                       "unless allow_low_quality)")
+    metadata: dict[str, Any]
+    sha256: str
+
+
+class MatchResult(BaseModel):
+    threshold: float
+    matches: list[Match] = Field(description="best first")
+    quality: Quality | None = Field(description="the query image's verdict; null for a lookup by code")
+    quality_reason: str | None = Field(description="why the query is of low quality")
+
+
+class Lookup(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    codes: list[str] = Field(min_length=1, max_length=MAX_LOOKUP_CODES,
+                             description="codes as `malle hash` prints them: hex for binary hashes (PDQ: 64 "
+                                         "characters, pHash: 16), base64 of float32 for embeddings")
+
+
+class LookupResult(BaseModel):
+    results: list[MatchResult] = Field(description="one per code, in order")
+
+
+class MethodScore(BaseModel):
+    method: str
+    label: str
+    score: Score
+    score_name: str
+    threshold: float | None
+    is_match: bool | None
+    quality: Quality
+    quality_reason: str | None
+
+
+class Comparison(BaseModel):
+    scores: list[MethodScore]
