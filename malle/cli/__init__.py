@@ -12,6 +12,7 @@ from functools import partial
 
 from malle import __version__
 from malle.cli import bank, cache_cmd, dedup, demo, embed, index_build, methods, report, run, serve, severity, stages
+from malle.cli import hash as hash_cmd
 from malle.errors import MalleError
 
 USAGE = """Find modified copies of images and measure how well each method finds them.
@@ -24,6 +25,7 @@ USAGE = """Find modified copies of images and measure how well each method finds
     malle cache info|verify|prune|clear
     malle bank create|add|remove|match|info|verify BANK ...   banks of reference images
     malle serve --bank BANK     the bank's REST API (OpenAPI at /docs)
+    malle hash FILE... --method M   each image's code, for lookups and hash lists
     malle dedup DIR --out OUT   the modified copies inside one folder
     malle stages [run options]  the stage graph: each stage's cache key and whether it is cached
     malle methods [SPEC.toml ...]   every method (built-in, plug-in, ONNX spec) and whether it runs here
@@ -39,6 +41,7 @@ COMMANDS = (
     cache_cmd,
     bank,
     serve,
+    hash_cmd,
     dedup,
     stages,
     methods,

@@ -1,10 +1,14 @@
-"""``malle bank create|add|remove|match|info|verify BANK``: a folder of reference images per method.
+"""``malle bank create|add|remove|match|import|export|info|verify BANK``: a folder of reference images per method.
 
     malle bank create refs photos --method sscd_distilled [--threshold T | --threshold-from OUT]
     malle bank add refs -c photos DIR_OR_FILE... [--metadata JSON]
     malle bank add refs -c photos --from-embeddings EMBED_OUT [--images DIR]
     malle bank match refs -c photos QUERY... [-k 5] [--threshold T] [--out matches.csv]
     malle bank remove refs -c photos ID...
+    malle bank import refs -c photos hashes.csv      # a hash list (hash,id,metadata), items without images
+    malle bank export refs -c photos [--out hashes.csv]   # PDQ as ThreatExchange's 64 hex characters
+
+Options and paths may come in any order (``bank add refs DIR -c photos`` is ``bank add refs -c photos DIR``).
     malle bank info refs | malle bank verify refs
 
 Scores and thresholds are in the method's unit: cosine similarity for embeddings (a match scores at least
@@ -30,12 +34,12 @@ from malle.io import cache
 from malle.io.images import has_image_suffix
 
 NAME = "bank"
-HELP = "banks of reference images: create, add, remove, match, info, verify"
+HELP = "banks of reference images: create, add, remove, match, import, export, info, verify"
 MATCH_COLUMNS = ["query", "rank", "id", "filename", "score", "is_match", "threshold", "metadata"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", required=True)
+    actions = parser.add_subparsers(dest="action", required=True, parser_class=IntermixedParser)
     create = _action(actions, "create", "a new collection in a bank (a new folder becomes a bank)")
     create.add_argument("name", help="collection name: letters, digits, '_', '.', '-'")
     create.add_argument("--method", required=True, type=method_name, help="the method that encodes its images")
@@ -58,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     match.add_argument("-k", type=int, default=5, help=f"matches per query, 1..{MAX_K} (default 5)")
     match.add_argument("--threshold", type=float, default=None, help="default: the collection's")
     match.add_argument("--out", type=Path, default=None, help="write every match to this CSV instead of printing")
+    hashes_in = _action(actions, "import", "add a hash list (CSV hash,id,metadata): items without images")
+    _collection_option(hashes_in)
+    hashes_in.add_argument("csv", type=Path, metavar="FILE.csv", help="columns hash, id, metadata (JSON object)")
+    hashes_out = _action(actions, "export", "a collection as a hash list (CSV hash,id,metadata)")
+    _collection_option(hashes_out)
+    hashes_out.add_argument("--out", type=Path, default=None, help="the CSV to write (default: standard output)")
     _action(actions, "info", "collections, counts, thresholds and index state")
     _action(actions, "verify", "check the database (integrity, every code's size) and the indexes")
 
@@ -71,6 +81,22 @@ def add_add_arguments(add: argparse.ArgumentParser) -> None:
                      help="add the codes `malle embed` wrote to DIR instead of encoding images")
     add.add_argument("--images", type=Path, default=None, metavar="DIR",
                      help="with --from-embeddings: the folder that was embedded, to record each file's SHA-256")
+
+
+class IntermixedParser(argparse.ArgumentParser):
+    """A subcommand's parser that takes options between its positional arguments, as users type them
+    (``bank add refs DIR -c photos``: a plain parser would leave DIR over)."""
+
+    _mixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._mixing:  # parse_known_intermixed_args calls back here for each of its two passes
+            return super().parse_known_args(args, namespace)
+        self._mixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._mixing = False
 
 
 def _action(actions, name: str, text: str) -> argparse.ArgumentParser:
@@ -171,7 +197,8 @@ def match(bank: Bank, args: argparse.Namespace, say) -> int:
         print(f"{len(results)} queries, {int(table['is_match'].sum())} matches at the threshold; wrote {args.out}")
     else:
         for path, result in results:
-            print(f"{path}: {sum(m.is_match for m in result.matches)} match(es) at threshold {result.threshold:g}")
+            print(f"{path}: {sum(m.is_match for m in result.matches)} match(es) at threshold {result.threshold:g}"
+                  + (f" (low-quality query: {result.quality_reason})" if result.quality == "low" else ""))
             for rank, m in enumerate(result.matches, 1):
                 print(f"  {rank}. id {m.item.id} {m.item.filename}  score {m.score:g}"
                       + ("  MATCH" if m.is_match else ""))
@@ -201,4 +228,32 @@ def verify(bank: Bank, args: argparse.Namespace, say) -> int:
     return 1 if problems else 0
 
 
-ACTIONS = {"create": create, "add": add, "remove": remove, "match": match, "info": info, "verify": verify}
+def import_list(bank: Bank, args: argparse.Namespace, say) -> int:
+    from malle.bank import hashlist
+
+    name = collection_name(bank, args.collection)
+    report = hashlist.import_rows(bank, name, args.csv)
+    bank.refresh(name)
+    print(f"{name}: {len(report.added)} added, {len(report.existing)} already there, {len(report.skipped)} "
+          f"skipped; the collection holds {bank.collection(name).count} (imported items have no thumbnail)")
+    for row in report.skipped.itertuples():
+        say(f"  skipped {row.path}: {row.reason}")
+    return 0 if len(report.added) + len(report.existing) else 1
+
+
+def export_list(bank: Bank, args: argparse.Namespace, say) -> int:
+    from malle.bank import hashlist
+    from malle.io.cache import write_bytes
+
+    name = collection_name(bank, args.collection)
+    text = hashlist.export_rows(bank, name)
+    if args.out is None:
+        print(text, end="")
+    else:
+        write_bytes(args.out, text.encode())
+        say(f"{name}: {text.count(chr(10)) - 1} codes written to {args.out}")
+    return 0
+
+
+ACTIONS = {"create": create, "add": add, "remove": remove, "match": match, "import": import_list,
+           "export": export_list, "info": info, "verify": verify}
