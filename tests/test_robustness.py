@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from malle.descriptors import create_descriptor
 from malle.evaluation.leave_one_out import COMBINATION, charged_ops, summarise
 from malle.io.images import encode_jpeg, load_rgb
 from malle.lab.experiment import Experiment, ExperimentConfig
+from malle.lab.stages import Node
 from malle.ops import (
     COMPOSITE_OPS,
     EXTRA_OPS,
@@ -22,6 +25,7 @@ from malle.ops import (
     apply_chain,
     chain_from_json,
     chain_to_json,
+    get_preset,
     sample_params,
 )
 from malle.ops.severity import GRIDS, MIN_RECALL, breaking_points, placement_rng
@@ -167,3 +171,70 @@ def test_a_run_writes_attribution(tree_dataset, tmp_path):
     table = pd.read_csv(tmp_path / "out" / "attribution.csv")
     assert list(table.columns) == ["method", "op", "misses_charged", "share"]
     assert table["misses_charged"].sum() == pytest.approx(len(charged))
+
+
+# -- the sweep's work: what it computes once, and what a changed setting recomputes -----------------------------
+def test_a_sweep_encodes_each_op_once_and_reads_level_zero_from_the_embed_stage(sweep):
+    exp, table = sweep
+    for op in ("randomcrop", "resize", "hflip"):
+        levels = len(GRIDS[op].values)
+        assert not exp.is_cached("sweep", op, 0)  # level 0 is the originals the embed stage encoded
+        for method in ("sscd_distilled", "phash"):
+            codes = exp.stage("sweepcodes", method, op)
+            assert codes.meta["levels"] == list(range(1, levels))
+            for level in range(1, levels):
+                stored = np.load(codes.folder / f"level_{level}.npy")
+                files = pd.read_parquet(exp.folder("sweep", op, level) / "manifest.parquet")["file"]
+                assert len(stored) == len(files)
+    # One pass over a level's images gives the codes a pass over that level alone gives.
+    desc = exp.descriptor("sscd_distilled")
+    level = exp.folder("sweep", "resize", 3)
+    alone = desc.encode_files([level / "images" / f for f in exp.originals["file"]], queries=True)
+    np.testing.assert_allclose(np.load(exp.folder("sweepcodes", "sscd_distilled", "resize") / "level_3.npy"), alone,
+                               rtol=0, atol=1e-5)
+    untouched = exp.stage("sweepscore", "phash", "resize", 0).meta
+    assert untouched["n"] == len(exp.originals) and untouched["param"] == "scale=1"
+
+
+def test_a_method_with_query_variants_encodes_level_zero_as_queries(tree_dataset, tmp_path):
+    exp = Experiment(ExperimentConfig(data=str(tree_dataset), n=4, n_classes=0, methods=("pdq_dihedral",)), tmp_path)
+    table = exp.severity(["hflip"])
+    codes = exp.stage("sweepcodes", "pdq_dihedral", "hflip")
+    assert codes.meta["levels"] == [0, 1] and np.load(codes.folder / "level_0.npy").shape[1] == 8
+    assert (table["recall_at_1"] == 1.0).all()  # a dihedral query finds a flipped original
+
+
+def test_sweep_images_made_by_the_workers_are_one_processs_bytes(tree_dataset, tmp_path, monkeypatch):
+    config = ExperimentConfig(data=str(tree_dataset), n=6, n_classes=0, methods=("phash",))
+    made = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("MALLE_WORKERS", workers)
+        stage = Experiment(config, tmp_path / workers).stage("sweep", "rotate", 4)
+        made[workers] = {p.name: p.read_bytes() for p in sorted((stage.folder / "images").iterdir())}
+    assert made["1"] == made["2"] and len(made["1"]) == 6
+
+
+def folders(exp: Experiment, nodes) -> dict:
+    return {node: exp.folder(node.kind, *node.args) for node in nodes}
+
+
+def test_a_changed_setting_recomputes_only_the_stages_whose_keys_it_changes(tree_dataset, tmp_path):
+    """The keys alone (nothing is built): the dashboard's sidebar changes recompute only dependent stages."""
+    base = ExperimentConfig(data=str(tree_dataset), n=6, n_classes=0, methods=("phash", "sscd_distilled"))
+    exp = Experiment(base, tmp_path)
+    nodes = exp.run_nodes(open_set=False) + exp.severity_nodes(["jpeg"]) + [
+        Node("sweepcodes", (m, "jpeg")) for m in exp.methods] + [Node("sweep", ("jpeg", 1))]
+
+    def changed(**fields) -> set[str]:
+        other = Experiment(replace(base, **fields), tmp_path)
+        before, after = folders(exp, nodes), folders(other, nodes)
+        return {str(node) for node in nodes if before[node] != after[node]}
+
+    chains = changed(augment=get_preset("hard").augment())
+    assert chains == {"copies", *(f"{kind}[{m}]" for kind in ("embed", "search", "attribution") for m in exp.methods),
+                      *(str(n) for n in exp.severity_nodes(["jpeg"]))}  # sweepscore searches the new index only
+    assert not {n for n in chains if n.startswith(("sweep[", "sweepcodes["))}, "the sweep's images and codes stay"
+    assert changed(seed=1) >= {"samples", "copies", "sweep[jpeg:1]"}
+    fewer = Experiment(replace(base, methods=("phash",)), tmp_path)
+    kept = [n for n in nodes if not n.args or n.args[0] != "sscd_distilled"]
+    assert folders(fewer, kept) == folders(exp, kept)  # dropping a method recomputes nothing of the others

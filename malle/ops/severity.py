@@ -11,16 +11,19 @@ any op here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from malle import parallel
 from malle.errors import BadImage
-from malle.io.images import check_shape
-from malle.ops.copy_maker import copy_rng
+from malle.io.cache import write_bytes
+from malle.io.images import check_shape, encode_jpeg, load_rgb
+from malle.ops.copy_maker import COPY_JPEG_QUALITY, copy_rng
 from malle.ops.params import Size
 from malle.ops.registry import OPS, Op
 
@@ -64,6 +67,42 @@ GRIDS: dict[str, Grid] = {name: Grid.of(op) for name, op in OPS.items()}
 
 def placement_rng(seed: int, original: str, op: str) -> np.random.Generator:
     return copy_rng(seed, f"severity:{op}:{original}")
+
+
+@dataclass(frozen=True)
+class LevelImage:
+    """One original at one strength of one op, written as a JPEG: the unit of work a worker process does."""
+
+    op: str
+    value: float
+    seed: int
+    source: Path
+    target: Path
+
+    def make(self) -> str | None:
+        """Write the image; the reason it is unusable instead (``BadImage``), or None when written. Each image
+        depends on its own inputs alone (``placement_rng``), so workers write the bytes one process would."""
+        try:
+            out = GRIDS[self.op].make(load_rgb(self.source), self.value,
+                                      placement_rng(self.seed, self.source.name, self.op))
+        except BadImage as err:
+            return str(err)
+        write_bytes(self.target, encode_jpeg(out, COPY_JPEG_QUALITY))
+        return None
+
+
+def make_level_image(job: LevelImage) -> str | None:
+    return job.make()
+
+
+def make_level(jobs: Sequence[LevelImage], progress=None) -> list[str | None]:
+    """Every image of one level on the worker pool (``malle.parallel``), in the jobs' order: their reasons."""
+    reasons = []
+    for reason in parallel.ordered_map(make_level_image, jobs):
+        reasons.append(reason)
+        if progress is not None:
+            progress.update(1)
+    return reasons
 
 
 def breaking_points(table: pd.DataFrame) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from malle.lab.stages.references import STAGE as REFERENCES
 from malle.lab.stages.samples import STAGE as SAMPLES
 from malle.lab.stages.search import STAGE as SEARCH
 from malle.lab.stages.sweep import STAGE as SWEEP
+from malle.lab.stages.sweepcodes import STAGE as SWEEPCODES
 from malle.lab.stages.sweepscore import STAGE as SWEEPSCORE
 
 
@@ -33,5 +34,6 @@ STAGES = _by_kind(
     derived.ByMethod(ATTRIBUTION, derived.ATTRIBUTION),
     BACKGROUND,
     SWEEP,
+    SWEEPCODES,
     derived.ByMethod(SWEEPSCORE, derived.SWEEPSCORE),
 )

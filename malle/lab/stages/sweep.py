@@ -11,12 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from malle.descriptors.base import open_progress
-from malle.errors import BadImage
 from malle.io import cache
-from malle.io.images import encode_jpeg, load_rgb
 from malle.lab.stages.base import Ctx, Node, Stage, pixel_versions
-from malle.ops import COPY_JPEG_QUALITY
-from malle.ops.severity import GRIDS, placement_rng
+from malle.ops.severity import GRIDS, LevelImage, make_level
 
 
 class SeveritySweep(Stage):
@@ -35,22 +32,22 @@ class SeveritySweep(Stage):
         run, (op, level) = ctx.run, ctx.args
         grid, value = GRIDS[op], GRIDS[op].values[level]
         (tmp / "images").mkdir()
-        rows, skipped = [], []
-        bar = open_progress(ctx.progress, len(run.originals), f"{op} {grid.describe(value)}")
-        for file in run.originals["file"]:
+        files = list(run.originals["file"])
+        bar = open_progress(ctx.progress, len(files), f"{op} {grid.describe(value)}")
+        try:
             if level == 0:  # the untouched original, byte for byte
-                cache.write_bytes(tmp / "images" / file, (run.originals_dir / file).read_bytes())
-                rows.append(file)
-            else:
-                try:
-                    out = grid.make(load_rgb(run.originals_dir / file), value,
-                                    placement_rng(run.config.seed, file, op))
-                    cache.write_bytes(tmp / "images" / file, encode_jpeg(out, COPY_JPEG_QUALITY))
-                    rows.append(file)
-                except BadImage as err:
-                    skipped.append({"path": file, "reason": str(err)})
-            bar.update(1)
-        bar.close()
+                reasons: list[str | None] = []
+                for file in files:
+                    cache.write_bytes(tmp / "images" / file, (run.originals_dir / file).read_bytes())
+                    reasons.append(None)
+                    bar.update(1)
+            else:  # on the worker pool: each image depends on its own original and placement alone
+                reasons = make_level([LevelImage(op, value, run.config.seed, run.originals_dir / file,
+                                                 tmp / "images" / file) for file in files], bar)
+        finally:
+            bar.close()
+        rows = [file for file, reason in zip(files, reasons) if reason is None]
+        skipped = [{"path": file, "reason": reason} for file, reason in zip(files, reasons) if reason is not None]
         cache.write_table(tmp / "manifest.parquet", pd.DataFrame({"file": rows, "source": rows}))
         cache.write_table(tmp / "skipped.csv", pd.DataFrame(skipped, columns=["path", "reason"]))
         meta.update(op=op, level=level, param=grid.describe(value), items=len(rows))
