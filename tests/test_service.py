@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,61 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
+from service_server import KEY, START_TIMEOUT_S, Server, free_port, jpeg, png, upload
 
 from malle.bank import Bank
 from malle.ops import get_op
-
-KEY = "test-key-0123456789abcdef"
-START_TIMEOUT_S = 300  # a cold import of torch on a busy 2-core machine
-AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, bank: Path, cache: Path, *extra: str, key: str | None = KEY):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "MALLE_CACHE": str(cache)}
-        env.pop("MALLE_API_KEY", None)
-        if key:
-            env["MALLE_API_KEY"] = key
-        self.proc = subprocess.Popen([sys.executable, "-m", "malle", "serve", "--bank", str(bank),
-                                      "--port", str(self.port), *extra], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.client = httpx.Client(base_url=self.url, headers=AUTH if key else {}, timeout=120)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {self.proc.stdout.read()}")
-            try:
-                if self.client.get("/v1/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.5)
-        raise AssertionError("server did not start")
-
-    def stop(self, sig=signal.SIGTERM) -> None:
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(60)
-
-
-def jpeg(img: Image.Image, quality: int = 85) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def edited(photo: Path) -> bytes:
@@ -84,10 +32,7 @@ def server(tmp_path_factory):
     started = Server(root / "bank", root / "cache", "--max-upload-mb", "1")
     yield started
     started.stop()
-
-
-def upload(client, path: str, data: bytes, name: str = "image.jpg", **form):
-    return client.post(path, files={"file": (name, data, "image/jpeg")}, data=form)
+    assert started.internal_errors() == []  # no request of this module was answered 500
 
 
 def test_round_trip_with_edited_copies(server, demo_photos):
@@ -210,8 +155,13 @@ def test_api_key_is_checked_on_every_request(server):
     for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789"}, {"X-API-Key": "nope"}):
         answer = httpx.get(f"{server.url}/v1/health", headers=headers)
         assert answer.status_code == 401 and "API key" in answer.json()["error"]
-    assert httpx.get(f"{server.url}/docs").status_code == 401
+    assert httpx.get(f"{server.url}/v1/collections").status_code == 401
+    assert httpx.options(f"{server.url}/v1/collections").status_code == 401
     assert httpx.get(f"{server.url}/v1/collections", headers={"X-API-Key": KEY}).status_code == 200
+    # The contract itself holds no bank data: /docs opens in a browser, whose Authorize button sends the key.
+    assert httpx.get(f"{server.url}/docs").status_code == 200
+    schemes = httpx.get(f"{server.url}/openapi.json").json()["components"]["securitySchemes"]
+    assert {s["type"] for s in schemes.values()} == {"http", "apiKey"}
 
 
 def test_exposure_needs_a_key(tmp_path):

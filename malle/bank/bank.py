@@ -45,6 +45,10 @@ THUMB_PX = 192
 # Images with more pixels are reduced as they load (malle.io.images): every method here reads far fewer, and a
 # full-size 9,400 x 9,400 image would otherwise be converted and hashed at full size, hundreds of MB a request.
 MAX_PIXELS = 4096 * 4096
+# Decoded bytes (pixels x bands x bytes per band) the bank decodes at most per image: an 8-bit RGB PNG of 44 MP, a
+# 16-bit one of 8,000 x 8,000; JPEGs are scaled down while they decode, so this binds lossless formats. With one
+# decode per core (malle.io.images.decode_slot) it bounds what a burst of uploads can take.
+MAX_DECODED_BYTES = 128 * 2**20
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,7 @@ class Bank:
             return existing, False
         desc = self._descriptor_for(coll)
         with decode_slot():  # held until the full-size pixels are gone: one image per core in memory at once
-            img = load_rgb(data, MAX_PIXELS)
+            img = decode(data)
             code, small = desc.encode([img])[0], thumbnail(img)
             del img
         [(item, created)] = self.add_codes(name, [NewItem(sha, filename, code, _as_dict(metadata), thumbnail=small)])
@@ -287,7 +291,7 @@ class Bank:
         """Best ``k`` items for one image (``BadImage`` for anything unusable)."""
         self.collection(name, count=False)  # an unknown collection is the error, not the image
         with decode_slot():
-            return self.match_images(name, [load_rgb(data, MAX_PIXELS)], k, threshold, allow_low_quality)[0]
+            return self.match_images(name, [decode(data)], k, threshold, allow_low_quality)[0]
 
     def match_images(self, name: str, images: Sequence[Image.Image], k: int = 10,
                      threshold: float | None = None, allow_low_quality: bool = False) -> list[MatchResult]:
@@ -341,7 +345,7 @@ class Bank:
         """Score two images with every method in ``methods``, each against its calibrated threshold."""
         descs = [self.descriptor(method) for method in methods]  # a method that cannot run: before any decode
         with decode_slot():
-            images = [load_rgb(a, MAX_PIXELS), load_rgb(b, MAX_PIXELS)]
+            images = [decode(a), decode(b)]
             return [self._compare_one(desc, images) for desc in descs]
 
     def _compare_one(self, desc: Descriptor, images: list[Image.Image]) -> dict:
@@ -372,6 +376,12 @@ class Bank:
 
     def info(self) -> list[dict]:
         return [{**coll.public(), "index_file": self.snapshots.state(coll)} for coll in self.collections()]
+
+
+def decode(source: bytes | Path) -> Image.Image:
+    """An image as the bank reads every upload and ``malle hash`` every file: reduced past ``MAX_PIXELS``, refused
+    past ``MAX_DECODED_BYTES``."""
+    return load_rgb(source, MAX_PIXELS, MAX_DECODED_BYTES)
 
 
 def load_descriptor(method: str, precision: str, model_cache: Path, log: Callable[[str], None]) -> Descriptor:

@@ -31,12 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, say) -> int:
     import pandas as pd
 
-    from malle.bank.bank import MAX_PIXELS, load_descriptor
+    from malle.bank.bank import decode, load_descriptor
     from malle.bank.codes import to_text
     from malle.cli.bank import query_files
     from malle.errors import BadImage
     from malle.io import cache
-    from malle.io.images import load_rgb
 
     root = cache.ensure_writable_dir(args.cache or cache.default_root(), "--cache")
     desc = load_descriptor(args.method, args.precision, root, say)
@@ -44,7 +43,7 @@ def run(args: argparse.Namespace, say) -> int:
     hashed = 0
     for path in files:
         try:
-            code = desc.encode([load_rgb(path, MAX_PIXELS)])[0]
+            code = desc.encode([decode(path)])[0]
         except BadImage as err:
             skipped.append({"path": str(path), "reason": str(err)})
             continue

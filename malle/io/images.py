@@ -8,7 +8,7 @@ Decoding is bounded by memory, not only by Pillow's pixel count: an image whose 
 one decode per core runs at once (``decode_slot``), 16- and 32-bit images are brought to 8 bits a strip
 at a time (never a whole float64 copy), and a caller that needs no more than ``max_pixels`` (the bank
 and the service) has larger images reduced as they load: JPEG by DCT scaling before decoding (Pillow's
-``draft``), others by an integer box reduction right after it.
+``draft``, so the limit applies to the reduced size), others by an integer box reduction right after it.
 """
 
 from __future__ import annotations
@@ -73,12 +73,13 @@ def has_image_suffix(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def load_rgb(source: Path | str | bytes, max_pixels: int | None = None) -> Image.Image:
+def load_rgb(source: Path | str | bytes, max_pixels: int | None = None, max_bytes: int | None = None) -> Image.Image:
     """Decode a file (or bytes) to an 8-bit RGB image, upright per its EXIF tag.
 
     Handles CMYK, grayscale, palette, RGBA (composited on white) and 16-bit
     images. Raises ``BadImage`` for anything that is not a usable image. With
-    ``max_pixels``, a larger image is reduced on load to at most about that many.
+    ``max_pixels``, a larger image is reduced on load to at most about that many;
+    ``max_bytes`` lowers the decoded-bytes limit (default ``MAX_DECODED_BYTES``).
     """
     try:
         if not isinstance(source, bytes) and Path(source).stat().st_size == 0:
@@ -91,7 +92,7 @@ def load_rgb(source: Path | str | bytes, max_pixels: int | None = None) -> Image
                 check_shape(img.size)  # before decoding: a strip can be huge yet pass the bomb limit
                 if max_pixels is not None and img.width * img.height > max_pixels and img.format == "JPEG":
                     img.draft(img.mode, _target(img.size, max_pixels))  # DCT scaling: never decoded at full size
-                check_cost(img.size, img.mode)
+                check_cost(img.size, img.mode, max_bytes)
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 rgb = to_rgb(img, max_pixels)
