@@ -31,6 +31,7 @@ from reproduce import DEFAULT_DATA, markdown  # noqa: E402
 from malle.evaluation import micro_ap as openset  # noqa: E402
 from malle.io import cache  # noqa: E402
 from malle.lab.experiment import Experiment, ExperimentConfig  # noqa: E402
+from malle.lab.stages.outputs import BackgroundOutputs, OpenSetOutputs, SearchOutputs  # noqa: E402
 from malle.ops import COMPOSITE_OPS, get_preset  # noqa: E402
 from malle.tricks.methods import parse  # noqa: E402
 from malle.tricks.normalise import ScoreNormalisation, background_index, background_similarity  # noqa: E402
@@ -55,7 +56,7 @@ def formatted(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
 
 
 def recall_at_1(exp: Experiment, method: str) -> pd.Series:
-    table = cache.read_table(exp.stage("search", method).folder / "per_query.parquet").reset_index(drop=True)
+    table = cache.read_table(SearchOutputs(exp.stage("search", method).folder).per_query).reset_index(drop=True)
     return (table["rank"].astype("Float64") == 1).fillna(False).astype(bool)
 
 
@@ -80,7 +81,7 @@ def method_row(exp: Experiment, method: str, bases: dict) -> dict:
 
 def bounds(exp: Experiment, method: str) -> dict:
     """What limits any re-scoring of ``method``'s predictions, such as score normalisation."""
-    predictions = cache.read_table(exp.stage("openset", method).folder / "predictions.parquet")
+    predictions = cache.read_table(OpenSetOutputs(exp.stage("openset", method).folder).predictions)
     found = predictions[predictions["is_match"]]["query"].nunique() / len(exp.manifest)
     false = predictions[~predictions["is_match"]].nlargest(TOP_FALSE, "score")
     from_copies = int(false["query"].isin(set(exp.manifest["file"])).sum())
@@ -102,8 +103,10 @@ class NormDiagnosis:
         files = list(exp.database(method)["file"])
         self.copies = exp.codes(method)[1].astype(np.float32)
         self.truth = np.array([files.index(s) for s in exp.manifest["source"]])
-        self.distractors = cache.read_npy(exp.stage("openset", method).folder / "distractors.npy").astype(np.float32)
-        self.background = cache.read_npy(exp.stage("background", method).folder / "codes.npy").astype(np.float32)
+        openset = OpenSetOutputs(exp.stage("openset", method).folder)
+        background = BackgroundOutputs(exp.stage("background", method).folder)
+        self.distractors = cache.read_npy(openset.distractor_codes).astype(np.float32)
+        self.background = cache.read_npy(background.codes).astype(np.float32)
 
     def shift(self, codes: np.ndarray, norm: ScoreNormalisation | None, background: np.ndarray) -> np.ndarray:
         """What ``+norm`` subtracts from each of ``codes``' scores (malle's own normalisation; 0 without one)."""

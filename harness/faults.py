@@ -32,6 +32,7 @@ from PIL import Image
 
 from malle.cli import main
 from malle.io import cache
+from malle.lab.stages.outputs import CopiesOutputs, EmbedOutputs, SamplesOutputs, SearchOutputs
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: the harness is not shipped
 BASE_ARGS = ("--methods", "phash", "--n", "12", "--n-classes", "2", "--copies", "2", "--chain-lengths", "1-3")
@@ -185,23 +186,24 @@ CacheFault = Callable[[Path], None]
 
 CACHE_FAULTS: dict[str, CacheFault] = {
     "queries.npy overwritten with valid zeros, search stage deleted": lambda c: (
-        zeros_npy(stage_folder(c, "embed") / "queries.npy"), shutil.rmtree(stage_folder(c, "search"))),
-    "originals.npy truncated": lambda c: truncate(stage_folder(c, "embed") / "originals.npy"),
-    "index.faiss replaced by garbage": lambda c: (stage_folder(c, "embed") / "index.faiss").write_bytes(b"garbage"),
-    "index.faiss deleted": lambda c: (stage_folder(c, "embed") / "index.faiss").unlink(),
-    "per_query.parquet truncated": lambda c: truncate(stage_folder(c, "search") / "per_query.parquet"),
-    "per_query.parquet deleted": lambda c: (stage_folder(c, "search") / "per_query.parquet").unlink(),
-    "neighbour_ids.npy altered by one byte": lambda c: flip_byte(stage_folder(c, "search") / "neighbour_ids.npy"),
+        zeros_npy(EmbedOutputs(stage_folder(c, "embed")).queries), shutil.rmtree(stage_folder(c, "search"))),
+    "originals.npy truncated": lambda c: truncate(EmbedOutputs(stage_folder(c, "embed")).originals),
+    "index.faiss replaced by garbage": lambda c: EmbedOutputs(stage_folder(c, "embed")).index.write_bytes(b"garbage"),
+    "index.faiss deleted": lambda c: EmbedOutputs(stage_folder(c, "embed")).index.unlink(),
+    "per_query.parquet truncated": lambda c: truncate(SearchOutputs(stage_folder(c, "search")).per_query),
+    "per_query.parquet deleted": lambda c: SearchOutputs(stage_folder(c, "search")).per_query.unlink(),
+    "neighbour_ids.npy altered by one byte": lambda c: flip_byte(
+        SearchOutputs(stage_folder(c, "search")).neighbour_ids),
     "done.json of search is garbage": lambda c: (stage_folder(c, "search") / cache.DONE_MARK).write_text("}{ garbage"),
     "done.json of embed is {}": lambda c: (stage_folder(c, "embed") / cache.DONE_MARK).write_text("{}"),
     "done.json of copies deleted": lambda c: (stage_folder(c, "copies") / cache.DONE_MARK).unlink(),
-    "manifest.parquet deleted": lambda c: (stage_folder(c, "copies") / "manifest.parquet").unlink(),
-    "a copy image deleted": lambda c: first_image(stage_folder(c, "copies") / "images").unlink(),
-    "a copy image truncated": lambda c: truncate(first_image(stage_folder(c, "copies") / "images")),
-    "an original image deleted": lambda c: first_image(stage_folder(c, "samples") / "originals").unlink(),
+    "manifest.parquet deleted": lambda c: CopiesOutputs(stage_folder(c, "copies")).manifest.unlink(),
+    "a copy image deleted": lambda c: first_image(CopiesOutputs(stage_folder(c, "copies")).images).unlink(),
+    "a copy image truncated": lambda c: truncate(first_image(CopiesOutputs(stage_folder(c, "copies")).images)),
+    "an original image deleted": lambda c: first_image(SamplesOutputs(stage_folder(c, "samples")).originals).unlink(),
     "originals.parquet replaced by garbage": lambda c: (
-        stage_folder(c, "samples") / "originals.parquet").write_bytes(b"PAR1 not really"),
-    "skipped.csv deleted": lambda c: (stage_folder(c, "samples") / "skipped.csv").unlink(),
+        SamplesOutputs(stage_folder(c, "samples")).table.write_bytes(b"PAR1 not really")),
+    "skipped.csv deleted": lambda c: SamplesOutputs(stage_folder(c, "samples")).skipped.unlink(),
     "the whole copies stage deleted": lambda c: shutil.rmtree(stage_folder(c, "copies")),
     "a stage folder emptied": lambda c: [p.unlink() for p in stage_folder(c, "search").iterdir()],
     "a leftover temp folder of a killed build": lambda c: (
@@ -213,7 +215,7 @@ CACHE_FAULTS: dict[str, CacheFault] = {
 
 def _wrong_size(folder: Path) -> None:
     record = cache.read_json(folder / cache.DONE_MARK)
-    record["artifacts"]["queries.npy"][0] += 1
+    record["artifacts"][EmbedOutputs.queries.name][0] += 1
     cache.write_json(folder / cache.DONE_MARK, record)
 
 

@@ -199,3 +199,23 @@ def test_the_stages_command_prints_the_graph_keys_and_what_is_cached(tree_datase
     assert main(["stages", *options, "--db-distractors", "2"]) == 0
     out = capsys.readouterr().out
     assert "2 of 8 cached" in out and np.all(["cached" in line for line in out.splitlines()[1:3]])
+
+
+# -- typed outputs ------------------------------------------------------------------------------------
+def test_every_file_a_stage_writes_is_declared_by_its_outputs_class(tree_dataset, tmp_path):
+    """``malle.lab.stages.outputs`` names each stage's files once; a stage writing an undeclared file (or a
+    declared name drifting from what is written) fails here."""
+    from malle.lab.stages.outputs import OUTPUTS
+
+    exp = tiny(tree_dataset, tmp_path, db_distractors=1, methods=("phash", "sscd_distilled+norm"))
+    exp.run()
+    seen = set()
+    for kind, cls in OUTPUTS.items():
+        for folder in (tmp_path / kind).glob("*") if (tmp_path / kind).is_dir() else ():
+            if folder.name.startswith(".") or not (folder / cache.DONE_MARK).is_file():
+                continue
+            written = {p.name for p in folder.iterdir()} - {cache.DONE_MARK}
+            assert written <= set(cls.files()), f"{kind}: undeclared files {sorted(written - set(cls.files()))}"
+            seen.add(kind)
+    assert {"samples", "copies", "embed", "references", "search", "distractors", "openset", "attribution",
+            "background"} <= seen

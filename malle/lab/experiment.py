@@ -28,6 +28,7 @@ from malle.inference.precision import check_engine, check_precision
 from malle.io import cache, shards
 from malle.lab.results import Results
 from malle.lab.stages import Node, RunContext, pixel_versions
+from malle.lab.stages.outputs import SearchOutputs
 from malle.ops import AugmentConfig
 from malle.ops.severity import GRIDS
 from malle.retrieval import indexes
@@ -146,7 +147,7 @@ class Experiment(RunContext):
         """Every stage, computed or taken from the cache; ``progress`` reports the computed ones."""
         self.check()
         cache.sweep_leftovers(self.root)
-        per_query = [cache.read_table(self.stage("search", m, progress=progress).folder / "per_query.parquet")
+        per_query = [cache.read_table(SearchOutputs(self.stage("search", m, progress=progress).folder).per_query)
                      for m in self.methods]
         for method in self.methods:
             self.stage("attribution", method, progress=progress)

@@ -11,6 +11,16 @@ import pandas as pd
 from malle.descriptors import Unavailable
 from malle.evaluation import recall as evaluate
 from malle.io import cache
+from malle.lab.stages.outputs import (
+    OUTPUTS,
+    AttributionOutputs,
+    EmbedCost,
+    File,
+    IndexMeta,
+    OpenSetOutputs,
+    SearchOutputs,
+    low_quality_share,
+)
 from malle.tricks.methods import NORM, parse
 
 if TYPE_CHECKING:
@@ -52,8 +62,10 @@ class Results:
     def has_openset(self) -> bool:
         return bool(self.experiment.distractor_target)
 
-    def _stage_tables(self, kind: str, file: str, methods: Sequence[str] | None = None) -> pd.DataFrame:
-        return pd.concat([cache.read_table(self.experiment.stage(kind, m).folder / file)
+    def _stage_tables(self, file: File, methods: Sequence[str] | None = None) -> pd.DataFrame:
+        """One table per method from the stage that declares ``file`` (an attribute of its outputs class)."""
+        kind = next(cls.kind for cls in OUTPUTS.values() if file in vars(cls).values())
+        return pd.concat([cache.read_table(self.experiment.stage(kind, m).folder / file.name)
                           for m in methods or self.methods], ignore_index=True)
 
     def openset(self) -> pd.DataFrame:
@@ -68,20 +80,20 @@ class Results:
         """Every query's top-k database matches, for ``methods`` (default: all of them)."""
         if not self.has_openset:
             return pd.DataFrame(columns=["method", "query", "reference", "rank", "score", "is_match"])
-        return self._stage_tables("openset", "predictions.parquet", methods)
+        return self._stage_tables(OpenSetOutputs.predictions, methods)
 
     def pr_curves(self) -> pd.DataFrame:
         if not self.has_openset:
             return pd.DataFrame(columns=["threshold", "precision", "recall", "method"])
-        return self._stage_tables("openset", "pr_curve.parquet")
+        return self._stage_tables(OpenSetOutputs.pr_curve)
 
     def attribution(self) -> pd.DataFrame:
         """Per method and op: the misses charged to it (shared when several ops restore the hit) and its share."""
-        return self._stage_tables("attribution", "summary.parquet")
+        return self._stage_tables(AttributionOutputs.summary)
 
     def charged(self, method: str) -> pd.DataFrame:
         """Per missed query of ``method`` with two or more ops: the op(s) charged with the miss."""
-        return cache.read_table(self.experiment.stage("attribution", method).folder / "per_query.parquet")
+        return cache.read_table(AttributionOutputs(self.experiment.stage("attribution", method).folder).per_query)
 
     def methods_table(self) -> pd.DataFrame:
         """What each method is: label, family, precision, weights and their licence."""
@@ -93,16 +105,15 @@ class Results:
         rows = []
         for m in self.methods:
             embed, found = self.experiment.stage("embed", m).meta, self.experiment.stage("search", m).meta
-            rows.append({"method": m, "label": embed["label"], "family": embed["family"], "dim": embed["dim"],
-                         "metric": embed["metric"], "precision": embed["precision"],
-                         # Stages cached before these were recorded say so rather than guess.
-                         "runtime": embed.get("runtime", "not recorded"), "cpu": embed.get("cpu", "not recorded"),
-                         "images_per_s": embed["images_per_s"], "ms_per_query": found["ms_per_query"],
-                         "index": found["index"], "database_size": found["database_size"],
-                         "index_bytes": found["index_bytes"], "r10_vs_exact": found["r10_vs_exact"],
-                         "overlap10_vs_exact": found["overlap10_vs_exact"],
+            cost, index = EmbedCost.from_meta(embed), IndexMeta.from_meta(found)
+            rows.append({"method": m, "label": cost.label, "family": cost.family, "dim": cost.dim,
+                         "metric": cost.metric, "precision": cost.precision, "runtime": cost.runtime,
+                         "cpu": cost.cpu, "images_per_s": cost.images_per_s, "ms_per_query": found["ms_per_query"],
+                         "index": index.index, "database_size": index.database_size,
+                         "index_bytes": index.index_bytes, "r10_vs_exact": index.r10_vs_exact,
+                         "overlap10_vs_exact": index.overlap10_vs_exact,
                          "top1_tie_rate": found["tie_rate"], **bounds.loc[m].to_dict(),
-                         "low_quality_share": embed.get("low_quality_share", float("nan")),
+                         "low_quality_share": low_quality_share(embed),
                          **(self._trick_costs(m, found) if self.has_tricks else {})})
         return pd.DataFrame(rows)
 
@@ -120,7 +131,7 @@ class Results:
             base = parse(m).base
             row = {"method": m, "base": base, "tricks": parse(m).short()}
             for name, method in (("", m), ("base_", base)):
-                table = cache.read_table(self.experiment.stage("search", method).folder / "per_query.parquet")
+                table = cache.read_table(SearchOutputs(self.experiment.stage("search", method).folder).per_query)
                 row[f"{name}recall_at_1"] = float((table["rank"].astype("Float64") == 1).fillna(False).mean())
                 if self.has_openset:
                     meta = self.experiment.stage("openset", method).meta

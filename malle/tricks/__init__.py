@@ -5,5 +5,5 @@
 - ``verify``: local-feature geometric verification of the top candidates, fused with the global score.
 
 Each works on any float (cosine) descriptor. Stages that apply them to a run (the ``METHOD+norm``,
-``METHOD+regions`` and ``METHOD+verify`` methods) build on these functions.
+``METHOD+regions`` and ``METHOD+verify`` methods, ``malle.lab.stages.trick_layers``) build on these functions.
 """

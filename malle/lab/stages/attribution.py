@@ -13,6 +13,7 @@ from malle.descriptors.base import open_progress
 from malle.evaluation.leave_one_out import attribute_misses, missed_mask, summarise
 from malle.io import cache
 from malle.lab.stages.base import Ctx, Node, Stage, pixel_versions
+from malle.lab.stages.outputs import AttributionOutputs, SearchOutputs
 
 
 class Attribution(Stage):
@@ -25,14 +26,14 @@ class Attribution(Stage):
 
     def build(self, ctx: Ctx, tmp: Path, meta: dict) -> None:
         run, desc, method = ctx.run, ctx.desc, ctx.method
-        per_query = cache.read_table(ctx.input("search", method).folder / "per_query.parquet")
+        per_query = cache.read_table(SearchOutputs(ctx.input("search", method).folder).per_query)
         bar = open_progress(ctx.progress, int(missed_mask(per_query).sum()), f"{desc.label}: which op broke each miss")
         charges = attribute_misses(desc, run.search_index(method), per_query, run.manifest, run.originals,
                                    run.originals_dir, bar, run.op_context, run.root, run.dataset_fingerprint,
                                    tuple(pixel_versions().items()))
         bar.close()
-        cache.write_table(tmp / "per_query.parquet", charges)
-        cache.write_table(tmp / "summary.parquet", summarise(method, charges))
+        cache.write_table(AttributionOutputs(tmp).per_query, charges)
+        cache.write_table(AttributionOutputs(tmp).summary, summarise(method, charges))
         meta.update(method=method, items=len(charges))
 
 

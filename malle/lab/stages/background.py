@@ -16,6 +16,7 @@ from malle.data.sampling import dataset_fingerprint
 from malle.errors import ConfigError
 from malle.io import cache
 from malle.lab.stages.base import Ctx, Node, Stage
+from malle.lab.stages.outputs import BackgroundOutputs
 
 
 class Background(Stage):
@@ -47,10 +48,10 @@ class Background(Stage):
             raise ConfigError(f"{ctx.method}+norm needs a background set of at least {needed} images; "
                               f"{where} gave {len(found.kept)}. Pass --background DIR")
         kept = [images[i] for i in found.kept]
-        cache.write_npy(tmp / "codes.npy", found.codes)
-        cache.write_table(tmp / "background.parquet", pd.DataFrame({"file": [c.rel for c in kept],
+        cache.write_npy(BackgroundOutputs(tmp).codes, found.codes)
+        cache.write_table(BackgroundOutputs(tmp).table, pd.DataFrame({"file": [c.rel for c in kept],
                                                                     "class": [c.label for c in kept]}))
-        cache.write_table(tmp / "skipped.csv", found.skipped)
+        cache.write_table(BackgroundOutputs(tmp).skipped, found.skipped)
         meta.update(method=ctx.method, items=len(kept), skipped=len(found.skipped),
                     source=str(Path(run.config.background).expanduser()) if run.config.background else "dataset",
                     fingerprint=dataset_fingerprint(kept))

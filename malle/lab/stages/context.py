@@ -16,6 +16,14 @@ from malle.descriptors import Descriptor, create_descriptor, resolve_methods
 from malle.errors import ConfigError
 from malle.io import cache, shards
 from malle.lab.stages.base import Built, Node, Progress
+from malle.lab.stages.outputs import (
+    CopiesOutputs,
+    DistractorsOutputs,
+    EmbedOutputs,
+    ReferencesOutputs,
+    SamplesOutputs,
+    SearchOutputs,
+)
 from malle.lab.stages.registry import STAGES
 from malle.lab.stages.runner import StageRunner
 from malle.ops import OpContext
@@ -77,24 +85,24 @@ class RunContext:
     @cached_property
     def originals(self) -> pd.DataFrame:
         """The originals, in id order (sorted by file name)."""
-        return cache.read_table(self.stage("samples").folder / "originals.parquet")
+        return cache.read_table(SamplesOutputs(self.stage("samples").folder).table)
 
     @cached_property
     def skipped(self) -> pd.DataFrame:
         """Files passed over, with paths relative to the dataset folder."""
-        return cache.read_table(self.stage("samples").folder / "skipped.csv").astype(str)
+        return cache.read_table(SamplesOutputs(self.stage("samples").folder).skipped).astype(str)
 
     @property
     def originals_dir(self) -> Path:
-        return self.stage("samples").folder / "originals"
+        return SamplesOutputs(self.stage("samples").folder).originals
 
     @cached_property
     def manifest(self) -> pd.DataFrame:
-        return cache.read_table(self.stage("copies").folder / "manifest.parquet")
+        return cache.read_table(CopiesOutputs(self.stage("copies").folder).manifest)
 
     @property
     def copies_dir(self) -> Path:
-        return self.stage("copies").folder / "images"
+        return CopiesOutputs(self.stage("copies").folder).images
 
     # -- the database: the originals, then extra references that no query copies --------------------
     @property
@@ -188,8 +196,8 @@ class RunContext:
     def references(self, method: str) -> pd.DataFrame:
         """``file, class`` of the extra references of ``method``'s database, in id order after the originals."""
         if method not in self._references:
-            self._references[method] = cache.read_table(self.stage("references", method).folder
-                                                        / "references.parquet")
+            self._references[method] = cache.read_table(
+                ReferencesOutputs(self.stage("references", method).folder).table)
         return self._references[method]
 
     def database(self, method: str) -> pd.DataFrame:
@@ -208,30 +216,28 @@ class RunContext:
 
     def codes(self, method: str) -> tuple[np.ndarray, np.ndarray]:
         """(the originals' codes, the copies' codes)."""
-        folder = self.stage("embed", method).folder
-        return cache.read_npy(folder / "originals.npy"), cache.read_npy(folder / "queries.npy")
+        out = EmbedOutputs(self.stage("embed", method).folder)
+        return cache.read_npy(out.originals), cache.read_npy(out.queries)
 
     def database_codes(self, method: str) -> np.ndarray:
         originals = self.codes(method)[0]
         if not self.has_references:
             return originals
-        return np.concatenate([originals, cache.read_npy(self.stage("references", method).folder / "codes.npy")])
+        references = ReferencesOutputs(self.stage("references", method).folder)
+        return np.concatenate([originals, cache.read_npy(references.codes)])
 
     def embed_index(self, method: str):
         """The exact index over the originals alone (uploads, lab results and severity sweeps search it)."""
-        return self._index("embed", method)
+        return self.descriptor(method).metric.read_index(EmbedOutputs(self.stage("embed", method).folder).index)
 
     def search_index(self, method: str):
         """The configured index over the whole database (originals and extra references)."""
-        return self._index("search", method)
-
-    def _index(self, kind: str, method: str):
-        return self.descriptor(method).metric.read_index(self.stage(kind, method).folder / "index.faiss")
+        return self.descriptor(method).metric.read_index(SearchOutputs(self.stage("search", method).folder).index)
 
     def neighbours(self, method: str) -> tuple[np.ndarray, np.ndarray]:
         """Top-N database ids and scores per copy (rows follow the manifest; ids follow ``database``)."""
-        folder = self.stage("search", method).folder
-        return cache.read_npy(folder / "neighbour_ids.npy"), cache.read_npy(folder / "neighbour_scores.npy")
+        out = SearchOutputs(self.stage("search", method).folder)
+        return cache.read_npy(out.neighbour_ids), cache.read_npy(out.neighbour_scores)
 
     # -- open set: distractor queries ------------------------------------------------------------------
     @property
@@ -255,8 +261,8 @@ class RunContext:
 
     @cached_property
     def distractor_manifest(self) -> pd.DataFrame:
-        return cache.read_table(self.stage("distractors").folder / "manifest.parquet")
+        return cache.read_table(DistractorsOutputs(self.stage("distractors").folder).manifest)
 
     @property
     def distractors_dir(self) -> Path:
-        return self.stage("distractors").folder / "images"
+        return DistractorsOutputs(self.stage("distractors").folder).images

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from malle.io import cache
 from malle.lab.stages.base import Built, Ctx, Node, Stage, pixel_versions
+from malle.lab.stages.outputs import CopiesOutputs
 from malle.ops import make_copies
 
 
@@ -27,9 +28,10 @@ class Copies(Stage):
 
     def build(self, ctx: Ctx, tmp: Path, meta: dict) -> None:
         run, cfg = ctx.run, ctx.run.config
-        manifest = make_copies(run.originals, run.originals_dir, tmp / "images", cfg.augment, cfg.seed, ctx.progress,
+        out = CopiesOutputs(tmp)
+        manifest = make_copies(run.originals, run.originals_dir, out.images, cfg.augment, cfg.seed, ctx.progress,
                                run.op_context)
-        cache.write_table(tmp / "manifest.parquet", manifest)
+        cache.write_table(out.manifest, manifest)
         meta.update(items=len(manifest), chain_lengths=cfg.augment.describe())
         if cfg.augment.has_composites:
             meta.update(donors=len(run.op_context.donors))

@@ -2,7 +2,7 @@
 
 A derived method reuses its base method's ``embed`` and ``references`` (its descriptor is the base's, so their
 keys are the base's and the cache holds them once). Its ``search`` and ``openset`` stages write the same files
-as a base method's, built by its last trick (``malle.tricks.layers``) from its parent's outputs, so Recall@K,
+as a base method's, built by its last trick (``malle.lab.stages.trick_layers``) from its parent's outputs, so Recall@K,
 per-op tables, open-set scores, costs and the dashboard read it like any method:
 
     search[sscd]  -> search[sscd+regions]  -> search[sscd+regions+norm]
@@ -31,13 +31,11 @@ from malle.io import cache
 from malle.lab.stages.attribution import Attribution
 from malle.lab.stages.base import Built, Ctx, Node, Stage
 from malle.lab.stages.openset import PREDICTIONS_PER_QUERY, prediction_rows
+from malle.lab.stages.outputs import AttributionOutputs, IndexMeta, OpenSetOutputs, SearchOutputs
 from malle.lab.stages.search import NEIGHBOURS_KEPT
+from malle.lab.stages.trick_layers import LAYERS, Candidates, CopyHits
 from malle.retrieval.topk import Hits, search
-from malle.tricks.layers import LAYERS, Candidates, CopyHits
 from malle.tricks.methods import MethodName, parse
-
-COPIED_SEARCH_META = ("index", "index_reason", "index_exact", "index_seconds", "index_bytes", "database_size",
-                      "r10_vs_exact", "overlap10_vs_exact")
 
 
 def method_of(ctx: Ctx) -> MethodName:
@@ -64,7 +62,7 @@ class DerivedSearch(Stage):
     def build(self, ctx: Ctx, tmp: Path, meta: dict) -> None:
         run, method = ctx.run, method_of(ctx)
         parent_built = ctx.input("search", method.parent.name)
-        parent_table = cache.read_table(parent_built.folder / "per_query.parquet")
+        parent_table = cache.read_table(SearchOutputs(parent_built.folder).per_query)
         ids, scores = run.neighbours(method.parent.name)
         parent = CopyHits(ids, scores, parent_table["true_score"].to_numpy(np.float64), complete=False)
         start = time.perf_counter()
@@ -77,11 +75,12 @@ class DerivedSearch(Stage):
         if not found.complete:  # the list is the parent's top; a true original below it keeps the parent's rank
             for column in ("rank", "class_rank"):
                 table[column] = table[column].fillna(parent_table[column])
-        cache.write_table(tmp / "per_query.parquet", table)
-        cache.write_npy(tmp / "neighbour_ids.npy", hits.ids[:, :NEIGHBOURS_KEPT])
-        cache.write_npy(tmp / "neighbour_scores.npy", hits.scores[:, :NEIGHBOURS_KEPT])
+        out = SearchOutputs(tmp)
+        cache.write_table(out.per_query, table)
+        cache.write_npy(out.neighbour_ids, hits.ids[:, :NEIGHBOURS_KEPT])
+        cache.write_npy(out.neighbour_scores, hits.scores[:, :NEIGHBOURS_KEPT])
         trick_ms = 1000 * seconds / max(len(table), 1)
-        meta.update({key: parent_built.meta[key] for key in COPIED_SEARCH_META if key in parent_built.meta})
+        meta.update(IndexMeta.from_meta(parent_built.meta).as_meta())  # a derived search searches its parent's index
         meta.update(method=method.name, base=method.base, trick=method.last.suffix, items=len(table),
                     search_seconds=seconds, trick_ms_per_query=trick_ms,
                     tricks_ms_per_query=parent_built.meta.get("tricks_ms_per_query", 0.0) + trick_ms,
@@ -104,12 +103,11 @@ class DerivedOpenSet(Stage):
     def parent_distractors(self, ctx: Ctx, parent: MethodName) -> Candidates:
         """The parent's distractor candidates: searched again for a base method (its codes are cached), stored
         by a derived one."""
-        folder = ctx.input("openset", parent.name).folder
+        stored = OpenSetOutputs(ctx.input("openset", parent.name).folder)
         if parent.is_derived:
-            return Candidates(cache.read_npy(folder / "distractor_ids.npy"),
-                          cache.read_npy(folder / "distractor_scores.npy"))
+            return Candidates(cache.read_npy(stored.distractor_ids), cache.read_npy(stored.distractor_scores))
         desc = ctx.run.descriptor(parent.base)
-        found = search(ctx.run.search_index(parent.base), cache.read_npy(folder / "distractors.npy"),
+        found = search(ctx.run.search_index(parent.base), cache.read_npy(stored.distractor_codes),
                        PREDICTIONS_PER_QUERY, desc.metric)
         return Candidates(found.ids, found.scores)
 
@@ -130,10 +128,11 @@ class DerivedOpenSet(Stage):
                             references, metric),
         ], ignore_index=True)
         scores, curve = micro_ap.score(table, n_positives=len(run.manifest))
-        cache.write_table(tmp / "predictions.parquet", table)
-        cache.write_table(tmp / "pr_curve.parquet", curve.assign(method=method.name))
-        cache.write_npy(tmp / "distractor_ids.npy", found.ids)
-        cache.write_npy(tmp / "distractor_scores.npy", np.asarray(found.scores, np.float64))
+        out = OpenSetOutputs(tmp)
+        cache.write_table(out.predictions, table)
+        cache.write_table(out.pr_curve, curve.assign(method=method.name))
+        cache.write_npy(out.distractor_ids, found.ids)
+        cache.write_npy(out.distractor_scores, np.asarray(found.scores, np.float64))
         meta.update(method=method.name, items=len(found.ids), trick_seconds=seconds,
                     trick_ms_per_query=1000 * seconds / max(len(found.ids), 1), **asdict(scores))
 
@@ -144,8 +143,9 @@ class DerivedAttribution(Attribution):
     def build(self, ctx: Ctx, tmp: Path, meta: dict) -> None:
         charges = pd.DataFrame({"query": pd.Series(dtype=str), "ops": pd.Series(dtype=str),
                                 "charged": pd.Series(dtype=str)})
-        cache.write_table(tmp / "per_query.parquet", charges)
-        cache.write_table(tmp / "summary.parquet", summarise(ctx.method, charges))
+        out = AttributionOutputs(tmp)
+        cache.write_table(out.per_query, charges)
+        cache.write_table(out.summary, summarise(ctx.method, charges))
         meta.update(method=ctx.method, items=0, computed=False,
                     reason="attribution re-encodes each miss with ops removed; not computed for derived methods")
 

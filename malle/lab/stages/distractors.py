@@ -15,6 +15,7 @@ import pandas as pd
 from malle.data.distractor_queries import make_distractors
 from malle.io import cache
 from malle.lab.stages.base import Built, Ctx, Node, Stage, pixel_versions
+from malle.lab.stages.outputs import DistractorsOutputs
 
 
 class Distractors(Stage):
@@ -30,10 +31,10 @@ class Distractors(Stage):
 
     def build(self, ctx: Ctx, tmp: Path, meta: dict) -> None:
         run, cfg = ctx.run, ctx.run.config
-        manifest, skipped = make_distractors(run.distractor_pool, run.distractor_target, tmp / "images",
+        manifest, skipped = make_distractors(run.distractor_pool, run.distractor_target, DistractorsOutputs(tmp).images,
                                              cfg.augment, cfg.seed, ctx.progress, run.op_context)
-        cache.write_table(tmp / "manifest.parquet", manifest)
-        cache.write_table(tmp / "skipped.csv", pd.DataFrame(skipped, columns=["path", "reason"]))
+        cache.write_table(DistractorsOutputs(tmp).manifest, manifest)
+        cache.write_table(DistractorsOutputs(tmp).skipped, pd.DataFrame(skipped, columns=["path", "reason"]))
         meta.update(items=len(manifest), pool=len(run.distractor_pool), target=run.distractor_target)
 
     def notice(self, ctx: Ctx, built: Built) -> str | None:

@@ -16,6 +16,7 @@ from malle.descriptors import Descriptor
 from malle.inference.cpu import cpu_features
 from malle.io import cache
 from malle.lab.stages.base import Ctx, Node, Stage
+from malle.lab.stages.outputs import EmbedCost, EmbedOutputs
 from malle.retrieval.topk import save_index
 
 
@@ -24,9 +25,10 @@ def quality_summary(desc: Descriptor, qualities: Sequence[np.ndarray | None], fo
     kept = [q for q in qualities if q is not None]
     if not kept or desc.quality_threshold is None:
         return {}
-    for name, quality in zip(("originals_quality.npy", "queries_quality.npy"), qualities):
+    out = EmbedOutputs(folder)
+    for path, quality in zip((out.originals_quality, out.queries_quality), qualities):
         if quality is not None:
-            cache.write_npy(folder / name, quality)
+            cache.write_npy(path, quality)
     everything = np.concatenate(kept)
     low = int((everything < desc.quality_threshold).sum())
     return {"low_quality": low, "low_quality_share": low / max(len(everything), 1),
@@ -52,15 +54,15 @@ class Embed(Stage):
         queries = desc.encode_files_scored([run.copies_dir / f for f in run.manifest["file"]],
                                            progress=ctx.progress, desc=f"{desc.label}: copies", queries=True)
         seconds = time.perf_counter() - start
-        cache.write_npy(tmp / "originals.npy", db.codes)
-        cache.write_npy(tmp / "queries.npy", queries.codes)
-        save_index(desc.metric.build_index(db.codes), tmp / "index.faiss", desc.metric)
+        cache.write_npy(EmbedOutputs(tmp).originals, db.codes)
+        cache.write_npy(EmbedOutputs(tmp).queries, queries.codes)
+        save_index(desc.metric.build_index(db.codes), EmbedOutputs(tmp).index, desc.metric)
         n = len(db.codes) + len(queries.codes)
-        meta.update(method=ctx.method, label=desc.label, family=desc.family, metric=desc.metric.name, dim=desc.dim,
-                    precision=desc.precision, runtime=desc.runtime(), cpu=cpu_features().describe(),
-                    items=n, encode_seconds=seconds,
-                    images_per_s=n / seconds if seconds else float("nan"),
-                    **quality_summary(desc, [db.quality, queries.quality], tmp))
+        cost = EmbedCost(label=desc.label, family=desc.family, metric=desc.metric.name, dim=desc.dim,
+                         precision=desc.precision, runtime=desc.runtime(), cpu=cpu_features().describe(),
+                         images_per_s=n / seconds if seconds else float("nan"))
+        meta.update(method=ctx.method, items=n, encode_seconds=seconds, **cost.as_meta())
+        meta.update(quality_summary(desc, [db.quality, queries.quality], tmp))  # with low_quality_share
 
 
 STAGE = Embed()

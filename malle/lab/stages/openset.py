@@ -15,6 +15,7 @@ import pandas as pd
 from malle.evaluation import micro_ap
 from malle.io import cache
 from malle.lab.stages.base import Ctx, Node, Stage
+from malle.lab.stages.outputs import OpenSetOutputs
 from malle.retrieval.metrics import Metric
 from malle.retrieval.topk import search
 
@@ -55,7 +56,7 @@ class OpenSet(Stage):
         distractors = run.distractor_manifest
         codes = desc.encode_files([run.distractors_dir / f for f in distractors["file"]],
                                   progress=ctx.progress, desc=f"{desc.label}: distractor queries", queries=True)
-        cache.write_npy(tmp / "distractors.npy", codes)
+        cache.write_npy(OpenSetOutputs(tmp).distractor_codes, codes)
         found = search(run.search_index(method), codes, PREDICTIONS_PER_QUERY, desc.metric)
         copy_ids, copy_scores = run.neighbours(method)
         references = run.database(method)["file"]
@@ -66,8 +67,8 @@ class OpenSet(Stage):
                             references, desc.metric),
         ], ignore_index=True)
         scores, curve = micro_ap.score(table, n_positives=len(run.manifest))
-        cache.write_table(tmp / "predictions.parquet", table)
-        cache.write_table(tmp / "pr_curve.parquet", curve.assign(method=method))
+        cache.write_table(OpenSetOutputs(tmp).predictions, table)
+        cache.write_table(OpenSetOutputs(tmp).pr_curve, curve.assign(method=method))
         meta.update(method=method, items=len(codes), **asdict(scores))
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 from malle.data.pools import EMBEDDED_PREFIX, reference_rows
 from malle.io import cache, shards
 from malle.lab.stages.base import Built, Ctx, Node, Stage
+from malle.lab.stages.outputs import ReferencesOutputs
 
 
 class References(Stage):
@@ -43,15 +44,15 @@ class References(Stage):
             table = pd.concat([table, pd.DataFrame({"file": [f"{EMBEDDED_PREFIX}{p}" for p in loaded.paths],
                                                     "class": ""})], ignore_index=True)
             codes.append(loaded.vectors)
-        cache.write_table(tmp / "references.parquet", table.reset_index(drop=True))
-        cache.write_npy(tmp / "codes.npy", np.concatenate(codes) if len(table) else desc.empty_codes())
-        cache.write_table(tmp / "skipped.csv", found.skipped)
+        cache.write_table(ReferencesOutputs(tmp).table, table.reset_index(drop=True))
+        cache.write_npy(ReferencesOutputs(tmp).codes, np.concatenate(codes) if len(table) else desc.empty_codes())
+        cache.write_table(ReferencesOutputs(tmp).skipped, found.skipped)
         meta.update(method=ctx.method, items=len(table), skipped=len(found.skipped))
 
     def notice(self, ctx: Ctx, built: Built) -> str | None:
         if built.meta["skipped"]:
             return (f"{ctx.desc.label}: {built.meta['skipped']} extra reference file(s) skipped; reasons in "
-                    f"{built.folder / 'skipped.csv'}")
+                    f"{ReferencesOutputs(built.folder).skipped}")
         return None
 
 

@@ -14,6 +14,7 @@ from malle.data.sampling import select, write_originals
 from malle.errors import DatasetError
 from malle.io import cache
 from malle.lab.stages.base import Built, Ctx, Stage, pixel_versions
+from malle.lab.stages.outputs import SamplesOutputs
 
 
 class Samples(Stage):
@@ -30,9 +31,9 @@ class Samples(Stage):
         picked, bad = select(candidates, cfg.n, cfg.n_classes, cfg.seed, ctx.progress)
         if not picked:
             raise DatasetError(f"no usable image in {run.data_root} ({len(bad)} files could not be read)")
-        originals = write_originals(picked, tmp / "originals")
-        cache.write_table(tmp / "originals.parquet", originals)
-        cache.write_table(tmp / "skipped.csv", pd.DataFrame(passed_over + bad, columns=["path", "reason"]))
+        originals = write_originals(picked, SamplesOutputs(tmp).originals)
+        cache.write_table(SamplesOutputs(tmp).table, originals)
+        cache.write_table(SamplesOutputs(tmp).skipped, pd.DataFrame(passed_over + bad, columns=["path", "reason"]))
         meta.update(items=len(originals), dataset=str(run.data_root))
 
     def notice(self, ctx: Ctx, built: Built) -> str | None:

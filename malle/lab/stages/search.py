@@ -8,6 +8,7 @@ neighbour_scores.npy`` (the top ``NEIGHBOURS_KEPT`` database ids and scores per 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from malle.evaluation import recall
 from malle.io import cache
 from malle.io.tables import row_ids
 from malle.lab.stages.base import Ctx, Node, Stage
+from malle.lab.stages.outputs import IndexMeta, SearchOutputs
 from malle.retrieval import indexes
 from malle.retrieval.topk import best_pair_scores, save_index, search
 
@@ -48,9 +50,8 @@ def build_search_index(config, desc: Descriptor, db: np.ndarray, path: Path):
     indexes.train_and_add(index, np.ascontiguousarray(db), desc.metric)
     seconds = time.perf_counter() - start
     save_index(index, path, desc.metric)
-    return index, {"index": choice.describe(), "index_reason": choice.reason, "index_exact": choice.exact,
-                   "index_seconds": seconds, "index_bytes": path.stat().st_size, "database_size": len(db),
-                   "r10_vs_exact": 1.0, "overlap10_vs_exact": 1.0}
+    return index, IndexMeta(index=choice.describe(), index_reason=choice.reason, index_exact=choice.exact,
+                            index_seconds=seconds, index_bytes=path.stat().st_size, database_size=len(db))
 
 
 class Search(Stage):
@@ -70,23 +71,24 @@ class Search(Stage):
         run, desc, method = ctx.run, ctx.desc, ctx.method
         metric = desc.metric
         queries, db = run.codes(method)[1], run.database_codes(method)
-        index, index_meta = build_search_index(run.config, desc, db, tmp / "index.faiss")
+        index, index_meta = build_search_index(run.config, desc, db, SearchOutputs(tmp).index)
         start = time.perf_counter()
         hits = search(index, queries, run.config.depth, metric)
         seconds = time.perf_counter() - start
-        if not index_meta["index_exact"]:
+        if not index_meta.index_exact:
             exact = search(metric.build_index(db), queries, EXACT_CHECK_K, metric)
-            index_meta.update(r10_vs_exact=nearest_within_k(hits.ids, exact.ids, EXACT_CHECK_K),
-                              overlap10_vs_exact=overlap_at_k(hits.ids, exact.ids, EXACT_CHECK_K))
+            index_meta = replace(index_meta, r10_vs_exact=nearest_within_k(hits.ids, exact.ids, EXACT_CHECK_K),
+                                 overlap10_vs_exact=overlap_at_k(hits.ids, exact.ids, EXACT_CHECK_K))
         sources = row_ids(run.originals["file"], run.manifest["source"])
         true_scores = best_pair_scores(metric, queries, db[sources])
         table = recall.per_query_table(method, run.database(method), run.manifest, hits, true_scores)
-        cache.write_table(tmp / "per_query.parquet", table)
-        cache.write_npy(tmp / "neighbour_ids.npy", hits.ids[:, :NEIGHBOURS_KEPT])
-        cache.write_npy(tmp / "neighbour_scores.npy", hits.scores[:, :NEIGHBOURS_KEPT])
+        out = SearchOutputs(tmp)
+        cache.write_table(out.per_query, table)
+        cache.write_npy(out.neighbour_ids, hits.ids[:, :NEIGHBOURS_KEPT])
+        cache.write_npy(out.neighbour_scores, hits.scores[:, :NEIGHBOURS_KEPT])
         meta.update(method=method, items=len(queries), search_seconds=seconds,
                     ms_per_query=1000 * seconds / max(len(queries), 1), tie_rate=float(hits.top1_tied.mean()),
-                    **index_meta)
+                    **index_meta.as_meta())
 
 
 STAGE = Search()

@@ -33,6 +33,7 @@ from malle.descriptors.base import open_progress
 from malle.io import cache
 from malle.io.images import load_rgb
 from malle.io.tables import row_ids
+from malle.lab.stages.outputs import BackgroundOutputs, OpenSetOutputs
 from malle.retrieval.topk import best_pair_scores, search
 from malle.tricks import regions, verify
 from malle.tricks.methods import NORM, REGIONS, VERIFY, MethodName, Trick
@@ -172,8 +173,7 @@ class Norm(Layer):
 
     def background(self, ctx: Ctx, base: str, codes: np.ndarray) -> np.ndarray:
         """Per query code: its mean similarity to the background set at the normalisation's ranks."""
-        folder = ctx.input("background", base).folder
-        index = background_index(cache.read_npy(folder / "codes.npy"))
+        index = background_index(cache.read_npy(BackgroundOutputs(ctx.input("background", base).folder).codes))
         return background_similarity(codes, index, ctx.run.normalisation)
 
     def copies(self, ctx: Ctx, method: MethodName, parent: CopyHits) -> CopyHits:
@@ -183,7 +183,7 @@ class Norm(Layer):
                         normalise(parent.true_scores[:, None], shift, norm)[:, 0], complete=False)
 
     def distractors(self, ctx: Ctx, method: MethodName, parent: Candidates) -> Candidates:
-        codes = cache.read_npy(ctx.input("openset", method.base).folder / "distractors.npy")
+        codes = cache.read_npy(OpenSetOutputs(ctx.input("openset", method.base).folder).distractor_codes)
         shift = self.background(ctx, method.base, codes)
         return Candidates(parent.ids, normalise(parent.scores, shift, ctx.run.normalisation))
 
