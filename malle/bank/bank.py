@@ -343,10 +343,11 @@ class Bank:
 
     def compare(self, a: bytes, b: bytes, methods: Sequence[str]) -> list[dict]:
         """Score two images with every method in ``methods``, each against its calibrated threshold."""
-        descs = [self.descriptor(method) for method in methods]  # a method that cannot run: before any decode
+        for method in methods:  # a method that cannot run is refused before any decode, and without loading any
+            check_runs(method)
         with decode_slot():
             images = [decode(a), decode(b)]
-            return [self._compare_one(desc, images) for desc in descs]
+            return [self._compare_one(self.descriptor(method), images) for method in methods]
 
     def _compare_one(self, desc: Descriptor, images: list[Image.Image]) -> dict:
         queries = desc.encode_queries(images[:1])
@@ -384,12 +385,17 @@ def decode(source: bytes | Path) -> Image.Image:
     return load_rgb(source, MAX_PIXELS, MAX_DECODED_BYTES)
 
 
-def load_descriptor(method: str, precision: str, model_cache: Path, log: Callable[[str], None]) -> Descriptor:
-    """A descriptor ready to encode, refused at once (``WeightsUnavailable``, from the registry's own weights
-    check) when it cannot run here, so a request never makes it try to download anything."""
+def check_runs(method: str) -> None:
+    """``WeightsUnavailable`` when ``method`` cannot run here, from the registry's own weights check."""
     unavailable = descriptor_class(method).unavailable()
     if unavailable is not None:
         raise WeightsUnavailable(f"{method} cannot run on this server: {unavailable.reason}")
+
+
+def load_descriptor(method: str, precision: str, model_cache: Path, log: Callable[[str], None]) -> Descriptor:
+    """A descriptor ready to encode, refused at once (``WeightsUnavailable``, from the registry's own weights
+    check) when it cannot run here, so a request never makes it try to download anything."""
+    check_runs(method)
     # Methods without a precision choice store their own (e.g. 'binary hash'); ask for the default.
     desc = create_descriptor(method, precision=precision if precision in PRECISIONS else "auto")
     desc.use_cache(model_cache)
