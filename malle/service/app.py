@@ -18,7 +18,7 @@
 
 Every GET also answers HEAD. Scores and thresholds are in each method's unit: cosine similarity (higher is
 closer) or Hamming distance in bits (lower is closer). Every error is a JSON ``Error`` ``{"error", "code",
-"request_id"}`` (``malle.service.errors``; docs/guides/service-contract.md lists them). Handlers are plain
+"request_id"}`` (``malle.service.statuses``; docs/guides/service-contract.md lists them). Handlers are plain
 functions, so FastAPI runs them on its thread pool: matches run concurrently, and the bank serialises writes.
 """
 
@@ -32,10 +32,10 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 
 from malle.bank import Bank
 from malle.service import schemas
-from malle.service.errors import add_handlers, responses
 from malle.service.flood import Flood, RequestContext
 from malle.service.guard import Guard
 from malle.service.routes import CollectionName, add_item_routes, add_match_routes, get_and_head
+from malle.service.statuses import add_handlers, responses
 
 MAX_UPLOAD_BYTES = 32 * 2**20  # one image; a bomb is refused by its pixel count whatever its size
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the metadata field
@@ -51,6 +51,7 @@ def create_app(bank: Bank, api_key: str | None = None, max_upload_bytes: int = M
                   description="Banks of reference images, matched with thresholds calibrated by the Malle lab. "
                               "Every error is a JSON Error with a stable code; every response carries X-Request-ID.")
     add_handlers(app)
+    _public_schema_names(app)
     _add_collection_routes(app, bank)
     add_item_routes(app, bank, max_upload_bytes)
     add_match_routes(app, bank, max_upload_bytes)
@@ -64,6 +65,18 @@ def create_app(bank: Bank, api_key: str | None = None, max_upload_bytes: int = M
                            expose_headers=["X-Request-ID", "Location", "Retry-After"])
     app.add_middleware(RequestContext)
     return app
+
+
+def _public_schema_names(app: FastAPI) -> None:
+    """The schema names the bank's objects plainly (``Collection``, not the class ``CollectionBody``)."""
+    plain = app.openapi
+
+    def openapi() -> dict:
+        if not app.openapi_schema:
+            app.openapi_schema = schemas.rename_components(plain())
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _security(api_key: str | None) -> list:
@@ -84,14 +97,14 @@ def _add_collection_routes(app: FastAPI, bank: Bank) -> None:
     def list_collections():
         return {"collections": [c.public() for c in bank.collections()]}
 
-    @app.post("/v1/collections", status_code=201, response_model=schemas.Collection, responses=responses(409),
+    @app.post("/v1/collections", status_code=201, response_model=schemas.CollectionBody, responses=responses(409),
               response_description="created; Location names it")
     def create_collection(spec: schemas.NewCollection, response: Response):
         made = bank.create_collection(spec.name, spec.method, spec.threshold, index=spec.index).public()
         response.headers["Location"] = f"/v1/collections/{made['name']}"
         return made
 
-    @get_and_head(app, "/v1/collections/{name}", response_model=schemas.Collection,
+    @get_and_head(app, "/v1/collections/{name}", response_model=schemas.CollectionBody,
                    responses=responses())
     def get_collection(name: CollectionName):
         return bank.collection(name).public()

@@ -20,8 +20,8 @@ import secrets
 import time
 from collections import OrderedDict
 
-from malle.service.errors import body
 from malle.service.guard import presented_key, send_json
+from malle.service.statuses import body
 
 LOG = logging.getLogger("malle.service")
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")

@@ -14,7 +14,7 @@ from malle.bank.thresholds import DEFAULTS
 from malle.descriptors import DESCRIPTORS, available_methods
 from malle.errors import BadImage, ConfigError
 from malle.service import schemas
-from malle.service.errors import responses
+from malle.service.statuses import responses
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CollectionName = Annotated[str, Path(pattern=NAME_PATTERN, description="the collection's name")]
@@ -66,7 +66,7 @@ def add_item_routes(app: FastAPI, bank: Bank, limit: int) -> None:
         items = bank.store.items(name, offset=offset, limit=limit_)
         return {"count": coll.count, "offset": offset, "items": [i.public() for i in items]}
 
-    @get_and_head(app, "/v1/collections/{name}/items/{item_id}", response_model=schemas.Item,
+    @get_and_head(app, "/v1/collections/{name}/items/{item_id}", response_model=schemas.ItemBody,
                    responses=responses())
     def get_item(name: CollectionName, item_id: ItemId):
         return bank.store.item(name, item_id).public()
@@ -80,13 +80,13 @@ def add_item_routes(app: FastAPI, bank: Bank, limit: int) -> None:
             raise NotFound(f"item {item_id} has no thumbnail (added as a code, without its image)")
         return Response(data, media_type="image/jpeg")
 
-    @app.delete("/v1/collections/{name}/items/{item_id}", response_model=schemas.Item, responses=responses())
+    @app.delete("/v1/collections/{name}/items/{item_id}", response_model=schemas.ItemBody, responses=responses())
     def remove_item(name: CollectionName, item_id: ItemId):
         return bank.remove(name, item_id).public()
 
 
 def add_match_routes(app: FastAPI, bank: Bank, limit: int) -> None:
-    @app.post("/v1/collections/{name}/match", response_model=schemas.MatchResult, responses=responses())
+    @app.post("/v1/collections/{name}/match", response_model=schemas.MatchResultBody, responses=responses())
     def match(name: CollectionName, file: Annotated[UploadFile, File()], k: K = 10, threshold: Threshold = None,
               allow_low_quality: AllowLow = False):
         bank.collection(name, count=False)

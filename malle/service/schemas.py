@@ -3,10 +3,15 @@
 The OpenAPI schema at ``/openapi.json`` is generated from these, and the server answers nothing else: a
 property-based test (tests/test_service_contract.py) drives the live server from that schema and checks every
 response against it. Field names and meanings are those the API has had since its first version.
+
+The models of the bank's own objects end in ``Body`` here, as the bank's dataclasses hold the plain names
+(``malle.bank.Collection``...); the schema names them plainly (``Collection``, ``Item``, ``Match``,
+``MatchResult``), as ``public_name`` says.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,7 +46,7 @@ class NewCollection(BaseModel):
     index: str = Field("Flat", description="FAISS index-factory string, as --index: Flat, HNSW32, IVF1024,Flat, auto")
 
 
-class Collection(BaseModel):
+class CollectionBody(BaseModel):
     name: str
     method: str
     count: int = Field(description="live items")
@@ -56,14 +61,14 @@ class Collection(BaseModel):
 
 
 class CollectionList(BaseModel):
-    collections: list[Collection]
+    collections: list[CollectionBody]
 
 
 class Deleted(BaseModel):
     deleted: str
 
 
-class Item(BaseModel):
+class ItemBody(BaseModel):
     id: int
     collection: str
     sha256: str = Field(description="of the image's bytes, or of the code when digest_of is 'code'")
@@ -75,17 +80,17 @@ class Item(BaseModel):
     has_thumbnail: bool = Field(description="false for items added as codes, without their image (a hash list)")
 
 
-class AddedItem(Item):
+class AddedItem(ItemBody):
     created: bool = Field(description="false when these bytes were there already (that item is answered)")
 
 
 class ItemPage(BaseModel):
     count: int
     offset: int
-    items: list[Item]
+    items: list[ItemBody]
 
 
-class Match(BaseModel):
+class MatchBody(BaseModel):
     id: int
     filename: str
     score: Score
@@ -95,9 +100,9 @@ class Match(BaseModel):
     sha256: str
 
 
-class MatchResult(BaseModel):
+class MatchResultBody(BaseModel):
     threshold: float
-    matches: list[Match] = Field(description="best first")
+    matches: list[MatchBody] = Field(description="best first")
     quality: Quality | None = Field(description="the query image's verdict; null for a lookup by code")
     quality_reason: str | None = Field(description="why the query is of low quality")
 
@@ -110,7 +115,7 @@ class Lookup(BaseModel):
 
 
 class LookupResult(BaseModel):
-    results: list[MatchResult] = Field(description="one per code, in order")
+    results: list[MatchResultBody] = Field(description="one per code, in order")
 
 
 class MethodScore(BaseModel):
@@ -126,3 +131,26 @@ class MethodScore(BaseModel):
 
 class Comparison(BaseModel):
     scores: list[MethodScore]
+
+
+SUFFIX = "Body"
+
+
+def public_name(name: str) -> str:
+    """The name a model has in the OpenAPI schema: ``CollectionBody`` -> ``Collection``."""
+    return name.removesuffix(SUFFIX) if name.endswith(SUFFIX) and name != SUFFIX else name
+
+
+def rename_components(spec: dict) -> dict:
+    """``spec`` with every ``...Body`` component and reference under its public name."""
+    schemas = spec.get("components", {}).get("schemas", {})
+    renames = {name: public_name(name) for name in schemas if public_name(name) != name}
+    if not renames:
+        return spec
+    text = json.dumps(spec)
+    for old, new in renames.items():
+        text = text.replace(f'"#/components/schemas/{old}"', f'"#/components/schemas/{new}"')
+    out = json.loads(text)
+    out["components"]["schemas"] = {public_name(k): {**v, "title": public_name(k)} if v.get("title") == k else v
+                                    for k, v in out["components"]["schemas"].items()}
+    return out
