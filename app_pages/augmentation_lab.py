@@ -6,11 +6,13 @@ from malle.dashboard import augmentation_lab as lab
 from malle.dashboard import widgets
 from malle.dashboard.shared import THUMB_PX, n_pages, op_title, original_labels, ranking_thumbs
 from malle.ops import OPS, chain_from_json, describe_chain
+from malle.report.palette import short_names
 
 BROWSE_PER_PAGE = 12
 
 ctx = widgets.context()
-exp, labels = ctx.experiment, ctx.labels
+exp = ctx.experiment
+labels = short_names(ctx.methods)
 names = original_labels(exp.originals)
 files = list(names)
 

@@ -5,18 +5,19 @@ import math
 import streamlit as st
 
 from malle.dashboard import detection as logic
-from malle.dashboard import frame, widgets
+from malle.dashboard import legend, widgets
+from malle.report.details import threshold_text
+from malle.report.palette import short_names
 
 ctx = widgets.context()
-exp, labels, results = ctx.experiment, ctx.labels, ctx.results
+exp, results = ctx.experiment, ctx.results
 
 st.title("Detection")
 if not results.has_openset:
     st.info("This experiment has no distractor queries: every usable image of the data is an original. Use a dataset "
             "with images to spare (or fewer originals) to see open-set detection.")
     st.stop()
-if frame.analysis_pending(exp, "openset"):  # computed the first time a page needs it
-    widgets.with_progress(frame.ANALYSES["openset"], lambda p: frame.analyse(exp, "openset", p))
+widgets.await_analysis("openset")
 st.caption(f"Deployed copy detection is open-set: {len(exp.distractor_manifest)} distractor queries (images that are "
            f"not originals, modified like the copies) join the {len(exp.manifest)} copies, and each method must say "
            "'copy' only above a threshold. µAP pools every query's top-10 predictions, ties counted against the "
@@ -24,9 +25,9 @@ st.caption(f"Deployed copy detection is open-set: {len(exp.distractor_manifest)}
 
 scores, meanings = ctx.cached(logic.scores_table)
 st.dataframe(scores, column_config=logic.column_config(scores, meanings), key="det_scores", hide_index=True)
-with st.expander("Methods"):
-    st.markdown("\n".join(f"- `{method}`: {label}" for method, label in labels.items()))
-st.altair_chart(ctx.cached(logic.pr_chart, labels), width="stretch")
+with st.expander("Methods: full labels (family, weights, engine, precision)"):
+    st.markdown(ctx.cached(legend.markdown))
+st.altair_chart(ctx.cached(logic.pr_chart), width="stretch")
 
 if results.has_tricks:
     st.subheader("Matching tricks")
@@ -38,14 +39,16 @@ if results.has_tricks:
 
 st.subheader("Threshold picker")
 left, mid, right = st.columns([2, 1, 2])
-method = left.selectbox("Method", ctx.methods, format_func=labels.get, key="det_method")
+names = short_names(ctx.methods)
+method = left.selectbox("Method", ctx.methods, index=ctx.methods.index(ctx.cached(logic.default_method)),
+                        format_func=names.get, key="det_method")
 mode = mid.radio("Choose by", ("target precision", "threshold"), key="det_mode")
 metric = ctx.metric(method)
 if mode == "target precision":
     target = right.slider("Target precision", 0.5, 1.0, 0.9, 0.01, key="det_target")
     similarity = ctx.cached(logic.similarity_for_precision, method, target)
     if math.isnan(similarity):
-        st.warning(f"{labels[method]} reaches a precision of {target:.2f} at no threshold.")
+        st.warning(f"{names[method]} reaches a precision of {target:.2f} at no threshold.")
         st.stop()
 else:
     low, high = (logic.native(metric, s) for s in ctx.cached(logic.threshold_range, method))
@@ -58,8 +61,7 @@ else:
     similarity = logic.as_similarity(metric, value)
 
 point = ctx.cached(logic.operating_point, method, similarity)
-shown = logic.native(metric, similarity)
-st.markdown(f"At {metric.score_name} {'≥' if metric.higher_is_better else '≤'} **{shown:.4g}**:")
+st.markdown(f"At **{threshold_text(metric, similarity, exp.descriptor(method).dim)}**:")
 cols = st.columns(4)
 cols[0].metric("precision", f"{point.precision:.3f}")
 cols[1].metric("recall", f"{point.recall:.3f}")
@@ -69,8 +71,19 @@ with st.expander("Recall per op at this threshold"):
     widgets.show_table(point.per_op, key="det_per_op", hide_index=True)
 
 st.subheader("Distractors accepted as copies")
-widgets.thumbnail_grid_or(ctx.cached(logic.accepted_distractors, method, similarity),
-                          "No distractor is accepted at this threshold.", columns=4)
+accepted = ctx.cached(logic.accepted_distractors, method, similarity)
+widgets.thumbnail_grid_or(accepted, "No distractor is accepted at this threshold.", columns=4)
 st.subheader("Copies missed")
-widgets.thumbnail_grid_or(ctx.cached(logic.missed_copies, method, similarity),
-                          "Every copy is found at this threshold.", columns=4)
+missed = ctx.cached(logic.missed_copies, method, similarity)
+widgets.thumbnail_grid_or(missed, "Every copy is found at this threshold.", columns=4)
+if not accepted and not missed:  # nothing to see here: say where there is
+    others = [m for m in ctx.cached(logic.methods_with_errors) if m != method]
+    st.info("Nothing to analyse for this method at this threshold." + (" These miss copies at precision 0.9:" if others
+            else " Every method here detects every copy: the hard preset is where they fail."),
+            icon=":material/lightbulb:")
+    for other in others:
+        st.button(f"Show {names[other]}", key=f"det_to_{other}", on_click=widgets.set_state,
+                  args=("det_method", other), icon=":material/arrow_forward:")
+    if not others:
+        st.button("Switch to the hard preset", key="det_to_hard", on_click=widgets.set_state, args=("preset", "hard"),
+                  icon=":material/swap_horiz:")

@@ -2,16 +2,18 @@
 
 import streamlit as st
 
-from malle.dashboard import frame, widgets
+from malle.dashboard import frame, legend, widgets
 from malle.dashboard import image_search as logic
 from malle.dashboard.shared import preview_jpeg, ranking_thumbs
 from malle.errors import BadImage
 from malle.io.naming import safe_file_name
+from malle.report.palette import short_names
 
 UPLOAD, COPY = "Upload an image", "A copy from the experiment"
 
 ctx = widgets.context()
-exp, labels = ctx.experiment, ctx.labels
+exp = ctx.experiment
+names = short_names(ctx.methods)
 
 st.title("Search")
 origin = st.radio("Image to search", (UPLOAD, COPY), horizontal=True, key="search_origin")
@@ -39,5 +41,8 @@ if source:
 
 for ranking in ctx.cached(logic.search_rankings, data, source, k):
     found = f"; true original ranks #{ranking.rank}" if source and ranking.rank else ""
-    st.markdown(f"**{labels[ranking.method]}**: top {k} by {ctx.metric(ranking.method).score_name}{found}")
+    st.markdown(f"**{names[ranking.method]}**: {logic.search_verdict(ctx.results, ranking)}")
+    st.caption(f"Top {k} by {ctx.metric(ranking.method).score_name}{found}")
     widgets.thumbnail_grid(ranking_thumbs(exp, ranking), columns=5)
+with st.expander("Methods: full labels (family, weights, engine, precision)"):
+    st.markdown(ctx.cached(legend.markdown))

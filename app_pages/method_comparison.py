@@ -2,15 +2,17 @@
 
 import streamlit as st
 
+from malle.dashboard import legend, widgets
 from malle.dashboard import method_comparison as comparison
-from malle.dashboard import widgets
 from malle.dashboard.overview import recall_curve_chart
 from malle.dashboard.shared import LEVELS, recall_table
+from malle.report.palette import short_names
 
 EXAMPLES = 8
 
 ctx = widgets.context()
-exp, labels, methods = ctx.experiment, ctx.labels, ctx.methods
+exp, methods = ctx.experiment, ctx.methods
+labels = short_names(methods)  # short names in boxes, headers and legends; the legend below has the full labels
 
 st.title("Method comparison")
 if len(methods) < 2:
@@ -50,4 +52,6 @@ for col, method in zip(st.columns(2), (a, b)):
 
 st.subheader("Recall@K curves")
 recall = ctx.cached(recall_table, tuple(range(1, 21)))
-st.altair_chart(recall_curve_chart(comparison.pair_recall(recall, (a, b)), labels), width="stretch")
+st.altair_chart(recall_curve_chart(comparison.pair_recall(recall, (a, b))), width="stretch")
+with st.expander("Methods: full labels (family, weights, engine, precision)"):
+    st.markdown(ctx.cached(legend.markdown))

@@ -2,20 +2,29 @@
 
 import streamlit as st
 
-from malle.dashboard import detection, widgets
+from malle.dashboard import detection, frame, legend, widgets
 from malle.dashboard import overview as logic
 from malle.dashboard.shared import LEVELS, recall_table
-from malle.lab.published import REFERENCE_LABELS as report_labels
 from malle.report.live import report_files
 
 ctx = widgets.context()
-exp, labels = ctx.experiment, ctx.labels
+exp = ctx.experiment
 recall = ctx.cached(recall_table, tuple(exp.config.ks))
 
 st.title("Overview")
 st.caption("Each modified copy is a query; its original is among the database of originals. "
            "Recall@K is the share of queries whose original (instance level) or any original of its class "
            "(class level) is among the K nearest neighbours.")
+
+current = exp.config.augment.preset or "reference"
+ready = widgets.ready_presets(ctx)
+for preset in frame.PRESET_NAMES:
+    here = ctx.results if preset == current else ready.get(preset)
+    left, right = st.columns([5, 1], vertical_alignment="center")
+    left.markdown(logic.preset_sentence(preset, here, waiting=logic.readiness_words(widgets.preset_progress(preset))))
+    if preset != current:
+        right.button(f"Switch to {preset}", key=f"overview_to_{preset}", on_click=widgets.set_state,
+                     args=("preset", preset), icon=":material/swap_horiz:")
 
 groups = ctx.cached(logic.headline_cards)
 cards = [(group, i, card) for group in groups for i, card in enumerate(group.cards)]
@@ -30,10 +39,12 @@ tables = logic.headline_tables(recall)
 for level in LEVELS:
     st.markdown(f"**{level.capitalize()} level**")
     widgets.show_table(tables[level], key=f"overview_recall_{level}")
-with st.expander("Methods (each column's full label)"):
-    st.markdown(logic.legend(labels))
+if 11 in exp.config.ks:
+    st.caption(logic.K11_NOTE)
+with st.expander("Methods: full labels (family, weights, engine, precision)"):
+    st.markdown(ctx.cached(legend.markdown))
 
-st.altair_chart(logic.recall_curve_chart(ctx.cached(recall_table, tuple(range(1, 21))), labels), width="stretch")
+st.altair_chart(logic.recall_curve_chart(ctx.cached(recall_table, tuple(range(1, 21)))), width="stretch")
 
 st.subheader("Published reference numbers (not measured here)")
 st.caption("As published by the reference experiment: ResNet-50 and pHash on 200 ImageNet originals. "
@@ -42,14 +53,13 @@ published = logic.published_tables()
 for level in LEVELS:
     st.markdown(f"**{level.capitalize()} level (published)**")
     widgets.show_table(published[level], key=f"overview_published_{level}")
-st.caption(" · ".join(f"`{method}`: {label}" for method, label in report_labels.items()))
 with st.expander("Measured here next to published"):
-    widgets.show_table(logic.versus_published(recall, ctx.methods, labels), key="overview_versus", hide_index=True)
+    widgets.show_table(logic.versus_published(recall, ctx.methods), key="overview_versus", hide_index=True)
 
 st.subheader("Dataset and configuration")
 skipped = logic.all_skipped(exp, ctx.upload_skipped)
-st.dataframe(logic.dataset_summary(exp, ctx.source, len(ctx.upload_skipped)), hide_index=True,
-             key="overview_dataset")
+# A static table: its long paths wrap instead of scrolling inside a grid.
+st.table(logic.dataset_summary(exp, ctx.source, len(ctx.upload_skipped)).set_index("item"))
 with st.expander(f"Skipped files ({len(skipped)})"):
     if skipped.empty:
         st.write("No file was skipped.")
@@ -58,14 +68,14 @@ with st.expander(f"Skipped files ({len(skipped)})"):
         st.dataframe(skipped, hide_index=True, key="overview_skipped")
 
 st.subheader("What each method is")
-st.dataframe(ctx.cached(logic.methods_table), hide_index=True, key="overview_methods")
+st.markdown(ctx.cached(legend.markdown, True))
 
 st.subheader("Cost per method")
 quality = ctx.cached(logic.quality_caption)
 st.caption("Encoding throughput on this machine's CPU, exact search time per query, and how often the "
            "top-1 score is shared by another original (ties are broken by database id)"
            + (f"; {quality}." if quality else "."))
-widgets.show_table(ctx.cached(logic.costs_table), key="overview_costs", fmt="%.3f", hide_index=True)
+st.table(ctx.cached(logic.costs_table))  # static: long engine names wrap instead of being cut
 if ctx.results.has_tricks:
     st.subheader("Matching tricks")
     st.caption("Each method with tricks against the same method without them (the Detection page has more).")

@@ -2,13 +2,13 @@
 
 import streamlit as st
 
+from malle.dashboard import legend, widgets
 from malle.dashboard import robustness as logic
-from malle.dashboard import widgets
 from malle.dashboard.shared import op_title, original_labels
 from malle.ops.severity import MIN_RECALL
 
 ctx = widgets.context()
-exp, labels = ctx.experiment, ctx.labels
+exp = ctx.experiment
 
 st.title("Robustness")
 st.caption("Each op alone, at a grid of strengths in its own unit, applied to every original; the first level is the "
@@ -19,14 +19,15 @@ ops = st.multiselect("Ops", logic.op_options(), default=list(logic.DEFAULT_OPS),
 if not ops:
     st.info("Pick at least one op to sweep.")
     st.stop()
-if not logic.sweeps_cached(exp, ops):
-    widgets.with_progress("Sweeping (first time only: every level is cached on disk)…",
-                          lambda progress: exp.severity(ops, progress), done="Sweeps ready")
+widgets.await_stages("Sweeping (first time only: every level is cached on disk)…", exp.severity_nodes(ops),
+                     lambda progress: exp.severity(ops, progress))
 table = ctx.cached(lambda results, chosen: results.experiment.severity(list(chosen)), tuple(ops), name="severity")
 
-st.altair_chart(logic.curves_chart(table, labels))
-st.subheader(f"Breaking points: the first level where Recall@1 falls below {MIN_RECALL}")
-st.dataframe(logic.breaking_table(table, labels), key="rob_breaking")
+st.altair_chart(logic.curves_chart(table, ctx.methods))
+with st.expander("Methods: full labels (family, weights, engine, precision)"):
+    st.markdown(ctx.cached(legend.markdown))
+st.subheader(f"Breaking points: the first strength where Recall@1 falls below {MIN_RECALL}")
+st.dataframe(logic.breaking_table(table, ctx.methods), key="rob_breaking")
 
 st.subheader("One original at every level")
 names = original_labels(exp.originals)

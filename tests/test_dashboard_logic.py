@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from malle.dashboard import augmentation_lab as lab
+from malle.dashboard import detection, frame, legend, overview, per_transformation, shared
 from malle.dashboard import failure_gallery as failures
-from malle.dashboard import frame, overview, per_transformation, shared
 from malle.dashboard import image_search as search
 from malle.dashboard import method_comparison as comparison
 from malle.errors import BadImage
@@ -22,6 +22,8 @@ from malle.inference.cpu import cpu_features
 from malle.lab import published as report
 from malle.lab.experiment import ExperimentConfig
 from malle.ops import OPS, REFERENCE_OPS, Choices, SelectBox, Slider, chain_from_json
+from malle.report import palette, summary
+from malle.report.details import threshold_text
 from malle.retrieval.metrics import HAMMING
 
 
@@ -92,38 +94,60 @@ def test_pagination_helpers():
 # -- charts and tables --------------------------------------------------------------------------
 def test_recall_curve_chart_spec(demo_results):
     recall = shared.recall_table(demo_results, range(1, 21))
-    chart = overview.recall_curve_chart(recall, demo_results.labels)
-    assert chart_fields(chart) == {"x": "k", "y": "recall", "color": "label", "strokeDash": "level"}
+    chart = overview.recall_curve_chart(recall)
+    assert chart_fields(chart) == {"x": "k", "y": "recall", "color": "name", "strokeDash": "level"}
     spec = chart.to_dict()
     values = spec["datasets"][spec["data"]["name"]]
-    assert {v["label"] for v in values} == set(demo_results.labels.values())
+    names = palette.short_names(demo_results.methods)
+    assert {v["name"] for v in values} == set(names.values())
     assert len(values) == len(demo_results.methods) * 2 * 20  # methods x levels x K
+    scale = spec["encoding"]["color"]["scale"]
+    assert scale["domain"] == list(names.values()) and scale["range"] == [palette.colour(m) for m in names]
+
+
+def test_one_colour_per_method_wherever_it_is_drawn(demo_results):
+    """The same method has the same colour whatever else is selected, in the dashboard and in the report."""
+    alone = palette.colour_encoding(palette.short_names(["phash"])).to_dict()["scale"]
+    together = palette.colour_encoding(palette.short_names(demo_results.methods)).to_dict()["scale"]
+    assert alone["range"] == [together["range"][together["domain"].index("pHash")]] == [palette.FIXED["phash"]]
+    assert len(set(palette.colour(m) for m in palette.FIXED)) == len(palette.FIXED)
+    assert palette.colour("sscd_distilled+verify") == palette.colour("sscd_distilled+verify") != palette.colour(
+        "sscd_distilled")
+    report_names = {m: summary.short(label) for m, label in demo_results.labels.items()}
+    assert report_names == palette.short_names(demo_results.methods)  # the report's names are the dashboard's
 
 
 def test_op_heatmap_spec_and_hardest_op(demo_results):
     per_op = demo_results.per_op((1,))
-    labels = demo_results.labels
-    spec = per_transformation.op_heatmap(per_op, 1, "instance", labels).to_dict()
+    names = palette.short_names(demo_results.methods)
+    spec = per_transformation.op_heatmap(per_op, 1, "instance", names).to_dict()
     rect, text = spec["layer"]
     assert rect["mark"]["type"] == "rect" and text["mark"]["type"] == "text"
+    wide = per_transformation.per_op_wide(per_op, 1, "instance", names)
     for layer in (rect, text):
-        assert layer["encoding"]["x"]["field"] == "label" and layer["encoding"]["y"]["field"] == "op_title"
+        assert layer["encoding"]["x"]["field"] == "name" and layer["encoding"]["y"]["field"] == "op_title"
+        # every column labelled, in the table's order
+        assert layer["encoding"]["x"]["sort"] == [c for c in wide.columns if c != "queries"]
+        assert layer["encoding"]["x"]["axis"]["labelOverlap"] is False
     assert rect["encoding"]["color"]["field"] == "recall" and text["encoding"]["text"]["field"] == "recall"
     phash = per_op[(per_op["method"] == "phash") & (per_op["level"] == "instance")]
     worst = phash.loc[phash["recall"].idxmin()]
-    sentences = per_transformation.hardest_op_sentences(per_op, 1, "instance", labels)
-    assert f"Hardest op for **pHash (64-bit)**: **{shared.op_title(worst['op'])}**" in " ".join(sentences)
-    wide = per_transformation.per_op_wide(per_op, 1, "instance", labels)
+    sentences = per_transformation.hardest_op_sentences(per_op, 1, "instance", names)
+    assert f"Hardest op for **pHash**: **{shared.op_title(worst['op'])}**" in " ".join(sentences)
+    # a method that misses nothing is not given a "hardest op" with Recall@1 = 1
+    assert "**SSCD distilled** misses no query at instance Recall@1" in " ".join(sentences)
+    assert per_transformation.perfect_methods(per_op, 1, "instance") == ["sscd_distilled"]
     assert len(wide) == len(REFERENCE_OPS) and wide.index[0] == shared.op_title(
         per_op[per_op["level"] == "instance"].groupby("op")["recall"].mean().idxmin())
-    assert wide.loc[shared.op_title(worst["op"]), labels["phash"]] == worst["recall"]
+    assert wide.loc[shared.op_title(worst["op"]), "pHash"] == worst["recall"]
 
 
 def test_chain_length_and_score_charts(demo_results):
     by_length = demo_results.by_chain_length((5,))
-    chart = per_transformation.chain_length_chart(by_length, 5, "class", demo_results.labels)
+    names = palette.short_names(demo_results.methods)
+    chart = per_transformation.chain_length_chart(by_length, 5, "class", names)
     assert chart_fields(chart)["x"] == "chain_length"
-    table = per_transformation.chain_length_wide(by_length, 5, "class", demo_results.labels)
+    table = per_transformation.chain_length_wide(by_length, 5, "class", names)
     assert table["queries"].sum() == 340 and list(table.index) == [1, 2, 3, 4, 5]
     chart = comparison.score_chart(demo_results.per_query, "phash", "pHash", HAMMING)
     fields = chart_fields(chart)
@@ -144,26 +168,81 @@ def test_filtered_breakdown_recomputes_on_the_kept_queries(demo_results):
 def test_headline_tables_are_the_cli_tables(demo_results):
     recall = demo_results.recall()
     tables = overview.headline_tables(recall)
+    names = palette.short_names(demo_results.methods)
     for level in shared.LEVELS:
-        pd.testing.assert_frame_equal(tables[level], report.short_wide(recall, level))
-        assert list(tables[level].columns) == demo_results.methods  # short names; the legend has the labels
+        pd.testing.assert_frame_equal(tables[level], report.short_wide(recall, level).rename(columns=names))
+        assert list(tables[level].columns) == list(names.values())  # short names; the legend has the labels
     assert overview.published_tables()["instance"].loc[1].tolist() == [0.9425, 0.5486]
 
 
 def test_costs_and_dataset_summary(demo_results):
     exp = demo_results.experiment
     costs = overview.costs_table(demo_results)
-    assert costs["method"].tolist() == list(demo_results.labels.values())
-    assert (costs["images/s to encode"] > 0).all()
-    # Each method says what ran it on which CPU: the CNN its engine and precision, the others their runtime.
-    runs_on = dict(zip(costs["method"], costs["runs on"]))
-    cpu = cpu_features().describe()
-    assert all(text.endswith(" · " + cpu) for text in runs_on.values())
+    names = palette.short_names(demo_results.methods)
+    assert list(costs.columns) == list(names.values())  # a column per method: fits any screen
+    assert all(float(v.replace(",", "")) > 0 for v in costs.loc["images/s to encode"])
     cnn = exp.descriptor("efficientnet_lite2")
-    assert runs_on[cnn.label].startswith(cnn.engine.path())
+    assert costs.loc["runs on", "EfficientNet-Lite2"].startswith(cnn.engine.path())
+    assert set(costs.loc["CPU"]) == {cpu_features().describe()}
+    assert costs.loc["metric", "pHash"] == "Hamming distance"
     summary = dict(overview.dataset_summary(exp, frame.DEMO.label, 2).itertuples(index=False))
     assert summary["Originals"] == "60" and summary["Modified copies (queries)"] == "340"
     assert summary["Skipped files"] == str(len(exp.skipped) + 2) and summary["Seed"] == "0"
+
+
+def test_overview_headline_says_what_each_preset_shows(demo_results):
+    sentence = overview.preset_sentence("reference", demo_results)
+    assert sentence.startswith("**reference**, the published experiment (")
+    assert "SSCD distilled ranks the true original first for 100.0% of 340 copies" in sentence
+    assert "pHash for" in sentence and "misses none" in sentence
+    waiting = overview.preset_sentence("hard", None, "being computed in the background (stage 2 of 9)")
+    assert waiting.startswith("**hard**, the field's edits (") and waiting.endswith("(stage 2 of 9).")
+
+
+def test_k11_is_explained_where_the_tables_show_it(demo_results):
+    assert 11 in demo_results.config.ks and 11 in overview.published_tables()["instance"].index
+    assert "K = 11" in overview.K11_NOTE and "published" in overview.K11_NOTE
+
+
+def test_legend_gives_every_method_its_full_label(demo_results):
+    text = legend.markdown(demo_results, licence=True)
+    for method, label in demo_results.labels.items():
+        assert f"**{palette.short_name(method)}**: {label};" in text
+    assert text.count("engine: ") == text.count("precision: ") == text.count("licence: ") == 3
+
+
+# -- thresholds: one definition, in the method's own unit -----------------------------------------
+@pytest.mark.parametrize("target", [0.9, 0.8, 0.95])
+def test_table_threshold_is_the_pickers_at_the_same_precision(demo_results, target):
+    """The scores table's threshold@P90 is the picker's at 0.90, both shown in the method's unit (never negated)."""
+    table = demo_results.openset().set_index("method")
+    scores, _ = detection.scores_table(demo_results)
+    shown = dict(zip(scores["method"], scores["threshold@P90"]))
+    for method in demo_results.methods:
+        desc = demo_results.experiment.descriptor(method)
+        picked = detection.similarity_for_precision(demo_results, method, target)
+        point = detection.operating_point(demo_results, method, picked)
+        assert point.precision >= target
+        if target == 0.9:
+            assert picked == table.loc[method, "threshold_at_p90"]
+            words = threshold_text(desc.metric, picked, desc.dim)
+            assert shown[palette.short_name(method)] == words
+            native = detection.native(desc.metric, picked)
+            assert native >= 0 and "-" not in words
+            if desc.metric.binary:
+                assert words == f"Hamming distance ≤ {int(native)}/{desc.dim} bits"
+            else:
+                assert words == f"cosine similarity ≥ {native:.4f}"
+        # the highest recall at that precision: a looser threshold gains no copy
+        looser = detection.operating_point(demo_results, method, np.nextafter(picked, -np.inf))
+        assert looser.recall == point.recall or looser.precision < target
+
+
+def test_detection_opens_on_a_method_with_something_to_show(demo_results):
+    table = demo_results.openset().set_index("method")
+    method = detection.default_method(demo_results)
+    assert table.loc[method, "recall_at_p90"] < 1
+    assert method == next(m for m in demo_results.methods if table.loc[m, "recall_at_p90"] < 1)
 
 
 # -- augmentation lab and search ----------------------------------------------------------------

@@ -17,8 +17,10 @@ import pandas as pd
 
 from malle.bank import Bank, MatchResult
 from malle.bank.store import DB_NAME
+from malle.dashboard.frame import ENV_ALLOWED_ROOTS
 from malle.errors import ConfigError
-from malle.retrieval.metrics import METRICS
+from malle.report.palette import short_name
+from malle.retrieval.metrics import METRICS, Metric
 
 ENV_BANK = "MALLE_BANK"
 ITEMS_PER_PAGE = 24
@@ -33,6 +35,7 @@ class ItemCard:
     caption: str
     thumbnail: bytes | None
     is_match: bool
+    has_thumbnail: bool = True  # False for an item imported from a hash list or embeddings: codes, no image
 
 
 def default_bank() -> str:
@@ -46,7 +49,8 @@ def bank_folder(text: str, roots: Sequence[Path]) -> Path:
     folder = Path(text.strip()).expanduser().resolve()
     if not any(folder.is_relative_to(root) for root in roots):
         raise ConfigError(f"{text.strip()} is outside the folders this dashboard may read "
-                          f"({', '.join(str(r) for r in roots)})")
+                          f"({', '.join(str(r) for r in roots)}); set {ENV_ALLOWED_ROOTS} (folders separated by "
+                          f"'{os.pathsep}') or start it with `-- --allowed-root PATH` to allow more")
     if not (folder / DB_NAME).is_file():
         raise ConfigError(f"{text.strip()} is not a bank (no {DB_NAME}); `malle bank create` makes one")
     return folder
@@ -57,34 +61,62 @@ def open_bank(folder: Path) -> Bank:
 
 
 def collections_table(bank: Bank) -> pd.DataFrame:
-    rows = [{"collection": c.name, "method": c.method, "items": c.count, "threshold": c.threshold,
-             "unit": METRICS[c.metric].score_name, "threshold from": c.threshold_source, "index": c.index_factory,
-             "created": c.created} for c in bank.collections()]
-    return pd.DataFrame(rows, columns=["collection", "method", "items", "threshold", "unit", "threshold from",
-                                       "index", "created"])
+    """One row per collection, narrow enough for any screen: the threshold in its unit ("cosine ≥ 0.236",
+    "Hamming ≤ 14/64 bits"); where it came from and when the collection was made are in ``collection_details``."""
+    rows = [{"collection": c.name, "method": short_name(c.method), "items": c.count,
+             "copy when": verdict_rule(METRICS[c.metric], c.threshold, c.dim), "index": c.index_factory}
+            for c in bank.collections()]
+    return pd.DataFrame(rows, columns=["collection", "method", "items", "copy when", "index"])
 
 
-def verdict(score: float, threshold: float, metric_name: str, is_match: bool) -> str:
-    """'distance 12 ≤ 31: match' for hashes, 'similarity 0.105 < 0.236: no match' for embeddings."""
-    metric = METRICS[metric_name]
-    if metric.binary:
-        return f"distance {score:g} {'≤' if is_match else '>'} {threshold:g}: {'match' if is_match else 'no match'}"
-    return f"similarity {score:.3f} {'≥' if is_match else '<'} {threshold:.3f}: {'match' if is_match else 'no match'}"
+def collection_details(bank: Bank, name: str) -> str:
+    """Markdown: the long facts of one collection that would widen its table."""
+    coll = bank.collection(name)
+    return (f"`{coll.method}` · threshold from: {coll.threshold_source} · created {coll.created}")
+
+
+def verdict_rule(metric: Metric, threshold: float, dim: int) -> str:
+    """When a score means "copy", in the metric's own unit: "cosine similarity ≥ 0.236", "Hamming distance ≤ 14/64"."""
+    relation = "≥" if metric.higher_is_better else "≤"
+    return f"{metric.score_name} {relation} {metric.format_score(threshold, dim)}"
+
+
+def verdict(score: float, threshold: float, metric: Metric, dim: int) -> tuple[bool, str]:
+    """(copy or not, its words): "copy: Hamming distance 12/64 bits ≤ 14", "no copy: cosine similarity 0.105 < 0.236".
+    The one rule the Bank and Search pages judge by."""
+    is_copy = bool(score >= threshold) if metric.higher_is_better else bool(score <= threshold)
+    relation = ("≥" if is_copy else "<") if metric.higher_is_better else ("≤" if is_copy else ">")
+    shown = f"{threshold:.4f}" if not metric.binary else f"{threshold:g}"
+    return is_copy, (f"{'copy' if is_copy else 'no copy'}: {metric.score_name} {metric.format_score(score, dim)} "
+                     f"{relation} {shown}")
 
 
 def match_cards(bank: Bank, name: str, data: bytes, k: int) -> tuple[MatchResult, list[ItemCard]]:
-    """A query's matches, best first, each with its thumbnail and its verdict against the threshold."""
+    """A query's matches, best first, each with its thumbnail and its verdict against the collection's threshold
+    (the bank's own: a low-quality query's matches are no copies)."""
     coll = bank.collection(name)
     result = bank.match_bytes(name, data, k)
-    cards = [ItemCard(m.item.id, m.item.filename, verdict(m.score, result.threshold, coll.metric, m.is_match),
-                  bank.store.thumbnail(name, m.item.id), m.is_match) for m in result.matches]
+    metric = METRICS[coll.metric]
+    cards = [ItemCard(m.item.id, m.item.filename, _match_caption(m, result, metric, coll.dim),
+                      bank.store.thumbnail(name, m.item.id), m.is_match, m.item.has_thumbnail) for m in result.matches]
     return result, cards
+
+
+def _match_caption(match, result: MatchResult, metric: Metric, dim: int) -> str:
+    is_copy, words = verdict(match.score, result.threshold, metric, dim)
+    if is_copy and not match.is_match:  # the bank takes no match of a low-quality query for a copy
+        return f"no copy: the query is low quality ({result.quality_reason or 'too little detail'})"
+    return words
 
 
 def item_cards(bank: Bank, name: str, page: int, per_page: int = ITEMS_PER_PAGE) -> list[ItemCard]:
     """Page ``page`` (from 1) of the live items, in the order they were added."""
     items = bank.store.items(name, offset=(page - 1) * per_page, limit=per_page)
-    return [ItemCard(i.id, i.filename, f"#{i.id} {i.filename}", bank.store.thumbnail(name, i.id), False) for i in items]
+    return [ItemCard(i.id, i.filename, f"#{i.id} {i.filename}", bank.store.thumbnail(name, i.id), False,
+                     i.has_thumbnail) for i in items]
+
+
+NO_THUMBNAIL = "no thumbnail: added as a code without its image (a hash list or an embeddings folder)"
 
 
 def n_pages(count: int, per_page: int = ITEMS_PER_PAGE) -> int:

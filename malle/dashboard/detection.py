@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from malle.dashboard.shared import Thumb, with_labels
+from malle.dashboard.shared import Thumb
 from malle.evaluation import micro_ap as openset
 from malle.evaluation import recall as evaluate
 from malle.lab.experiment import Results
+from malle.report.details import threshold_text
+from malle.report.palette import colour_encoding, short_names, with_names
 from malle.retrieval.metrics import Metric
 
 # Short headers keep the tables inside the page; each header's full meaning is its tooltip.
@@ -21,7 +23,8 @@ SCORE_HEADERS = {
     "method": ("method", "the method's name; the legend below gives each one's full label"),
     "uap": ("µAP", "micro average precision over every query's top-10 predictions (ISC2021)"),
     "recall_at_p90": ("R@P90", "recall at precision 0.9"),
-    "threshold_at_p90": ("threshold@P90", "the score giving precision 0.9 (a similarity; hashes: minus the distance)"),
+    "threshold_at_p90": ("threshold@P90", "the threshold giving precision 0.9 at the highest recall, in the method's "
+                                          "own unit; the threshold picker below at 0.90 gives the same"),
     "n_queries": ("queries", "copies and distractor queries"),
     "n_positives": ("copies", "ground-truth pairs: one per copy"),
 }
@@ -52,8 +55,20 @@ def column_config(table: pd.DataFrame, meanings: dict[str, str], fmt: str = "%.4
 
 
 def scores_table(results: Results) -> tuple[pd.DataFrame, dict[str, str]]:
-    """µAP, recall at precision 0.9 and its threshold per method, best µAP first, under short headers."""
-    return short_headers(results.openset().sort_values("uap", ascending=False), SCORE_HEADERS)
+    """µAP, recall at precision 0.9 and its threshold (in the method's unit) per method, best µAP first, under short
+    headers and short method names."""
+    table = results.openset().sort_values("uap", ascending=False)
+    exp = results.experiment
+    table = table.assign(threshold_at_p90=[threshold_text(exp.descriptor(m).metric, t, exp.descriptor(m).dim)
+                                           for m, t in zip(table["method"], table["threshold_at_p90"])],
+                         method=table["method"].map(short_names(results.methods)))
+    return short_headers(table, SCORE_HEADERS)
+
+
+def default_method(results: Results) -> str:
+    """The picker's first method: the first (in the sidebar's order) that misses copies at precision 0.9, so the
+    page opens on something to look at; else the first."""
+    return next(iter(methods_with_errors(results)), results.methods[0])
 
 
 def trick_table(results: Results) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -61,17 +76,18 @@ def trick_table(results: Results) -> tuple[pd.DataFrame, dict[str, str]]:
     return short_headers(results.trick_gains(), TRICK_HEADERS)
 
 
-def pr_chart(results: Results, labels: dict[str, str]) -> alt.Chart:
+def pr_chart(results: Results) -> alt.Chart:
     curves = results.pr_curves()
+    names = short_names(results.methods)
     # A curve has a point per prediction; keep the upper envelope on a recall grid so the chart stays light.
     curves = curves.assign(recall=curves["recall"].round(3)).groupby(["method", "recall"], as_index=False)[
         "precision"].max()
-    return alt.Chart(with_labels(curves, labels), title="Precision against recall, every prediction pooled").mark_line(
+    return alt.Chart(with_names(curves, names), title="Precision against recall, every prediction pooled").mark_line(
         interpolate="step-after").encode(
         x=alt.X("recall:Q", title="recall", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("precision:Q", title="precision", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("label:N", title="method"),
-        tooltip=["label:N", alt.Tooltip("recall:Q", format=".3f"), alt.Tooltip("precision:Q", format=".3f")])
+        color=colour_encoding(names),
+        tooltip=["name:N", alt.Tooltip("recall:Q", format=".3f"), alt.Tooltip("precision:Q", format=".3f")])
 
 
 def method_predictions(results: Results, method: str) -> pd.DataFrame:
@@ -102,10 +118,11 @@ def operating_point(results: Results, method: str, similarity: float) -> Operati
 
 
 def similarity_for_precision(results: Results, method: str, target: float) -> float:
-    """The loosest threshold (as a similarity) that still gives precision ``target``; NaN if none does."""
+    """The threshold (as a similarity) giving precision ``target`` at the highest recall; NaN if none does. The same
+    definition as the scores table's threshold@P90 (``micro_ap.recall_at_precision``), so at 0.90 they agree."""
     predictions = method_predictions(results, method)
     _, curve = openset.score(predictions, n_positives=len(results.experiment.manifest))
-    return openset.threshold_for_precision(curve, target)
+    return openset.recall_at_precision(curve, target)[1]
 
 
 def threshold_range(results: Results, method: str) -> tuple[float, float]:
@@ -131,7 +148,8 @@ def accepted_distractors(results: Results, method: str, similarity: float, limit
     thumbs = []
     for row in wrong.itertuples():
         thumbs += [Thumb(exp.distractors_dir / row.query, f"distractor {row.query}"),
-                   Thumb(exp.originals_dir / row.reference, f"taken for {row.reference} · score {row.score:.4g}")]
+                   Thumb(exp.originals_dir / row.reference,
+                         f"taken for {row.reference} · {score_words(exp, method, row.score)}")]
     return thumbs
 
 
@@ -144,5 +162,17 @@ def missed_copies(results: Results, method: str, similarity: float, limit: int =
     thumbs = []
     for row in missed.itertuples():
         thumbs += [Thumb(exp.copies_dir / row.file, f"missed copy {row.file}"),
-                   Thumb(Path(exp.originals_dir) / row.source, f"✅ its original {row.source}", True)]
+                   Thumb(Path(exp.originals_dir) / row.source, f"its original {row.source}", True)]
     return thumbs
+
+
+def score_words(exp, method: str, similarity: float) -> str:
+    """A prediction's score (stored as a similarity) in the method's own unit: never a negated distance."""
+    desc = exp.descriptor(method)
+    return f"{desc.score_name} {desc.metric.format_score(desc.metric.from_similarity(similarity) + 0.0, desc.dim)}"
+
+
+def methods_with_errors(results: Results) -> list[str]:
+    """The methods that miss copies or accept distractors at precision 0.9: where the page has something to show."""
+    table = results.openset().set_index("method")
+    return [m for m in results.methods if m in table.index and table.loc[m, "recall_at_p90"] < 1]

@@ -16,6 +16,7 @@ from malle.io.images import load_rgb
 from malle.io.tables import row_ids
 from malle.lab.experiment import Experiment, Results
 from malle.ops import OPS, ContextOp, Step, chain_from_json, describe_chain
+from malle.report.palette import short_name
 
 
 def failures(results: Results, method: str, include_ops: Sequence[str] = ()) -> pd.DataFrame:
@@ -88,3 +89,20 @@ def charged_by_query(results: Results, method: str) -> dict[str, str]:
     """{missed query: the op(s) charged with the miss, or "the combination"} for chains of two or more ops."""
     table = results.charged(method)
     return dict(zip(table["query"], table["charged"].str.replace("|", " and ", regex=False)))
+
+
+def failure_count(results: Results, method: str) -> int:
+    part = results.per_query[results.per_query["method"] == method]
+    return int((~evaluate.hit_at_k(part, 1).to_numpy()).sum())
+
+
+def default_method(results: Results) -> str:
+    """The gallery's first method: the first (in the sidebar's order, best families first) that fails at all, so the
+    page opens on failures; the first method when none fails (the page then points to where failures are)."""
+    return next((m for m in results.methods if failure_count(results, m)), results.methods[0])
+
+
+def alternative_text(preset: str, method: str, failures: int, queries: int, current_preset: str) -> str:
+    """A button's words for one (preset, method) with failures."""
+    where = "" if preset == current_preset else f" on the {preset} preset"
+    return f"{short_name(method)}{where}: {failures} failures among {queries}"

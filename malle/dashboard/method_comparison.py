@@ -12,6 +12,7 @@ from malle.dashboard.shared import Thumb
 from malle.evaluation import recall as evaluate
 from malle.lab import published as report
 from malle.lab.experiment import Experiment, Results
+from malle.report.palette import svg_rendered
 from malle.retrieval.metrics import Metric
 
 AGREEMENT_CELLS = ("both", "only_a", "only_b", "neither")
@@ -62,7 +63,7 @@ def query_and_original_thumbs(exp: Experiment, rows: pd.DataFrame) -> list[Thumb
     thumbs = []
     for row in rows.itertuples():
         thumbs += [Thumb(exp.copies_dir / row.query, f"query {row.query}"),
-                   Thumb(exp.originals_dir / row.source, f"✅ true original {row.source}", True)]
+                   Thumb(exp.originals_dir / row.source, f"true original {row.source}", True)]
     return thumbs
 
 
@@ -74,13 +75,13 @@ def score_chart(per_query: pd.DataFrame, method: str, label: str, metric: Metric
         pd.DataFrame({"score": part["best_wrong_score"], "kind": "best wrong original"}),
     ], ignore_index=True).dropna()
     better = "higher" if metric.higher_is_better else "lower"
-    return alt.Chart(data, title=f"{label}: {metric.score_name} ({better} = more similar)").mark_bar(
+    return svg_rendered(alt.Chart(data, title=f"{label}: {metric.score_name} ({better} = more similar)").mark_bar(
         opacity=0.55, binSpacing=0).encode(
         x=alt.X("score:Q", bin=alt.Bin(maxbins=40), title=metric.score_name),
         y=alt.Y("count():Q", stack=None, title="queries"),
         color=alt.Color("kind:N", title=None, scale=alt.Scale(domain=["true original", "best wrong original"],
                                                               range=["#2ca02c", "#d62728"])),
-    )
+    ))
 
 
 def separation_rate(per_query: pd.DataFrame, method: str, metric: Metric) -> float:

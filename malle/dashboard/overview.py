@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import altair as alt
 import pandas as pd
 
-from malle.dashboard.shared import LEVELS, with_labels
+from malle.dashboard.shared import LEVELS
 from malle.descriptors.families import Family, as_family
 from malle.lab import published as report
 from malle.lab.experiment import Experiment, Results
-from malle.tricks.methods import parse
+from malle.ops import PRESETS
+from malle.report.palette import colour_encoding, short_name, short_names, svg_rendered, with_names
 
 
 @dataclass
@@ -44,7 +45,7 @@ def headline_cards(results: Results) -> list[FamilyCards]:
     groups: dict[Family, list[MethodCard]] = {}
     for method in results.methods:
         desc = results.experiment.descriptor(method)
-        card = MethodCard(method, desc.card_name() + parse(method).short(), costs.loc[method, "label"],
+        card = MethodCard(method, short_name(method), costs.loc[method, "label"],
                     float(instance.loc[method, 1]),
                     float(instance.loc[method, 10]), float(costs.loc[method, "images_per_s"]))
         groups.setdefault(as_family(desc.family), []).append(card)
@@ -63,36 +64,63 @@ def quality_caption(results: Results) -> str:
                      for threshold, names in by_threshold.items())
 
 
-def methods_table(results: Results) -> pd.DataFrame:
-    """What each method is: family, weights and their licence, precision."""
-    return results.methods_table().drop(columns="method")
+# What each preset is for, in the headline's words (the sidebar's choice names the preset itself).
+STORY = {"reference": "the published experiment", "hard": "the field's edits"}
+
+
+def readiness_words(progress) -> str:
+    """What a page says of another preset's run (a ``prefetch.JobProgress``): ready, or how far its computation is."""
+    if progress.readiness.done:
+        return "ready"
+    return progress.text if progress.label else progress.readiness.label
+
+
+def preset_sentence(preset: str, results: Results | None, waiting: str = "") -> str:
+    """One sentence on what ``preset`` shows: its best and weakest method's instance R@1, from ``results``; while
+    they are not ready, what is being done about it (``waiting``)."""
+    what = f"**{preset}**, {STORY.get(preset, 'a preset')} ({PRESETS[preset].description.split(': ', 1)[-1]})"
+    if results is None:
+        return f"{what}: {waiting or 'computed when you pick it in the sidebar'}."
+    recall = results.recall([1])
+    r1 = recall[recall["level"] == "instance"].set_index("method")["recall"]
+    names = short_names(results.methods)
+    best, worst = r1.idxmax(), r1.idxmin()
+    n = int((results.per_query["method"] == best).sum())
+    found = f"{names[best]} ranks the true original first for {r1[best]:.1%} of {n} copies"
+    if worst != best:
+        found += f", {names[worst]} for {r1[worst]:.1%}"
+    verdict = ("; even the best method misses some: the failures to analyse are here" if r1[best] < 1
+               else "; the best method misses none")
+    return f"{what}: {found}{verdict}."
 
 
 def headline_tables(recall: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Instance and class Recall@K in the reference format: rows K, one column per method, headed by its name
-    (``legend`` gives the full labels, so many methods still fit the page)."""
-    return {level: report.short_wide(recall, level) for level in LEVELS}
+    """Instance and class Recall@K in the reference format: rows K, one column per method, headed by its short name
+    (the legend gives the full labels, so many methods still fit the page)."""
+    names = short_names(dict.fromkeys(recall["method"]))
+    return {level: report.short_wide(recall, level).rename(columns=names) for level in LEVELS}
 
 
 def published_tables() -> dict[str, pd.DataFrame]:
-    return headline_tables(report.reference_recall())
+    return {level: report.short_wide(report.reference_recall(), level).rename(columns=report.REFERENCE_LABELS)
+            for level in LEVELS}
 
 
-def legend(labels: dict[str, str]) -> str:
-    """Markdown: each method's name and its full label (family, weights, engine, precision)."""
-    return "\n".join(f"- `{method}`: {label}" for method, label in labels.items())
+K11_NOTE = ("K = 11 is there because the reference experiment published Recall@11 next to K = 1, 3, 5 and 10; "
+            "the row is kept so that every row lines up with a published one.")
 
 
-def recall_curve_chart(recall: pd.DataFrame, labels: dict[str, str], title: str = "Recall@K vs K") -> alt.Chart:
-    """One line per method and level: colour = method, dash = level."""
-    data = with_labels(recall, labels)
-    return alt.Chart(data, title=title).mark_line(point=True).encode(
+def recall_curve_chart(recall: pd.DataFrame, title: str = "Recall@K vs K") -> alt.Chart:
+    """One line per method and level: colour = method (its colour on every page), dash = level."""
+    names = short_names(dict.fromkeys(recall["method"]))
+    return svg_rendered(alt.Chart(with_names(recall, names), title=title).mark_line(point=True).encode(
         x=alt.X("k:Q", title="K"),
         y=alt.Y("recall:Q", title="Recall@K", scale=alt.Scale(zero=False)),
-        color=alt.Color("label:N", title="method"),
-        strokeDash=alt.StrokeDash("level:N", title="level"),
-        tooltip=["label:N", "level:N", "k:Q", alt.Tooltip("recall:Q", format=".4f")],
-    )
+        color=colour_encoding(names),
+        strokeDash=alt.StrokeDash("level:N", title="level", legend=alt.Legend(
+            symbolType="stroke", symbolStrokeColor="#555555", symbolStrokeWidth=2, symbolSize=400)),
+        tooltip=["name:N", "level:N", "k:Q", alt.Tooltip("recall:Q", format=".4f")],
+    ))
 
 
 def reference_caption(methods: Sequence[str]) -> str:
@@ -133,10 +161,10 @@ def dataset_summary(exp: Experiment, source: str, extra_skipped: int = 0) -> pd.
     return pd.DataFrame(rows, columns=["item", "value"]).astype({"value": str})
 
 
-def versus_published(recall: pd.DataFrame, methods: Sequence[str], labels: dict[str, str]) -> pd.DataFrame:
+def versus_published(recall: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
     """Measured next to published: each published method next to its counterpart here."""
     table = report.versus_reference(recall, report.reference_pairs(methods))
-    return table.assign(method=table["method"].map(labels),
+    return table.assign(method=table["method"].map(short_names(methods)),
                         reference_method=table["reference_method"].map(report.REFERENCE_LABELS))
 
 
@@ -145,21 +173,26 @@ def all_skipped(exp: Experiment, upload_skipped: pd.DataFrame) -> pd.DataFrame:
 
 
 def costs_table(results: Results) -> pd.DataFrame:
+    """One row per measure, one column per method (short names): three or four method columns fit any screen,
+    where a dozen measure columns ran off it. Values are text, each in its measure's format."""
     costs = results.costs()
-    metrics = {m: results.experiment.descriptor(m).metric for m in costs["method"]}
-    tricks = {"tricks ms per query": costs["tricks_ms_per_query"]} if "tricks_ms_per_query" in costs else {}
-    return pd.DataFrame({
-        "method": costs["label"],
-        "family": costs["family"],
+    names = short_names(results.methods)
+    rows = {
+        "runs on": costs["runtime"],
         "precision": costs["precision"],
-        "runs on": costs["runtime"] + " · " + costs["cpu"],
-        "dimensions": costs["dim"],
-        "metric": costs["method"].map(lambda m: metrics[m].score_name),
-        "images/s to encode": costs["images_per_s"],
-        "ms per query": costs["ms_per_query"],
-        "top-1 tie rate": costs["top1_tie_rate"],
-        "R@1 if ties won": costs["r1_ties_won"],
-        "R@1 if ties lost": costs["r1_ties_lost"],
-        "low-quality hashes": costs["low_quality_share"],
-        **tricks,
-    })
+        "CPU": costs["cpu"],
+        "dimensions": costs["dim"].map(str),
+        "metric": costs["method"].map(lambda m: results.experiment.descriptor(m).metric.score_name),
+        "images/s to encode": costs["images_per_s"].map(lambda v: f"{v:,.1f}"),
+        "ms per query": costs["ms_per_query"].map(lambda v: f"{v:.3f}"),
+        "top-1 tie rate": costs["top1_tie_rate"].map(lambda v: f"{v:.3f}"),
+        "R@1 if ties won": costs["r1_ties_won"].map(lambda v: f"{v:.4f}"),
+        "R@1 if ties lost": costs["r1_ties_lost"].map(lambda v: f"{v:.4f}"),
+        "low-quality hashes": costs["low_quality_share"].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}"),
+    }
+    if "tricks_ms_per_query" in costs:
+        rows["tricks ms per query"] = costs["tricks_ms_per_query"].map(lambda v: "–" if pd.isna(v) else f"{v:.1f}")
+    table = pd.DataFrame({measure: list(values) for measure, values in rows.items()},
+                         index=[names[m] for m in costs["method"]]).T
+    table.index.name = "measure"
+    return table

@@ -9,7 +9,7 @@ from malle.report import charts
 from malle.report.html import absent, chart, frame_table, number, paragraph, table, text
 from malle.report.run_folder import RunFolder
 from malle.report.summary import short
-from malle.retrieval.metrics import metric_named
+from malle.retrieval.metrics import Metric, metric_named
 
 
 def _instance_r1(table: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
@@ -60,14 +60,13 @@ def severity(run: RunFolder) -> str:
     return "".join(parts)
 
 
-def threshold_text(metric_name: str, threshold: float, dim: int) -> str:
-    """R@P90's threshold in the method's own unit: a similarity at least, or a distance at most."""
-    if pd.isna(threshold):
+def threshold_text(metric: Metric, similarity: float, dim: int) -> str:
+    """A threshold (stored as a similarity: hashes as minus the distance) in the method's own unit: a cosine
+    similarity at least, or a Hamming distance in bits at most; never negated. The dashboard says it the same way."""
+    if pd.isna(similarity):
         return "precision 0.9 is never reached"
-    metric = metric_named(metric_name)
-    native = metric.from_similarity(threshold)
     relation = "≥" if metric.higher_is_better else "≤"
-    return f"{metric.score_name} {relation} {metric.format_score(native, dim)}"
+    return f"{metric.score_name} {relation} {metric.format_score(metric.from_similarity(similarity) + 0.0, dim)}"
 
 
 def openset_section(run: RunFolder) -> str | None:
@@ -79,7 +78,7 @@ def openset_section(run: RunFolder) -> str | None:
     for r in run.openset.itertuples():
         rows.append([text(short(run.labels.get(r.method, r.method))),
                      number(r.uap, 4, {"check": "uap", "method": r.method}), number(r.recall_at_p90),
-                     text(threshold_text(costs.loc[r.method, "metric"], r.threshold_at_p90,
+                     text(threshold_text(metric_named(costs.loc[r.method, "metric"]), r.threshold_at_p90,
                                          int(costs.loc[r.method, "dim"]))),
                      text(f"{int(r.n_queries)} ({int(r.n_positives)} copies)")])
     parts = [paragraph("Copies and distractor queries (edited images of photos not in the database) are searched "
