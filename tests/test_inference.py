@@ -7,6 +7,8 @@ eager PyTorch for the compiled engines of a PyTorch model, ONNX Runtime on the s
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import timm
@@ -16,16 +18,26 @@ from malle.descriptors.base import l2_normalise
 from malle.descriptors.cnn import EfficientNetLite2
 from malle.descriptors.network import DEMO_CALIBRATION
 from malle.descriptors.sscd import SSCDDistilled
-from malle.inference.cpu import CpuFeatures
+from malle.inference.cpu import KINDS, OTHER, CpuFeatures, typical
 from malle.inference.engines import EagerTorch, Engine, OnnxRuntimeFp32, OnnxRuntimeInt8
 from malle.inference.model import CalibrationFailed, CalibrationSet, Model
 from malle.inference.onnx import OnnxRunner
 from malle.inference.openvino_engines import OpenVinoBf16, OpenVinoFp32, OpenVinoInt8
-from malle.inference.precision import ASKED, EXACT, FALLBACK, auto_paths, choose_engine, fallback_engine, measured_paths
+from malle.inference.precision import (
+    ASKED,
+    EXACT,
+    FALLBACK,
+    FasterPath,
+    auto_paths,
+    choose_engine,
+    fallback_engine,
+    measured_paths,
+)
 from malle.inference.quantize import CALIBRATION_IMAGES, calibration_photos
 from malle.io.images import load_rgb
 
-WITH_VNNI = CpuFeatures(avx2=True, avx512=True, vnni=True, bf16=True)
+ZEN4 = CpuFeatures(avx2=True, avx512=True, vnni=True, bf16=True)  # AVX-512 VNNI and BF16, no AMX
+WITH_VNNI_ONLY = CpuFeatures(avx2=True, avx512=True, vnni=True, bf16=False)  # e.g. Ice Lake
 WITHOUT_VNNI = CpuFeatures(avx2=True, avx512=True, vnni=False, bf16=False)
 # What each engine promises against its exact reference on real photos (cosine, worst photo).
 FIDELITY = {OnnxRuntimeFp32: 0.9999, OnnxRuntimeInt8: 0.97}  # int8 measured 0.985 at worst on 36 held-out photos
@@ -114,14 +126,52 @@ def test_int8_without_calibration_photos_fails_as_a_calibration_failure(effnet_m
 # -------------------------------------------------------------------------- the policy
 
 
-def test_auto_takes_int8_only_for_a_measured_model_on_a_cpu_with_vnni():
-    assert choose_engine("efficientnet_lite2", "auto", cpu=WITH_VNNI) is OnnxRuntimeInt8
+def test_auto_takes_only_what_was_measured_on_the_cpus_kind():
+    assert typical("avx512_bf16").kind == "avx512_bf16" == ZEN4.kind  # AMD Zen 4: AVX-512 BF16, no AMX
+    assert choose_engine("efficientnet_lite2", "auto", cpu=ZEN4) is OpenVinoBf16  # 2.05x against int8's 1.82x
+    assert choose_engine("sscd_distilled", "auto", cpu=ZEN4) is OpenVinoBf16
     assert choose_engine("efficientnet_lite2", "auto", cpu=WITHOUT_VNNI) is OnnxRuntimeFp32  # nothing measured on AVX2
-    assert choose_engine("resnet50", "auto", cpu=WITH_VNNI) is OnnxRuntimeFp32  # int8 R@1 not measured for it
-    assert choose_engine("sscd_distilled", "auto", cpu=WITH_VNNI) is EXACT
+    assert choose_engine("efficientnet_lite2", "auto", cpu=WITH_VNNI_ONLY) is EXACT  # VNNI without BF16: unmeasured
+    assert choose_engine("resnet50", "auto", cpu=ZEN4) is OnnxRuntimeFp32  # nothing measured for it
     listed = measured_paths("efficientnet_lite2")
     expected = listed[0].kind if listed else EXACT
     assert choose_engine("efficientnet_lite2", "auto") is expected  # this machine's own CPU
+
+
+TABLE_KINDS = sorted({path.cpu for path in auto_paths()} | set(KINDS) | {OTHER})
+
+
+@pytest.mark.parametrize("kind", TABLE_KINDS)
+def test_auto_never_takes_a_path_the_table_marks_slower_than_exact_fp32(kind):
+    """For every CPU kind and every model the table names: auto's pick is exact fp32, or the fastest qualifying
+    row of that kind and model, which the table measured faster than exact fp32; no row, no guess."""
+    cpu = typical(kind)
+    assert cpu.kind == kind
+    for model in sorted({path.model for path in auto_paths()} | {"resnet50"}):
+        rows = [p for p in auto_paths() if p.model == model and p.cpu == kind]
+        chosen = choose_engine(model, "auto", cpu=cpu)
+        if chosen is EXACT:
+            assert not [p for p in rows if p.qualifies], f"{model} on {kind}: a faster path qualifies"
+            continue
+        taken = next(p for p in rows if p.kind is chosen)
+        assert taken.speed > 1.0 and taken.qualifies, f"{model} on {kind}: {taken}"
+        assert taken.speed == max(p.speed for p in rows if p.qualifies)
+
+
+def test_a_row_slower_than_exact_fp32_never_qualifies():
+    row = FasterPath("m", "avx2", "openvino", "bf16", speed=0.9, min_cosine=0.999, r1_delta=0.0, measured="x")
+    assert not row.qualifies
+    assert replace(row, speed=1.2).qualifies
+    assert not replace(row, speed=1.2, min_cosine=0.9).qualifies
+    assert not replace(row, speed=1.2, r1_delta=-0.01).qualifies
+
+
+def test_a_table_row_on_an_unknown_cpu_kind_is_refused(tmp_path):
+    table = tmp_path / "choices.toml"
+    table.write_text('[[path]]\nmodel = "m"\ncpu = "avx512_vnni_bf16"\nengine = "openvino"\nprecision = "bf16"\n'
+                     'speed = 2.0\nmin_cosine = 0.999\nr1_delta = 0.0\nmeasured = "x"\n')
+    with pytest.raises(ValueError, match="unknown CPU kind avx512_vnni_bf16"):
+        auto_paths(table)
 
 
 def test_an_explicit_precision_runs_its_engine_whatever_the_cpu():
@@ -133,7 +183,7 @@ def test_an_explicit_precision_runs_its_engine_whatever_the_cpu():
 def test_every_listed_path_says_where_it_was_measured_and_is_a_real_engine():
     for path in auto_paths():
         assert issubclass(path.kind, Engine) and path.kind is not EXACT
-        assert path.measured and path.cpu in ("amx", "avx512_vnni", "avx2")
+        assert path.measured and path.cpu in KINDS
 
 
 def test_the_fallback_runs_only_models_built_in_pytorch(effnet_model):

@@ -8,7 +8,9 @@ x86; OpenVINO has, and on CPUs with AMX (Intel's tile unit for bf16 and int8) th
 run about twice its f32 speed.
 
 ``kind`` names the feature set the choice table (``malle/inference/choices.toml``) is
-keyed by: the most capable of amx, avx512_vnni, avx2 that this CPU has.
+keyed by: the most capable of amx, avx512_bf16, avx512_vnni, avx2 that this CPU has. AVX-512 BF16 without
+AMX (AMD Zen 4, Intel Cooper Lake) is a kind of its own: OpenVINO's bf16 runs natively there, about twice its
+f32, but not at AMX's speed, and on a CPU with VNNI alone it would be emulated.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ class CpuFeatures:
     @property
     def kind(self) -> str:
         """The feature set measured paths are listed under (``KINDS``, most capable first)."""
-        present = {"amx": self.amx, "avx512_vnni": self.avx512 and self.vnni, "avx2": self.avx2}
-        return next((kind for kind in KINDS if present[kind]), "other")
+        present = {"amx": self.amx, "avx512_bf16": self.avx512 and self.bf16,
+                   "avx512_vnni": self.avx512 and self.vnni, "avx2": self.avx2}
+        return next((kind for kind in KINDS if present[kind]), OTHER)
 
     def describe(self) -> str:
         """For costs.csv and the Overview: e.g. 'x86_64 AVX-512 VNNI BF16'."""
@@ -44,7 +47,19 @@ class CpuFeatures:
         return " ".join([platform.machine() or "cpu", vector, *extras])
 
 
-KINDS = ("amx", "avx512_vnni", "avx2")
+KINDS = ("amx", "avx512_bf16", "avx512_vnni", "avx2")
+OTHER = "other"  # none of KINDS: nothing is measured there, auto runs exact fp32
+
+
+def typical(kind: str) -> CpuFeatures:
+    """The least a CPU of ``kind`` has (to check the choice table against every kind, not just this CPU's)."""
+    rank = KINDS.index(kind) if kind in KINDS else len(KINDS)
+
+    def has(feature_kind: str) -> bool:
+        return rank <= KINDS.index(feature_kind)
+
+    return CpuFeatures(avx2=has("avx2"), avx512=has("avx512_vnni"), vnni=has("avx512_vnni"), bf16=has("avx512_bf16"),
+                       amx=has("amx"))
 
 
 @functools.cache

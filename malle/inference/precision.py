@@ -4,9 +4,10 @@ and what has been measured.
 - An explicit precision runs its engine (``ASKED``, keyed by engine and precision); with ``--engine auto``
   ONNX Runtime where it offers the precision, else OpenVINO.
 - ``auto`` takes the fastest path that ``choices.toml`` lists for that model and this CPU's kind
-  (``CpuFeatures.kind``) whose fidelity qualifies: instance R@1 within ``MAX_R1_DROP`` of exact fp32 on real
-  photos and a cosine to it of at least ``MIN_COSINE``. Each entry says where it was measured. Otherwise it
-  runs the exact engine.
+  (``CpuFeatures.kind``) that qualifies: faster than exact fp32 in the same run, instance R@1 within
+  ``MAX_R1_DROP`` of exact fp32 on real photos and a cosine to it of at least ``MIN_COSINE``. Each entry says
+  where it was measured. Otherwise, and on a kind with no entry at all (no guess from another kind), it runs
+  the exact engine.
 - When an engine cannot be prepared (its runtime is missing, an export or a calibration fails), the model
   runs on the exact engine instead, with one notice; if that is what failed, a model built in PyTorch runs
   eagerly (``fallback_engine``).
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from malle.errors import ConfigError
-from malle.inference.cpu import CpuFeatures, cpu_features
+from malle.inference.cpu import KINDS, CpuFeatures, cpu_features
 from malle.inference.engines import EagerTorch, Engine, OnnxRuntimeFp32, OnnxRuntimeInt8
 from malle.inference.model import ExportFailed, Model
 from malle.inference.openvino_engines import OpenVinoBf16, OpenVinoFp32, OpenVinoInt8
@@ -62,17 +63,21 @@ class FasterPath:
 
     @property
     def qualifies(self) -> bool:
-        return self.r1_delta >= -MAX_R1_DROP and self.min_cosine >= MIN_COSINE
+        """Faster than exact fp32 where it was measured, and faithful to it."""
+        return self.speed > 1.0 and self.r1_delta >= -MAX_R1_DROP and self.min_cosine >= MIN_COSINE
 
 
 @functools.cache
 def auto_paths(path: Path = CHOICES) -> tuple[FasterPath, ...]:
-    """The choice table, checked: every entry names a known engine and precision."""
+    """The choice table, checked: every entry names a known engine and precision, and a known CPU kind."""
     entries = tomllib.loads(path.read_text())["path"]
     paths = tuple(FasterPath(**entry) for entry in entries)
     unknown = [p for p in paths if (p.engine, p.precision) not in ASKED]
     if unknown:
         raise ValueError(f"{path}: no engine for {', '.join(f'{p.engine} {p.precision}' for p in unknown)}")
+    unknown_kinds = sorted({p.cpu for p in paths} - set(KINDS))
+    if unknown_kinds:
+        raise ValueError(f"{path}: unknown CPU kind {', '.join(unknown_kinds)} (known: {', '.join(KINDS)})")
     return paths
 
 
