@@ -47,7 +47,7 @@ def _print(html: str, executable: Path) -> bytes:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
     except ImportError:
-        raise PdfUnavailable("the PDF needs Playwright: pip install playwright") from None
+        raise PdfUnavailable("the PDF needs the 'report' extra (Playwright): pip install 'malle[report]'") from None
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)

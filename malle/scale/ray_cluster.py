@@ -17,7 +17,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from malle.errors import ConfigError
+from malle.errors import ConfigError, import_extra
 
 RAY_CONNECT_TIMEOUT_S = 5
 PROBE_TIMEOUT_S = 5
@@ -30,10 +30,7 @@ PROBE_CLUSTER_ID = "00" * 28
 def connect(address: str, log: Callable[[str], None]):
     """``ray.init`` on ``address`` ('auto', 'HOST:PORT', 'ray://host:10001', 'local' for a cluster of this
     machine); an address that cannot be reached or refuses this driver is a one-line error."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--ray needs the package ray: pip install 'ray[data]'") from None
+    ray = import_extra("ray", "--ray")
     target = None if address == "local" else address
     if target not in (None, "auto"):
         check_reachable(target)
