@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-from tqdm.auto import tqdm
-
-from malle.bank import Bank
-from malle.bank.bank import MAX_K
-from malle.cli.options import add_cache_option, method_name, skip_summary
-from malle.descriptors.cnn import PRECISIONS
+from malle.cli.catalogue import BANK_MAX_K as MAX_K
+from malle.cli.catalogue import PRECISIONS
+from malle.cli.options import add_cache_option, method_name, progress_bar, skip_summary
 from malle.errors import ConfigError
-from malle.io import cache
-from malle.io.images import has_image_suffix
+
+if TYPE_CHECKING:
+    from malle.bank import Bank
 
 NAME = "bank"
 HELP = "banks of reference images: create, add, remove, match, import, export, info, verify"
@@ -111,6 +108,9 @@ def _collection_option(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, say) -> int:
+    from malle.bank import Bank
+    from malle.io import cache  # here, not at the top: `malle --help` must not wait for the bank's imports
+
     bank = Bank.open(args.bank, create=args.action == "create", log=say,
                      model_cache=cache.ensure_writable_dir(args.cache or cache.default_root(), "--cache"))
     try:
@@ -149,7 +149,7 @@ def add(bank: Bank, args: argparse.Namespace, say) -> int:
         missing = [str(p) for p in args.paths if not p.exists()]
         if missing:
             raise ConfigError(f"not found: {', '.join(missing)}")
-        report = bank.add_files(name, args.paths, args.metadata, progress=partial(tqdm, leave=False))
+        report = bank.add_files(name, args.paths, args.metadata, progress=progress_bar)
     bank.refresh(name)
     print(f"{name}: {len(report.added)} added, {len(report.existing)} already there; "
           f"the collection holds {bank.collection(name).count}")
@@ -170,6 +170,8 @@ def remove(bank: Bank, args: argparse.Namespace, say) -> int:
 
 
 def query_files(paths: list[Path]) -> tuple[list[Path], list[dict]]:
+    from malle.io.images import has_image_suffix
+
     files, skipped = [], []
     for path in paths:
         if path.is_dir():
@@ -184,6 +186,11 @@ def query_files(paths: list[Path]) -> tuple[list[Path], list[dict]]:
 
 
 def match(bank: Bank, args: argparse.Namespace, say) -> int:
+    import pandas as pd
+
+    from malle.io import cache
+    from malle.lab.results import rounded
+
     name = collection_name(bank, args.collection)
     files, passed_over = query_files(args.queries)
     results, skipped = bank.match_files(name, files, args.k, args.threshold)
@@ -193,7 +200,7 @@ def match(bank: Bank, args: argparse.Namespace, say) -> int:
     table = pd.DataFrame(rows, columns=MATCH_COLUMNS)
     skipped = pd.concat([pd.DataFrame(passed_over, columns=["path", "reason"]), skipped], ignore_index=True)
     if args.out is not None:
-        cache.write_table(args.out, table)
+        cache.write_table(args.out, rounded(table))
         print(f"{len(results)} queries, {int(table['is_match'].sum())} matches at the threshold; wrote {args.out}")
     else:
         for path, result in results:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from malle.cli.options import add_cache_option, size
 from malle.errors import CacheError
-from malle.io import cache
+
+if TYPE_CHECKING:
+    from malle.cli.options import Say
 
 NAME = "cache"
 HELP = "inspect and clean the cache"
@@ -29,7 +32,9 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:,.1f} MB"
 
 
-def run(args: argparse.Namespace, say) -> int:
+def run(args: argparse.Namespace, say: Say) -> int:
+    from malle.io import cache
+
     root = Path(args.cache or cache.default_root()).expanduser()
     if root.exists() and not root.is_dir():
         raise CacheError(f"--cache {root} is a file, not a folder")
@@ -45,6 +50,8 @@ def run(args: argparse.Namespace, say) -> int:
 
 
 def _info(root: Path) -> int:
+    from malle.io import cache
+
     table = cache.info(root)
     print(f"Cache: {root}")
     if table.empty:
@@ -56,6 +63,8 @@ def _info(root: Path) -> int:
 
 
 def _verify(root: Path) -> int:
+    from malle.io import cache
+
     entries = cache.entries(root)
     damaged = [(e, p) for e in entries if (p := cache.problem_with(e.folder)) is not None]
     for entry, problem in damaged:

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from malle.cli.catalogue import METHODS_DIR_ENV
 from malle.cli.options import add_weight_options, weights_from_args
-from malle.descriptors.registry import METHODS_DIR_ENV, MethodInfo, folder_specs, list_methods, methods_folder
+
+if TYPE_CHECKING:
+    from malle.cli.options import Say
+    from malle.descriptors.registry import MethodInfo
 
 NAME = "methods"
 HELP = "list the built-in, plug-in and spec (.toml) methods, and why any cannot run here"
@@ -26,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_weight_options(parser)
 
 
-def run(args: argparse.Namespace, say) -> int:
+def run(args: argparse.Namespace, say: Say) -> int:
+    from malle.descriptors.registry import folder_specs, list_methods, methods_folder
+
     given = [Path(p) for p in args.specs]
     seen = {p.expanduser().resolve() for p in given}
     folder = [p for p in folder_specs() if p.resolve() not in seen]

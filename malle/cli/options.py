@@ -1,23 +1,48 @@
-"""Argument types and option groups shared by the subcommands, and the experiment config they describe."""
+"""Argument types and option groups shared by the subcommands, and the experiment config they describe.
+
+Building the parser imports nothing heavy: the names and defaults the options offer come from
+``malle.cli.catalogue``, and what needs the registries (the config, a spec's check) is imported when a command
+runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import re
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from malle.descriptors import DEFAULT_METHODS, DESCRIPTORS, weight_options
-from malle.descriptors.cnn import PRECISIONS
-from malle.descriptors.registry import is_method_name
+from malle.cli.catalogue import (
+    DEFAULT_METHODS,
+    DEFAULT_SCORE_NORM,
+    ENGINES,
+    METHODS,
+    METRICS,
+    OPS,
+    PLUGIN_GROUP,
+    PRECISIONS,
+    PRESETS,
+    REFERENCE_OPS,
+    SPEC_SUFFIX,
+    WEIGHT_OPTIONS,
+)
 from malle.errors import ConfigError
-from malle.inference.precision import ENGINES
-from malle.lab.experiment import ExperimentConfig
-from malle.ops import OPS, PRESETS, REFERENCE_OPS, AugmentConfig, get_preset
 from malle.tricks import methods as trick_methods
-from malle.tricks.normalise import DEFAULT_SCORE_NORM
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from tqdm import tqdm
+
+    from malle.lab.experiment import ExperimentConfig
+    from malle.ops import AugmentConfig
 
 SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+Say = Callable[[str], object]  # where a command writes its notices and one-line errors (stderr)
+BAR_COLUMNS = 100  # a progress bar's whole line, so a long description shortens the bar, never wraps the line
+DETAILS = re.compile(r"\s*\([^()]*\)")  # a label's parenthesised details: "pHash (64-bit)" -> "pHash"
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -39,7 +64,7 @@ def chain_lengths(text: str) -> tuple[int, int]:
     return bounds
 
 
-def names(valid, kind: str):
+def names(valid: Sequence[str], kind: str) -> Callable[[str], tuple[str, ...]]:
     def parse(text: str) -> tuple[str, ...]:
         found = tuple(x.strip() for x in text.split(",") if x.strip())
         unknown = [x for x in found if x not in valid]
@@ -51,24 +76,31 @@ def names(valid, kind: str):
 
 def method_name(text: str) -> str:
     """A built-in or plug-in method's name, or the path of a .toml method spec (read when the run starts), with
-    matching-trick suffixes such as ``+norm`` (``malle.tricks.methods``), canonicalised."""
+    matching-trick suffixes such as ``+norm`` (``malle.tricks.methods``), canonicalised. Whether a plug-in or a
+    spec works, and takes suffixes, is checked when the command runs (``resolve_methods``)."""
     try:
         parsed = trick_methods.parse(text.strip())
-        if parsed.base in DESCRIPTORS:
-            trick_methods.check_float(parsed, DESCRIPTORS[parsed.base].metric)
+        if parsed.base in METRICS:
+            trick_methods.check_float(parsed, METRICS[parsed.base])
     except ConfigError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     if not is_method_name(parsed.base):
-        raise argparse.ArgumentTypeError(f"unknown method {text.strip()!r}; choose from {', '.join(DESCRIPTORS)}, "
+        raise argparse.ArgumentTypeError(f"unknown method {text.strip()!r}; choose from {', '.join(METHODS)}, "
                                          "a plug-in's name (`malle methods` lists them) or a .toml method spec, "
                                          f"each optionally with suffixes {', '.join(trick_methods.TRICKS)}")
     return parsed.name
 
 
+def is_method_name(name: str) -> bool:
+    """Built in, a spec file's path, or a plug-in's entry-point name (found without importing the plug-in)."""
+    return (name in METHODS or name.lower().endswith(SPEC_SUFFIX)
+            or name in importlib.metadata.entry_points(group=PLUGIN_GROUP).names)
+
+
 def method_names(text: str) -> tuple[str, ...]:
     found = tuple(method_name(x) for x in text.split(",") if x.strip())
     if not found:
-        raise argparse.ArgumentTypeError(f"no method given; choose from {', '.join(DESCRIPTORS)}")
+        raise argparse.ArgumentTypeError(f"no method given; choose from {', '.join(METHODS)}")
     return found
 
 
@@ -82,16 +114,16 @@ def size(text: str) -> int:
 
 def add_methods_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", type=method_names, default=None,
-                   help="comma-separated, from: " + ", ".join(DESCRIPTORS) + ", a plug-in's name, or the path of "
+                   help="comma-separated, from: " + ", ".join(METHODS) + ", a plug-in's name, or the path of "
                         "a .toml spec of an ONNX model (`malle methods` lists them all); a float method takes "
                         "matching tricks as suffixes, e.g. sscd_distilled+norm, +regions, +verify (README)" +
                         f" (default: {', '.join(DEFAULT_METHODS)}, each when it can run here)")
 
 
 def add_weight_options(p: argparse.ArgumentParser) -> None:
-    for option, cls in weight_options().items():
+    for option, weights in WEIGHT_OPTIONS.items():
         p.add_argument(f"--{option}", type=str, default=None, metavar="PATH",
-                       help=f"a {cls.display_name()} weights file (or ${cls.weights_env})")
+                       help=f"a {weights.label} weights file (or ${weights.env})")
 
 
 def add_experiment_options(p: argparse.ArgumentParser, n_default: int) -> None:
@@ -101,11 +133,11 @@ def add_experiment_options(p: argparse.ArgumentParser, n_default: int) -> None:
     add_methods_option(p)
     p.add_argument("--copies", type=int_list, default=(4, 8), help="copies per original, drawn from (4,8)")
     p.add_argument("--preset", choices=list(PRESETS), default=None,
-                   help="chain distribution: " + "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()) +
+                   help="chain distribution: " + "; ".join(f"{name}: {text}" for name, text in PRESETS.items()) +
                         " (default: reference; --ops and --chain-lengths override the preset's)")
     p.add_argument("--chain-lengths", type=chain_lengths, default=None,
                    help="ops per copy, uniform on LO-HI (default: the preset's, 1-5 for reference)")
-    p.add_argument("--ops", type=names(list(OPS), "op"), default=None,
+    p.add_argument("--ops", type=names(OPS, "op"), default=None,
                    help="ops allowed in chains (default: the preset's, the reference ten for reference; also: " +
                         ", ".join(op for op in OPS if op not in REFERENCE_OPS) + ")")
     p.add_argument("--distractors", type=int, default=None, metavar="K",
@@ -163,12 +195,14 @@ def add_data_option(p: argparse.ArgumentParser, required: bool) -> None:
 
 def weights_from_args(args: argparse.Namespace) -> dict[str, str]:
     """Method -> weights file, for the ``--<method>-weights`` options given."""
-    given = {cls.name: getattr(args, option.replace("-", "_"), None) for option, cls in weight_options().items()}
+    given = {w.method: getattr(args, option.replace("-", "_"), None) for option, w in WEIGHT_OPTIONS.items()}
     return {method: path for method, path in given.items() if path}
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     """The experiment the options describe; commands without chain options (severity) keep the defaults."""
+    from malle.lab.experiment import ExperimentConfig
+
     weights = weights_from_args(args)
     chains = {} if not hasattr(args, "chain_lengths") else {
         "augment": augment_from_args(args),
@@ -186,10 +220,25 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 def augment_from_args(args: argparse.Namespace) -> AugmentConfig:
     """The preset's chain distribution (reference when none is named), with ``--ops`` and ``--chain-lengths`` in
     place of its own where given."""
+    from malle.ops import get_preset
+
     return get_preset(args.preset or "reference").augment(args.copies, args.ops, args.chain_lengths)
 
 
-def skip_summary(skipped) -> str:
+def skip_summary(skipped: pd.DataFrame) -> str:
     reasons = Counter(r.split(" (")[0] for r in skipped["reason"])
     detail = "; ".join(f"{n} × {reason}" for reason, n in reasons.most_common())
     return f"Skipped {len(skipped)} file(s): {detail}."
+
+
+def progress_bar(total: int | None = None, desc: str = "", **kwargs: object) -> tqdm:
+    """The commands' progress bar (``Progress`` of ``malle.lab.stages.base``): ``BAR_COLUMNS`` wide, gone when
+    done, described by the method's short name; the full label is in the results."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=DETAILS.sub("", desc), ncols=BAR_COLUMNS, leave=False, **kwargs)
+
+
+def add_force_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even when it holds the results of another configuration")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tqdm.auto import tqdm
+from malle.cli.options import add_cache_option, progress_bar
+from malle.errors import import_extra
 
-from malle.cli.options import add_cache_option
-from malle.io import cache
-from malle.report import DOWNSCALED, RunFolder, build, print_pdf, reopen
+if TYPE_CHECKING:
+    from malle.cli.options import Say
 
 NAME = "report"
 HELP = "a run's folder as one self-contained HTML report (and a PDF of it) for stakeholders"
@@ -28,8 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "from its recorded edits), else the gallery lists the misses alone.")
 
 
-def run(args: argparse.Namespace, say) -> int:
+def run(args: argparse.Namespace, say: Say) -> int:
     start = time.perf_counter()
+    import_extra("altair", "malle report")  # the charts: one line naming the extra before any work
+    from malle.io import cache
+    from malle.report import DOWNSCALED, RunFolder, build, print_pdf, reopen
+
     folder = RunFolder.open(args.out)  # a one-line error before anything else when OUT is not a run
     html_path = args.html or folder.path / "report.html"
     images, why = reopen(folder, args.cache or cache.default_root())
@@ -37,7 +42,7 @@ def run(args: argparse.Namespace, say) -> int:
         say(f"malle report: gallery without images: {why}")
     elif why:
         say(f"malle report: {why}; gallery images from {images.origin}")
-    with tqdm(total=100, desc="report", leave=False) as bar:
+    with progress_bar(total=100, desc="report") as bar:
         def progress(what: str, share: float) -> None:
             bar.set_description(f"report: {what}")
             bar.update(round(share * 100) - bar.n)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
-from functools import partial
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tqdm.auto import tqdm
+from malle.cli.options import (
+    add_data_option,
+    add_experiment_options,
+    add_force_option,
+    config_from_args,
+    progress_bar,
+    skip_summary,
+)
+from malle.errors import ConfigError
 
-from malle.cli.options import add_data_option, add_experiment_options, config_from_args, skip_summary
-from malle.io import cache
-from malle.lab import published
-from malle.lab.experiment import Experiment
+if TYPE_CHECKING:
+    from malle.cli.options import Say
+    from malle.lab.experiment import Experiment
 
 NAME = "run"
 HELP = "run the experiment on a dataset folder"
@@ -19,16 +28,23 @@ HELP = "run the experiment on a dataset folder"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_option(parser, required=True)
     add_experiment_options(parser, 200)
+    add_force_option(parser)
 
 
-def run(args: argparse.Namespace, say) -> int:
+def run(args: argparse.Namespace, say: Say) -> int:
+    from malle.io import cache
+    from malle.lab import published
+    from malle.lab.experiment import Experiment
+
     config = config_from_args(args)
     # Both folders are checked before any computation, so a typo costs nothing.
     cache_root = cache.ensure_writable_dir(args.cache or cache.default_root(), "--cache")
     cache.ensure_writable_dir(args.out, "--out")
     cache.sweep_leftovers(cache_root)
     experiment = Experiment(config, cache_root, log=say)
-    results = experiment.run(progress=partial(tqdm, leave=False))
+    if not args.force:
+        check_out_folder(args.out, experiment)
+    results = experiment.run(progress=progress_bar)
     print(f"Data: {experiment.data_root}")
     print(f"Originals: {len(experiment.originals)} | copies: {len(experiment.manifest)} | "
           f"chain lengths: {experiment.config.augment.describe()} | seed: {args.seed}")
@@ -47,3 +63,23 @@ def run(args: argparse.Namespace, say) -> int:
     written = results.write(args.out)
     print(f"Wrote {len(written)} files to {args.out}/")
     return 0
+
+
+def check_out_folder(out: Path, experiment: Experiment) -> None:
+    """A folder that holds another configuration's results (its config.json) is not overwritten: one line that
+    names ``--force``. The same configuration may rewrite its own folder; a folder without config.json holds no
+    finished run."""
+    from malle.lab.results import configuration
+
+    recorded = out / "config.json"
+    if not recorded.is_file():
+        return
+    try:
+        before = json.loads(recorded.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        before = {}
+    now = json.loads(json.dumps(configuration(experiment), default=str))  # as config.json would record it
+    changed = [key for key, value in now.items() if not isinstance(before, dict) or before.get(key) != value]
+    if changed:
+        raise ConfigError(f"--out {out} holds the results of another configuration (it differs in "
+                          f"{', '.join(changed)}): choose another folder, or add --force to overwrite them")

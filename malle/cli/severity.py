@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tqdm.auto import tqdm
-
+from malle.cli.catalogue import OPS
 from malle.cli.options import (
     add_cache_option,
     add_data_option,
@@ -16,11 +15,11 @@ from malle.cli.options import (
     add_weight_options,
     config_from_args,
     names,
+    progress_bar,
 )
-from malle.io import cache
-from malle.lab.experiment import Experiment
-from malle.ops import OPS
-from malle.ops.severity import MIN_RECALL, breaking_points
+
+if TYPE_CHECKING:
+    from malle.cli.options import Say
 
 NAME = "severity"
 HELP = "robustness curves: every op alone at a grid of strengths"
@@ -31,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=50, help="number of originals (default 50)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-classes", type=int, default=20, help="classes taken whole before the random fill")
-    parser.add_argument("--ops", type=names(list(OPS), "op"), default=tuple(OPS), help="ops to sweep (default: all)")
+    parser.add_argument("--ops", type=names(OPS, "op"), default=OPS, help="ops to sweep (default: all)")
     add_methods_option(parser)
     add_weight_options(parser)
     add_precision_option(parser)
@@ -39,15 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_cache_option(parser)
 
 
-def run(args: argparse.Namespace, say) -> int:
+def run(args: argparse.Namespace, say: Say) -> int:
+    from malle.io import cache
+    from malle.lab.experiment import Experiment
+    from malle.lab.results import rounded
+    from malle.ops.severity import MIN_RECALL, breaking_points
+
     config = config_from_args(args)
     cache_root = cache.ensure_writable_dir(args.cache or cache.default_root(), "--cache")
     cache.ensure_writable_dir(args.out, "--out")
     experiment = Experiment(config, cache_root, log=say)
-    table = experiment.severity(args.ops, progress=partial(tqdm, leave=False))
+    table = experiment.severity(args.ops, progress=progress_bar)
     broken = breaking_points(table)
-    cache.write_table(args.out / "severity.csv", table)
-    cache.write_table(args.out / "breaking_points.csv", broken)
+    cache.write_table(args.out / "severity.csv", rounded(table))
+    cache.write_table(args.out / "breaking_points.csv", rounded(broken))
     print(f"Data: {experiment.data_root} | originals: {len(experiment.originals)} | seed: {args.seed} | "
           f"each op alone, Recall@1 by level")
     wide = table.pivot_table(index=["op", "level", "param"], columns="method", values="recall_at_1", sort=False)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from malle.cli.options import add_data_option, add_experiment_options, config_from_args
-from malle.io import cache
-from malle.lab.experiment import Experiment
+
+if TYPE_CHECKING:
+    from malle.cli.options import Say
 
 NAME = "stages"
 HELP = "the stage graph of a run: each stage's cache key and whether it is cached (computes nothing)"
@@ -17,7 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_experiment_options(parser, 200)
 
 
-def run(args: argparse.Namespace, say) -> int:
+def run(args: argparse.Namespace, say: Say) -> int:
+    from malle.io import cache
+    from malle.lab.experiment import Experiment
+
     root = cache.ensure_writable_dir(args.cache or cache.default_root(), "--cache")
     experiment = Experiment(config_from_args(args), root, log=say)
     nodes = experiment.engine.order(experiment, experiment.run_nodes(open_set=experiment.wants_distractors))

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 
-from malle.descriptors.base import WeightsStatus, WeightsUnavailable, weights_identity
+from malle.descriptors.base import Unavailable, WeightsStatus, WeightsUnavailable, weights_identity
 
 RANDOM_WEIGHTS = "random"
 ENV_RESNET50_WEIGHTS = "MALLE_RESNET50_WEIGHTS"
@@ -22,6 +22,11 @@ RESNET50_IMAGENET = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
 DOWNLOAD_SOCKET_TIMEOUT_S = 15
 # Listing every bad key of a wrong architecture would bury the message.
 MAX_KEYS_IN_MESSAGE = 5
+# A default run without the ImageNet weights leaves ResNet-50 out with one line (``resnet50_notice``); the whole
+# paragraph (``resnet50_help``) is the error of a run that asks for the method.
+RESNET50_MISSING = "no ImageNet weights in torch's hub cache"
+RESNET50_FIX = (f"Give --resnet50-weights PATH (or ${ENV_RESNET50_WEIGHTS}), or run once online with "
+                "--methods resnet50 to cache them.")
 
 
 def resnet50_label(weights: str | Path | None) -> str:
@@ -44,6 +49,12 @@ def resnet50_hub_checkpoint() -> Path:
     """Where torchvision caches IMAGENET1K_V1 (follows TORCH_HOME / torch.hub.set_dir)."""
     filename = Path(urlparse(RESNET50_IMAGENET.url).path).name
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def resnet50_notice() -> str:
+    """The one line a default run (the CLI's and the dashboard's) shows when it leaves ResNet-50 out because
+    torchvision's ImageNet weights are not on this machine."""
+    return Unavailable("resnet50", "ResNet-50", RESNET50_MISSING, RESNET50_FIX).notice()
 
 
 def resnet50_help(problem: str) -> str:
@@ -144,7 +155,7 @@ def resnet50_status(weights: str | Path | None) -> WeightsStatus:
     hub = resnet50_hub_checkpoint()
     if hub.is_file():
         return WeightsStatus(True, f"torchvision cache {hub}")
-    return WeightsStatus(False, f"no ImageNet weights found ({hub} is missing)", resnet50_how_to())
+    return WeightsStatus(False, RESNET50_MISSING, RESNET50_FIX)
 
 
 def build_resnet50(weights: str | Path | None) -> torch.nn.Module:

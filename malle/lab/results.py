@@ -27,6 +27,26 @@ if TYPE_CHECKING:
     from malle.lab.experiment import Experiment
 
 
+# A CSV is read by people: its floats keep the digits that mean something. Scores (float32 cosines carry about 7
+# significant digits), recalls, shares and thresholds keep 6 decimals; timings keep what their clock resolves.
+# Parquet files keep every bit.
+CSV_DECIMALS = 6
+TIMING_DECIMALS = {"seconds": 3, "images_per_s": 1, "ms_per_query": 3, "tricks_ms_per_query": 3}
+
+
+def rounded(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` as a CSV output shows it: every float column rounded (``CSV_DECIMALS``, ``TIMING_DECIMALS``)."""
+    floats = table.select_dtypes("floating").columns
+    return table.astype({c: "float64" for c in floats}).round(
+        {c: TIMING_DECIMALS.get(c, CSV_DECIMALS) for c in floats})
+
+
+def configuration(experiment: Experiment) -> dict:
+    """What a run's results depend on, as config.json records it: the config, the methods that ran and the
+    dataset's folder."""
+    return {**experiment.config.as_dict(), "methods": list(experiment.methods), "data": str(experiment.data_root)}
+
+
 class Results:
     """One finished run: the per-query table of every method, and the tables derived from its stages."""
 
@@ -191,7 +211,7 @@ class Results:
         if self.has_tricks:
             tables["tricks.csv"] = self.trick_gains()
         for name, table in tables.items():
-            cache.write_table(out / name, table)
+            cache.write_table(out / name, rounded(table) if name.endswith(".csv") else table)
         cache.write_json(out / "config.json", self.config_record())
         return [out / name for name in [*tables, "config.json"]]
 
@@ -199,8 +219,7 @@ class Results:
         """config.json: the config, the methods that ran, and for ``METHOD+norm`` its setting and background set
         (a run without one records what it did before that option existed)."""
         exp = self.experiment
-        record = {**self.config.as_dict(), "methods": self.methods, "data": str(exp.data_root),
-                  "chain_lengths": self.config.augment.describe(),
+        record = {**configuration(exp), "chain_lengths": self.config.augment.describe(),
                   "unavailable": [u.__dict__ for u in self.unavailable]}
         normalisation = self.score_normalisation()
         if normalisation is None:
