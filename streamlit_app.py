@@ -117,7 +117,7 @@ def show_sidebar_status(exp, notices: list[str], weights: dict, cache_root: str)
             st.warning(notice)
         for skipped in frame.unavailable_notices(weights):
             if skipped.method not in exp.methods:
-                st.info(frame.notice_text(skipped, exp.methods))
+                st.info(frame.notice_text(skipped, exp.methods, exp.registry))
         for notice in frame.method_folder_notices():
             st.warning(notice)
         st.caption(f"Cache: `{cache_root}` ({widgets.cache_size(cache_root) / 2**20:,.0f} MB; "

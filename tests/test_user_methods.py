@@ -25,7 +25,7 @@ from torchvision import transforms
 
 from malle.cli import build_parser
 from malle.dashboard import frame
-from malle.descriptors import create_descriptor, resolve_methods
+from malle.descriptors import MethodRegistry, create_descriptor, resolve_methods
 from malle.descriptors.base import l2_normalise
 from malle.descriptors.registry import METHODS_DIR_ENV
 from malle.descriptors.user_onnx import load_method
@@ -288,13 +288,28 @@ def test_bad_models_and_files_are_one_line(tmp_path):
         assert expected in str(err.value) and "\n" not in str(err.value), case
 
 
-def test_two_specs_may_not_share_a_name(tmp_path):
+def test_two_specs_may_not_share_a_name_in_one_registry(tmp_path):
     first = student_spec(tmp_path / "a", "twin")
-    resolve_methods([str(first)])
+    registry = MethodRegistry()
+    registry.resolve_methods([str(first)])
     second = student_spec(tmp_path / "b", "twin")
     with pytest.raises(ConfigError, match=f"name 'twin' is already used by {first}"):
-        resolve_methods([str(second)])
-    assert resolve_methods([str(first), "twin"]) == (["twin"], [])  # the path, then the name it registered
+        registry.resolve_methods([str(second)])
+    assert registry.resolve_methods([str(first), "twin"]) == (["twin"], [])  # the path, then the name it took
+
+
+def test_a_spec_name_belongs_to_the_registry_that_was_given_its_file(tmp_path):
+    """No process-global name table: one owner's spec neither leaks to nor blocks another's."""
+    first, second = student_spec(tmp_path / "a", "twin"), student_spec(tmp_path / "b", "twin")
+    mine, theirs = MethodRegistry(), MethodRegistry()
+    mine.resolve_methods([str(first)])
+    assert theirs.resolve_methods([str(second)]) == (["twin"], [])
+    assert mine.descriptor_class("twin").spec.path == first and theirs.descriptor_class("twin").spec.path == second
+    with pytest.raises(ConfigError, match="unknown method"):
+        MethodRegistry().descriptor_class("twin")
+    assert resolve_methods([str(first), "twin"]) == (["twin"], [])  # one call's own registry
+    with pytest.raises(ConfigError, match="unknown method"):
+        resolve_methods(["twin"])
 
 
 def test_cli_reports_a_bad_spec_before_any_work(tmp_path):

@@ -23,7 +23,7 @@ from malle import parallel
 from malle.data.sampling import DEMO_DISTRACTORS, DEMO_N
 from malle.descriptors import Unavailable, available_methods, descriptor_class, resolve_methods, weight_options
 from malle.descriptors.onnx_spec import is_spec_path
-from malle.descriptors.registry import folder_specs, spec_method
+from malle.descriptors.registry import MethodRegistry, folder_specs
 from malle.errors import BadImage, ConfigError, DatasetError
 from malle.io import cache
 from malle.io.images import IMAGE_SUFFIXES, load_rgb
@@ -138,9 +138,10 @@ def method_options(weights: dict[str, str] | None = None) -> tuple[list[str], li
 def folder_spec_status() -> list[tuple[Path, str | None]]:
     """Each spec file in the methods folder, with why it cannot be offered (None when it can)."""
     found: list[tuple[Path, str | None]] = []
+    registry = MethodRegistry()  # the folder's specs together: two of one name are a problem
     for path in folder_specs():
         try:
-            spec_method(path)
+            registry.spec_method(path)
             found.append((path, None))
         except ConfigError as err:
             found.append((path, str(err)))
@@ -162,10 +163,13 @@ def unavailable_notices(weights: dict[str, str] | None = None) -> list[Unavailab
     return resolve_methods(None, weights)[1]
 
 
-def notice_text(skipped: Unavailable, methods: Sequence[str]) -> str:
-    """One notice: what is missing, how to fix it, and what of the same family is shown instead."""
-    family = descriptor_class(skipped.method).family
-    instead = [descriptor_class(m).display_name() for m in methods if descriptor_class(m).family == family]
+def notice_text(skipped: Unavailable, methods: Sequence[str], registry: MethodRegistry | None = None) -> str:
+    """One notice: what is missing, how to fix it, and what of the same family is shown instead (``registry``:
+    the experiment's, which knows the names of its spec files)."""
+    classes = registry or MethodRegistry()
+    family = classes.descriptor_class(skipped.method).family
+    instead = [classes.descriptor_class(m).display_name() for m in methods
+               if classes.descriptor_class(m).family == family]
     shown = f" Until then the {family} shown here is **{', '.join(instead)}**." if instead else ""
     return f"**{skipped.label} is not shown:** {skipped.reason}. {skipped.fix}{shown}"
 

@@ -13,9 +13,12 @@ from malle.descriptors.families import Family
 from malle.descriptors.registry import (
     DEFAULT_METHODS,
     DESCRIPTORS,
+    MethodRegistry,
     available_methods,
     create_descriptor,
     descriptor_class,
+    family_of,
+    known_class,
     resolve_methods,
     weight_options,
 )
@@ -25,6 +28,7 @@ __all__ = [
     "DEFAULT_METHODS",
     "DESCRIPTORS",
     "Descriptor",
+    "MethodRegistry",
     "Family",
     "PRECISIONS",
     "Unavailable",
@@ -34,6 +38,8 @@ __all__ = [
     "check_precision",
     "create_descriptor",
     "descriptor_class",
+    "family_of",
+    "known_class",
     "resolve_methods",
     "weight_options",
 ]

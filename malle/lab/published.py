@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from malle.descriptors import descriptor_class
+from malle.descriptors import family_of, known_class
 from malle.tricks.methods import parse
 
 WIDTH = 100  # what the CLI prints fits this many columns; the CSVs hold the rest
@@ -30,7 +30,7 @@ def reference_pairs(methods: Sequence[str]) -> dict[str, str]:
     pairs = {}
     bases = [m for m in methods if not parse(m).is_derived]  # a method with matching tricks is not the published one
     for published in REFERENCE_LABELS:
-        family = descriptor_class(published).family
+        family = method_family(published)
         same = [m for m in bases if m == published] or [m for m in bases if method_family(m) == family]
         if same and same[0] not in pairs:
             pairs[same[0]] = published
@@ -38,14 +38,15 @@ def reference_pairs(methods: Sequence[str]) -> dict[str, str]:
 
 
 def method_family(method: str) -> str:
-    """The family of any method the registry knows (built-in, spec, plug-in), derived ones by their base."""
-    return descriptor_class(parse(method).base).family
+    """The family of any method (built-in, spec, plug-in), derived ones by their base."""
+    return family_of(parse(method).base)
 
 
 def display_name(method: str) -> str:
-    """A method's name for sentences: its base's display name, with its matching tricks."""
+    """A method's name for sentences: its base's display name (a spec's: its name), with its matching tricks."""
     parsed = parse(method)
-    return parsed.label(descriptor_class(parsed.base).display_name())
+    cls = known_class(parsed.base)
+    return parsed.label(cls.display_name() if cls is not None else parsed.base)
 
 
 def reference_recall() -> pd.DataFrame:

@@ -12,7 +12,8 @@ import pandas as pd
 
 from malle.data.pools import SparePools, donor_key, reference_path, unsampled
 from malle.data.sampling import dataset_fingerprint, demo_root, discover
-from malle.descriptors import Descriptor, create_descriptor, resolve_methods
+from malle.descriptors import Descriptor
+from malle.descriptors.registry import MethodRegistry
 from malle.errors import ConfigError
 from malle.io import cache, shards
 from malle.lab.stages.base import Built, Node, Progress
@@ -41,7 +42,8 @@ class RunContext:
         self.log = log or (lambda message: None)
         self.data_root = Path(config.data).expanduser() if config.data else demo_root()
         self.allowed_roots = allowed_roots  # None: links may lead anywhere (the CLI's choice)
-        self.methods, self.unavailable = resolve_methods(config.methods, dict(config.weights))
+        self.registry = MethodRegistry()  # this run's method names, spec files' included
+        self.methods, self.unavailable = self.registry.resolve_methods(config.methods, dict(config.weights))
         for skipped in self.unavailable:
             self.log(skipped.notice())
         self.engine = StageRunner(STAGES, self.root, self.log)
@@ -66,8 +68,8 @@ class RunContext:
         if base != method:
             return self.descriptor(base)
         if method not in self._descriptors:
-            desc = create_descriptor(method, weights=self.config.weights_for(method), precision=self.config.precision,
-                                     engine=self.config.engine)
+            desc = self.registry.create_descriptor(method, weights=self.config.weights_for(method),
+                                                   precision=self.config.precision, engine=self.config.engine)
             desc.use_cache(self.root)
             self._descriptors[method] = desc
         return self._descriptors[method]
