@@ -6,7 +6,8 @@
 For each network (EfficientNet-Lite2, the SSCD student, SSCD; ResNet-50 when asked) and each path
 ``malle.inference.precision.ASKED`` offers for it (ONNX Runtime fp32 and int8, OpenVINO fp32, bf16 and int8):
 
-- forward img/s: preprocessed batches in memory, the engine's own batch size, median of 3 after a warm-up;
+- forward img/s: preprocessed batches in memory, the engine's own batch size, median of 5 after a warm-up,
+  every path of a model taking turns within each round (``interleaved_rates``: fair under a shared load);
 - end-to-end img/s: ``encode_files`` (decode, preprocess and forward, pipelined) over the fidelity
   experiment's originals and copies;
 - decode share: one thread's decode-and-preprocess time per image over the end-to-end time per image;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import tempfile
 import time
@@ -47,10 +49,17 @@ DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "imagenet-200x5" / "val"
 DEFAULT_MODELS = "efficientnet_lite2,sscd_distilled,sscd"
 
 
-def rate(fn, n_images: int, repeats: int = 3) -> float:
-    """Images per second, the median of ``repeats`` after one warm-up call."""
-    fn()
-    return n_images / float(np.median([timed(fn) for _ in range(repeats)]))
+def interleaved_rates(runs: list, n_images: int, rounds: int = 5) -> list[float]:
+    """Images per second of each of ``runs``, the median of ``rounds`` after one warm-up each. The runs take
+    turns within each round, so a load that comes and goes on a shared machine weighs on every path alike
+    and their ratios hold, where timing one path after another would credit the quiet moments to some."""
+    for fn in runs:
+        fn()
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(rounds):
+        for spent, fn in zip(times, runs):
+            spent.append(timed(fn))
+    return [n_images / float(np.median(spent)) for spent in times]
 
 
 def timed(fn) -> float:
@@ -91,7 +100,7 @@ def model_rows(name: str, paths: list[Path], experiment: Experiment, cache_root:
     weights = {} if cls.weights_status().available else {"weights": seeded_random_weights(cache_root)}
     exact = [((runtime, precision), kind) for (runtime, precision), kind in ASKED.items() if kind is EXACT]
     others = [(key, kind) for key, kind in ASKED.items() if kind is not EXACT]
-    rows, reference = [], {}
+    loaded = []
     for (runtime, precision), kind in exact + others:
         desc = cls(**weights, engine=kind)
         if type(desc.engine) is not kind:
@@ -101,16 +110,25 @@ def model_rows(name: str, paths: list[Path], experiment: Experiment, cache_root:
         if desc.notices:
             print(f"{name} {runtime} {precision}: {desc.notices[-1]}", file=sys.stderr)
             continue
-        rows.append(measure(desc, name + (" (random weights)" if weights else ""), paths, experiment, reference))
+        loaded.append((runtime, precision, desc, load_s))
+    inputs = [loaded[0][2].prepare_file(p) for p in paths]  # the model's preprocessing: the same for every engine
+    forward = interleaved_rates([forward_pass(desc, inputs) for _, _, desc, _ in loaded], len(paths))
+    rows, reference = [], {}
+    for (runtime, precision, desc, load_s), rate in zip(loaded, forward):
+        rows.append(measure(desc, name + (" (random weights)" if weights else ""), paths, experiment, reference,
+                            rate))
         rows[-1].update(engine=runtime, precision=precision, load_s=load_s)
     return rows
 
 
-def measure(desc, name: str, paths: list[Path], experiment: Experiment, reference: dict) -> dict:
-    inputs = [desc.prepare_file(p) for p in paths]
+def forward_pass(desc, inputs: list[np.ndarray]):
+    """The engine's forward pass over ``inputs`` in its own batch size, as a call to time."""
     step = desc.engine.batch
     batches = [np.stack(inputs[i : i + step]) for i in range(0, len(inputs), step)]
-    forward = rate(lambda: [desc.engine.run(b) for b in batches], len(paths))
+    return lambda: [desc.engine.run(b) for b in batches]
+
+
+def measure(desc, name: str, paths: list[Path], experiment: Experiment, reference: dict, forward: float) -> dict:
     decode_s = timed(lambda: [desc.prepare_file(p) for p in paths]) / len(paths)
     codes = desc.encode_files(paths)
     r1, end_to_end = recall_at_1(desc, experiment)
@@ -137,11 +155,14 @@ def choice_rows(rows: list[dict], where: str) -> list[str]:
     return out
 
 
-def report(rows: list[dict], paths: list[Path], data: Path, experiment: Experiment) -> list[str]:
+def report(rows: list[dict], paths: list[Path], data: Path, experiment: Experiment, load_before: float) -> list[str]:
     cpu = cpu_features()
     lines = [f"# Encode throughput per engine on {cpu.kind} ({len(paths)} copies of {data.name} photos; R@1 on "
              f"{len(experiment.manifest)} copies of {len(experiment.originals)} originals)", "",
              f"Machine: {machine()}", f"CPU: {cpu.describe()} (kind {cpu.kind})",
+             # The machine may be shared: a ratio means little without the load it was taken under.
+             f"Load average (1 min): {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; every "
+             "ratio is against exact fp32 measured in the same run.",
              f"auto qualifies a path at R@1 change >= -{MAX_R1_DROP} and min cosine >= {MIN_COSINE}.", "",
              "| method | path | forward img/s | forward × exact | end-to-end img/s | end-to-end × exact | "
              "min cosine to exact | R@1 | R@1 change | decode share | first load s |",
@@ -162,11 +183,12 @@ def main() -> int:
     parser.add_argument("--report", type=Path, default=None)
     args = parser.parse_args()
     data = args.data if args.data.is_dir() else demo_root()
+    load_before = os.getloadavg()[0]
     cache_root = Path(tempfile.mkdtemp(prefix="malle-encode-"))
     experiment = small_experiment(data, args.n, cache_root)
     paths = sorted(experiment.copies_dir.iterdir())[: args.images]  # real photos after real edits, as encoded
     rows = [row for name in args.models.split(",") for row in model_rows(name, paths, experiment, cache_root)]
-    lines = report(rows, paths, data, experiment)
+    lines = report(rows, paths, data, experiment, load_before)
     if args.choices:
         where = (f"{machine().split(',')[0]} ({cpu_features().describe()}), {datetime.date.today():%Y-%m}; "
                  f"bench/encode_speed.py --n {args.n} on {data.name}")
