@@ -12,6 +12,7 @@ import sys
 import pandas as pd
 import streamlit as st
 
+from malle.cli.options import weights_from_args
 from malle.dashboard import frame, widgets
 from malle.errors import MalleError
 from malle.io.cache import default_root
@@ -126,7 +127,7 @@ def show_sidebar_status(exp, notices: list[str], weights: dict, cache_root: str)
 
 def load_context() -> widgets.AppContext:
     args = frame.parse_app_args(sys.argv[1:])
-    weights, roots = frame.weights_from_args(args), frame.allowed_roots(args)
+    weights, roots = weights_from_args(args), frame.allowed_roots(args)  # --<method>-weights as in the CLI
     cache_root = str(default_root())
     try:
         config, source, skipped = sidebar_config(weights, roots, cache_root)

@@ -11,7 +11,8 @@ from PIL import Image, ImageEnhance, ImageOps
 from malle.cli import main
 from malle.descriptors import DESCRIPTORS, create_descriptor, resolve_methods
 from malle.descriptors.pdq import MATCH_DISTANCE, PDQ, PDQDihedral
-from malle.descriptors.sscd import SSCD, ShortSideResize, SquareResize, SSCDDistilled
+from malle.descriptors.resize import ShortSide, Square
+from malle.descriptors.sscd import SSCD, SSCDDistilled
 from malle.io.images import load_rgb
 from malle.lab.experiment import Experiment, ExperimentConfig
 from malle.ops import AugmentConfig
@@ -58,9 +59,9 @@ def test_files_and_images_agree_and_any_size_batches(demo_photos, photos):
     np.testing.assert_allclose(from_files, desc.encode(photos[:5]), atol=1e-6)
     mixed = [photos[0], photos[1].resize((300, 200)), photos[2].resize((200, 300))]
     short_side = SSCDDistilled()
-    short_side.resize = ShortSideResize(288)  # shapes differ: each shape runs as its own batch
+    short_side.resize = ShortSide(288)  # shapes differ: each shape runs as its own batch
     assert short_side.encode(mixed).shape == (3, 512)
-    assert SquareResize(288)(mixed[1]).shape == (288, 288, 3)
+    assert np.asarray(Square(288)(mixed[1])).shape == (288, 288, 3)
 
 
 def test_the_onnx_session_uses_the_threads_it_is_given():

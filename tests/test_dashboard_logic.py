@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from malle.cli.options import weights_from_args
 from malle.dashboard import augmentation_lab as lab
 from malle.dashboard import detection, frame, legend, overview, per_transformation, shared
 from malle.dashboard import failure_gallery as failures
@@ -349,9 +350,9 @@ def test_missing_resnet50_is_one_structured_notice_that_says_how_to_get_weights(
 
 def test_app_args_ignore_foreign_options():
     args = frame.parse_app_args(["-x", "tests", "--resnet50-weights", "w.pth", "--allowed-root", "/data"])
-    assert frame.weights_from_args(args) == {"resnet50": "w.pth"}
+    assert weights_from_args(args) == {"resnet50": "w.pth"}  # the CLI's reading of its options
     assert frame.allowed_roots(args) == [Path("/data").resolve()]
-    assert frame.weights_from_args(frame.parse_app_args([])) == {}
+    assert weights_from_args(frame.parse_app_args([])) == {}
 
 
 # -- progress -----------------------------------------------------------------------------------

@@ -84,11 +84,6 @@ def parse_app_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def weights_from_args(args: argparse.Namespace) -> dict[str, str]:
-    found = {cls.name: getattr(args, option.replace("-", "_"), None) for option, cls in weight_options().items()}
-    return {method: path for method, path in found.items() if path}
-
-
 def allowed_roots(args: argparse.Namespace | None = None) -> list[Path]:
     """Folders a dataset may come from: ``--allowed-root``, else ``$MALLE_ALLOWED_ROOTS``
     (``os.pathsep``-separated), else the user's home and the working directory."""

@@ -17,7 +17,6 @@ the file and the key for a missing key, a wrong type, an unknown value or a key 
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 from collections.abc import Callable
@@ -29,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from malle.descriptors.base import l2_normalise
+from malle.descriptors.resize import ShortSide, ShortSideCrop, Square
 from malle.errors import ConfigError
 from malle.retrieval.metrics import HAMMING, IP, Metric
 
@@ -38,63 +38,7 @@ RESAMPLING = {member.name.lower(): member for member in Image.Resampling}
 MAX_SIDE = 8192
 
 
-# -- how an image becomes the model's input -------------------------------------------------------
-@dataclass(frozen=True)
-class Square:
-    """Both sides to ``size`` (aspect not kept), as the built-in SSCD descriptors do."""
-
-    size: int
-    resample: Image.Resampling
-    varies: ClassVar[bool] = False  # whether images keep shapes of their own
-
-    def __call__(self, img: Image.Image) -> Image.Image:
-        return img.resize((self.size, self.size), self.resample)
-
-    def settings(self) -> dict:
-        return {"resize": "square", "size": self.size, "interpolation": self.resample.name.lower()}
-
-
-@dataclass(frozen=True)
-class ShortSide:
-    """The shorter side to ``size``, aspect kept (rounded as SSCD's short-side resize): shapes differ."""
-
-    size: int
-    resample: Image.Resampling
-    varies: ClassVar[bool] = True
-
-    def __call__(self, img: Image.Image) -> Image.Image:
-        scale = self.size / min(img.size)
-        return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), self.resample)
-
-    def settings(self) -> dict:
-        return {"resize": "short_side", "size": self.size, "interpolation": self.resample.name.lower()}
-
-
-@dataclass(frozen=True)
-class ShortSideCrop:
-    """timm's evaluation transform: the shorter side to floor(size / crop_pct), then the centre size x size
-    (torchvision's Resize and CenterCrop arithmetic)."""
-
-    size: int
-    resample: Image.Resampling
-    crop_pct: float
-    varies: ClassVar[bool] = False
-
-    def __call__(self, img: Image.Image) -> Image.Image:
-        short = math.floor(self.size / self.crop_pct)
-        if img.width <= img.height:
-            scaled = (short, int(short * img.height / img.width))
-        else:
-            scaled = (int(short * img.width / img.height), short)
-        img = img.resize(scaled, self.resample)
-        left, top = round((img.width - self.size) / 2), round((img.height - self.size) / 2)
-        return img.crop((left, top, left + self.size, top + self.size))
-
-    def settings(self) -> dict:
-        return {"resize": "short_side_crop", "size": self.size, "interpolation": self.resample.name.lower(),
-                "crop_pct": self.crop_pct}
-
-
+# -- how an image becomes the model's input: a resize (``malle.descriptors.resize``), then a layout --
 @dataclass(frozen=True)
 class NhwcUint8:
     """RGB bytes as they are, ``[n, h, w, 3]``: the model normalises inside its graph."""
@@ -122,7 +66,7 @@ class NchwFloat:
     spatial: ClassVar[slice] = slice(2, 4)
 
     def array(self, img: Image.Image) -> np.ndarray:
-        x = np.asarray(img, dtype=np.float32) / np.float32(255)
+        x: np.ndarray = np.asarray(img, dtype=np.float32) / np.float32(255)
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(2, 0, 1))
 
@@ -218,7 +162,8 @@ class _Reader:
     """Typed access to the spec's keys; every problem is one ConfigError naming the file and the key."""
 
     def __init__(self, path: Path, data: dict):
-        self.path, self.data, self.used = path, data, set()
+        self.path, self.data = path, data
+        self.used: set[str] = set()
 
     def error(self, problem: str) -> ConfigError:
         return ConfigError(f"method spec {self.path}: {problem}")
@@ -289,10 +234,15 @@ def _short_side_crop(r: _Reader) -> ShortSideCrop:
 
 
 def _nchw_float(r: _Reader) -> NchwFloat:
-    mean, std = tuple(map(float, r.get("mean"))), tuple(map(float, r.get("std")))
+    mean, std = _three_floats(r, "mean"), _three_floats(r, "std")
     if not all(s > 0 for s in std):
         raise r.error(f"every std must be above 0 (got {list(std)})")
     return NchwFloat(mean, std)
+
+
+def _three_floats(r: _Reader, key: str) -> tuple[float, float, float]:
+    first, second, third = map(float, r.get(key))
+    return first, second, third
 
 
 def _hamming(r: _Reader) -> HammingCodes:

