@@ -225,3 +225,28 @@ def test_no_two_classes_share_a_name():
                 found.setdefault(node.name, []).append(name)
     shared = {cls: names for cls, names in found.items() if len(names) > 1}
     assert not shared, f"classes defined twice: {shared}"
+
+
+def cache_call_names() -> list[tuple[str, str | None, bool]]:
+    """Every ``X.cached(func, ..., name=...)`` call of the dashboard: (where, its name, whether func is a lambda)."""
+    found = []
+    for path in [*sorted((ROOT / "app_pages").glob("*.py")), *sorted((PACKAGE / "dashboard").glob("*.py")),
+                 ROOT / "streamlit_app.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "cached":
+                name = next((k.value.value for k in node.keywords if k.arg == "name"
+                              and isinstance(k.value, ast.Constant)), None)
+                lam = bool(node.args) and isinstance(node.args[0], ast.Lambda)
+                found.append((f"{path.name}:{node.lineno}", name, lam))
+    return found
+
+
+def test_the_dashboards_cache_keys_are_unique():
+    """``AppContext.cached`` keys a result by its function's module and qualified name, or by ``name=`` for a
+    lambda: a lambda without one, or two call sites sharing a name, would hand one page another's result."""
+    calls = cache_call_names()
+    assert calls, "no ctx.cached call found: the scan is looking in the wrong place"
+    unnamed = [where for where, name, lam in calls if lam and name is None]
+    assert not unnamed, f"lambdas cached without name=: {unnamed}"
+    names = [name for _, name, _ in calls if name is not None]
+    assert len(names) == len(set(names)), f"cache names used twice: {sorted(n for n in names if names.count(n) > 1)}"

@@ -73,7 +73,15 @@ class AppContext:
         return self.cached(lambda results: results.labels, name="labels")
 
     def cached(self, func: Callable, *args: Any, name: str | None = None) -> Any:
-        """``func(results, *args)`` through st.cache_data, keyed by experiment, function and args."""
+        """``func(results, *args)`` through st.cache_data, keyed by experiment, function and args.
+
+        A named function's key is its module and qualified name, unique in the process; a lambda has none, so it
+        must be ``name``d, with a plain word that no qualified name can equal (tests/test_architecture.py checks
+        that no two call sites share one)."""
+        if name is None and func.__name__ == "<lambda>":
+            raise TypeError("ctx.cached(lambda ...) needs name=: every lambda would share the key '<lambda>'")
+        if name is not None and not name.isidentifier():
+            raise TypeError(f"cache name {name!r}: a plain word, so it cannot equal a function's module.qualname")
         return _cached_result(self.key, name or f"{func.__module__}.{func.__qualname__}", args, _func=func,
                               _results=self.results)
 
