@@ -1,6 +1,7 @@
 """``malle serve`` under a bounded load on loopback: matches from several clients while adds go on.
 
     python bench/serve_load.py [--sizes 10000,100000] [--clients 4] [--matches 200] [--adds 100]
+    python bench/serve_load.py --burst-only [--burst 8]     # only the memory under a burst of heavy uploads
 
 What runs, plainly:
 * the bank: one ``sscd_distilled`` collection (exact ``Flat`` index, the default) holding the real
@@ -18,6 +19,12 @@ reference, measured first in the same run) and the ratios to it, adds done and t
 match found its photo first (a sanity check, not a quality measure), errors, and the server's resident
 memory (VmRSS) before the load (after start and the reference) and at its peak during it.
 Writes bench/results/serve_load.md.
+
+The burst (issue 24): on the bank of the planted photos alone, ``--burst`` clients each upload at once one of
+the heaviest images the bank accepts (every one distinct bytes, so each is decoded): a lossless 8-bit RGB PNG
+just under the bank's decoded-bytes limit, then a 16-bit grey PNG just under it, and the 16-bit 9,400 x 9,400
+PNG of the issue (refused); the server's peak VmRSS above its idle RSS just before, sampled every 50 ms. Writes
+bench/results/serve_burst.md.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,8 +213,8 @@ def adder(url: str, sources: list[Path], limit: int, stop: threading.Event, firs
                     tally.add_s.append(took)
 
 
-def sample_rss(server: Server, stop: threading.Event, peak: list[float]) -> None:
-    while not stop.wait(RSS_EVERY_S):
+def sample_rss(server: Server, stop: threading.Event, peak: list[float], every_s: float = RSS_EVERY_S) -> None:
+    while not stop.wait(every_s):
         peak[0] = max(peak[0], server.rss_mib())
 
 
@@ -252,6 +260,95 @@ def load(server: Server, args, queries, round_number: int) -> dict:
             "rss_idle_mib": idle, "rss_peak_mib": peak[0], "alone_rps": alone_rps, "alone_p50_ms": alone_p50}
 
 
+# -- the burst ----------------------------------------------------------------------------------------------
+def heavy_png(kind: str, variant: int) -> bytes:
+    """One of the heaviest uploads the bank takes (or, for "issue", the one it must refuse), compressible (a few
+    MB) and distinct per ``variant``."""
+    from malle.bank.bank import MAX_DECODED_BYTES
+
+    if kind == "rgb":
+        side = int((MAX_DECODED_BYTES / 3) ** 0.5)
+        ramp = np.linspace(0, 255, side, dtype=np.float32)
+        pixels = np.stack([np.add.outer(ramp, ramp) / 2, np.add.outer(ramp, -ramp) / 2 + 128,
+                           np.tile(ramp, (side, 1))], axis=2).astype(np.uint8)
+    else:
+        side = int((MAX_DECODED_BYTES / 2) ** 0.5) if kind == "gray16" else 9400
+        pixels = np.add.outer(np.arange(side, dtype=np.uint32) * 7, np.arange(side, dtype=np.uint32) * 3)
+        pixels = (pixels % 65536).astype(np.uint16)
+    pixels[variant, :64] = 255 - variant  # distinct bytes: each upload is decoded, none is found by its SHA-256
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def burst(server: Server, uploads: list[bytes]) -> dict:
+    """Every upload at once, from its own client; peak RSS above the idle RSS just before."""
+    stop, peak = threading.Event(), [server.rss_mib()]
+    idle = peak[0]
+    statuses: list[int] = []
+    sampler = threading.Thread(target=sample_rss, args=(server, stop, peak, 0.05), daemon=True)
+    sampler.start()
+
+    def send(data: bytes) -> None:
+        with httpx.Client(base_url=server.url, timeout=600) as client:
+            answer = client.post(f"/v1/collections/{COLLECTION}/items", files={"file": ("heavy.png", data)})
+            statuses.append(answer.status_code)
+
+    started = time.perf_counter()
+    senders = [threading.Thread(target=send, args=(data,)) for data in uploads]
+    for thread in senders:
+        thread.start()
+    for thread in senders:
+        thread.join()
+    wall = time.perf_counter() - started
+    time.sleep(0.3)
+    stop.set()
+    sampler.join()
+    return {"idle_mib": idle, "peak_mib": peak[0], "above_mib": peak[0] - idle, "wall_s": wall,
+            "statuses": sorted(statuses), "bytes_mb": sum(map(len, uploads)) / 1e6}
+
+
+def burst_only(args) -> None:
+    work = Path(tempfile.mkdtemp(prefix="malle-serve-burst-"))
+    rows = []
+    try:
+        cache = work / "cache"
+        prepare(work / "bank", cache)
+        server = Server(work / "bank", cache)
+        try:
+            for kind, label in (("rgb", "8-bit RGB PNG"), ("gray16", "16-bit grey PNG"), ("issue", "16-bit grey PNG "
+                                                                                                  "of the issue")):
+                uploads = [heavy_png(kind, i) for i in range(args.burst)]
+                side = Image.open(io.BytesIO(uploads[0])).size[0]
+                rows.append({"label": f"{label}, {side:,} x {side:,}", **burst(server, uploads)})
+                print(rows[-1], flush=True)
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    publish(burst_report(rows, args), args.burst_out)
+
+
+def burst_report(rows: list[dict], args) -> list[str]:
+    from malle.bank.bank import MAX_DECODED_BYTES, MAX_PIXELS
+
+    lines = ["# malle serve under a burst of heavy uploads (bench/serve_load.py --burst-only)", "",
+             f"Machine: {machine()}; load average at the end {os.getloadavg()[0]:.1f} (a shared machine)", "",
+             f"Each row: {args.burst} clients upload at once one image each (distinct bytes, so each is decoded) "
+             f"to a {METHOD} collection; the bank decodes at most {MAX_DECODED_BYTES / 2**20:.0f} MiB per image "
+             f"(pixels x bands x bytes per band), reduces images past {MAX_PIXELS / 1e6:.1f} MP as they load, and "
+             f"runs one decode per core ({len(os.sched_getaffinity(0))} here). Peak: the server's VmRSS sampled "
+             "every 50 ms; above idle: against its RSS just before the burst. Target (issue 24): under 1.5 GB "
+             "above idle.", "",
+             "| uploads | uploaded MB | answers | wall s | RSS idle MiB | RSS peak MiB | above idle MiB |",
+             "|---|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        answers = ", ".join(f"{n} x {s}" for s, n in sorted(Counter(r["statuses"]).items()))
+        lines.append(f"| {r['label']} | {r['bytes_mb']:.1f} | {answers} | {r['wall_s']:.1f} | {r['idle_mib']:.0f} "
+                     f"| {r['peak_mib']:.0f} | {r['above_mib']:.0f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000", help="bank sizes to measure at, ascending")
@@ -261,7 +358,13 @@ def main() -> None:
     parser.add_argument("--reference", type=int, default=40, help="matches of the one-client reference first")
     parser.add_argument("--max-seconds", type=float, default=900, help="time bound of one size's load")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve_load.md")
+    parser.add_argument("--burst", type=int, default=8, help="heavy uploads sent at once")
+    parser.add_argument("--burst-only", action="store_true", help="measure only the burst of heavy uploads")
+    parser.add_argument("--burst-out", type=Path, default=ROOT / "bench" / "results" / "serve_burst.md")
     args = parser.parse_args()
+    if args.burst_only:
+        burst_only(args)
+        return
     sizes = sorted(int(s) for s in args.sizes.split(","))
     work = Path(tempfile.mkdtemp(prefix="malle-serve-load-"))
     try:

@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from malle.bank import Bank
 from malle.cli.options import add_cache_option
-from malle.errors import EXTRAS, ConfigError, WeightsUnavailable, import_extra
+from malle.errors import ConfigError, WeightsUnavailable
 from malle.service.guard import API_KEY_ENV, check_exposure, is_loopback, load_key
 
 NAME = "serve"
@@ -35,14 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, say) -> int:
-    for module in EXTRAS["service"]:  # one line naming the extra when a base install lacks it
-        import_extra(module, "malle serve")
     import faiss
     import uvicorn
 
-    from malle.bank import Bank
     from malle.service.app import create_app
-    from malle.service.flood import configure_logging
+    from malle.service.flood import configure_logging, return_freed_memory
 
     key = load_key(args.api_key_file)
     check_exposure(args.host, key)
@@ -57,6 +55,7 @@ def run(args: argparse.Namespace, say) -> int:
     # single-query search spins against the other requests (10k x 512 flat: 60 ms with 2 threads under load,
     # 4.8 ms with one, on this project's 2-core machine).
     faiss.omp_set_num_threads(1)
+    return_freed_memory()  # a burst of large uploads must not leave the server larger for good
     bank = Bank.open(args.bank, log=say, model_cache=args.cache)
     for coll in bank.collections():  # load every method now: the first request should not wait, or fail, on it
         try:

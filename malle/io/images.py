@@ -34,8 +34,9 @@ MIN_SIDE = 8  # smaller than this carries no usable content for any descriptor
 # pixels would ask for an enormous long side.
 MAX_ASPECT = 20
 # An 8-bit RGB image at Pillow's pixel limit: heavier pixels (RGBA, CMYK, 32-bit) must be fewer.
+assert Image.MAX_IMAGE_PIXELS is not None, "Pillow's decompression-bomb limit is on (its default)"
 MAX_DECODED_BYTES = 3 * Image.MAX_IMAGE_PIXELS
-STRIP_ROWS = 512  # rows converted at once from 16/32-bit to 8-bit
+STRIP_BYTES = 4 * 2**20  # float64 converted at once from 16/32-bit to 8-bit (a few rows of a large image)
 REDUCIBLE = {"L", "LA", "RGBA", "CMYK"}  # modes Image.reduce takes, reduced before their conversion to RGB
 BYTES_PER_BAND = {"I": 4, "F": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 
@@ -94,7 +95,7 @@ def load_rgb(source: Path | str | bytes, max_pixels: int | None = None, max_byte
                     img.draft(img.mode, _target(img.size, max_pixels))  # DCT scaling: never decoded at full size
                 check_cost(img.size, img.mode, max_bytes)
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                ImageOps.exif_transpose(img, in_place=True)  # not a copy: to_rgb makes the one needed
                 rgb = to_rgb(img, max_pixels)
     except BadImage:
         raise
@@ -144,6 +145,13 @@ def _reduced(img: Image.Image, max_pixels: int | None) -> Image.Image:
     return img.reduce(factor)
 
 
+def _band_extrema(img: Image.Image) -> tuple[float, float]:
+    """(lowest, highest) value of a one-band image (getextrema gives a pair per band for the others)."""
+    lo, hi = img.getextrema()
+    assert isinstance(lo, int | float) and isinstance(hi, int | float), f"{img.mode} has more than one band"
+    return lo, hi
+
+
 def to_rgb(img: Image.Image, max_pixels: int | None = None) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB (reduced to about ``max_pixels`` when given)."""
     if img.mode == "RGB":
@@ -151,11 +159,11 @@ def to_rgb(img: Image.Image, max_pixels: int | None = None) -> Image.Image:
         return img.copy() if small is img else small
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16/32-bit grayscale: scale to 8 bits instead of clipping at 255.
-        top = 65535.0 if img.mode.startswith("I;16") else max(float(img.getextrema()[1]), 1.0)
+        top = 65535.0 if img.mode.startswith("I;16") else max(float(_band_extrema(img)[1]), 1.0)
         eight = _strips(img, lambda arr: np.clip(arr / top * 255.0, 0, 255))
         return _reduced(eight, max_pixels).convert("RGB")
     if img.mode == "F":
-        lo, hi = (float(v) for v in img.getextrema())
+        lo, hi = (float(v) for v in _band_extrema(img))
         eight = _strips(img, lambda arr: (arr - lo) / (hi - lo or 1.0) * 255.0)
         return _reduced(eight, max_pixels).convert("RGB")
     img = _reduced(img, max_pixels) if img.mode in REDUCIBLE else img
@@ -173,8 +181,9 @@ def _strips(img: Image.Image, to_eight) -> Image.Image:
     """A 16/32-bit image as 8-bit L, ``to_eight`` (float64 in, 0..255 out) applied a strip of rows at a time, so
     no float64 copy of the whole image is made (a 9,400 x 9,400 16-bit PNG took 2.35 GB that way)."""
     out = np.empty((img.height, img.width), dtype=np.uint8)
-    for top in range(0, img.height, STRIP_ROWS):
-        strip = img.crop((0, top, img.width, min(img.height, top + STRIP_ROWS)))
+    rows = max(1, STRIP_BYTES // (8 * img.width))
+    for top in range(0, img.height, rows):
+        strip = img.crop((0, top, img.width, min(img.height, top + rows)))
         out[top:top + strip.height] = to_eight(np.asarray(strip, dtype=np.float64)).astype(np.uint8)
     return Image.fromarray(out, "L")
 

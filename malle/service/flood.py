@@ -27,6 +27,29 @@ LOG = logging.getLogger("malle.service")
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_BUCKETS = 10_000  # distinct clients remembered; the least recently seen is forgotten first
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def return_freed_memory() -> bool:
+    """Have glibc map every allocation of 1 MiB or more on its own, so a decoded image's buffers go back to the
+    system when freed. By default the threshold rises with each large free (up to 32 MiB) and the pool threads'
+    arenas keep what they freed: a burst of 8 heavy uploads left the server 1.5 GB larger for good. False where
+    the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
+
+
+def printable(path: str, limit: int = 300) -> str:
+    """A client's path as one log line can hold it: control characters escaped, cut at ``limit``."""
+    text = path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class RequestIdFilter(logging.Filter):
@@ -69,14 +92,14 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            LOG.exception("%s %s: unexpected error (a bug)", scope["method"], scope["path"])
+            LOG.exception("%s %s: unexpected error (a bug)", scope["method"], printable(scope["path"]))
             if not status[0]:
                 status[0] = 500
                 await send_json(send, 500, body(scope, 500, f"internal error; the server log has its details under "
                                                             f"request id {rid}", "internal"),
                                 [(b"x-request-id", rid.encode())])
         finally:
-            LOG.info("%s %s -> %d in %.0f ms", scope["method"], scope["path"], status[0],
+            LOG.info("%s %s -> %d in %.0f ms", scope["method"], printable(scope["path"]), status[0],
                      (time.perf_counter() - started) * 1000)
             REQUEST_ID.reset(token)
 
