@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from malle.bank import Bank
 from malle.cli.options import add_cache_option
-from malle.errors import ConfigError, WeightsUnavailable
+from malle.errors import EXTRAS, ConfigError, WeightsUnavailable, import_extra
 from malle.service.guard import API_KEY_ENV, check_exposure, is_loopback, load_key
 
 NAME = "serve"
@@ -36,9 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, say) -> int:
+    for module in EXTRAS["service"]:  # one line naming the extra when a base install lacks it
+        import_extra(module, "malle serve")
     import faiss
     import uvicorn
 
+    from malle.bank import Bank
     from malle.service.app import create_app
     from malle.service.flood import configure_logging, return_freed_memory
 
