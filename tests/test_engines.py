@@ -7,6 +7,7 @@ No wall-clock assertions: speed is in bench/encode_speed.py.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +171,15 @@ def test_a_missing_or_failing_engine_falls_back_to_exact_fp32_with_one_notice(na
     assert len(desc.notices) == 1 and "running ONNX Runtime fp32 instead." in desc.notices[0]
     assert "ONNX Runtime fp32" in desc.label
     np.testing.assert_array_equal(found, exact[name])
+
+
+def test_two_threads_sharing_one_openvino_engine_each_get_their_own_codes(models_dir, photos):
+    """The dashboard's sessions and its background thread share one descriptor: each call keeps its own batch."""
+    alone, desc = codes("sscd_distilled", OpenVinoBf16, models_dir, photos)
+    halves = (photos[: PHOTOS // 2], photos[PHOTOS // 2 :])
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        found = [pool.submit(lambda part=part: [desc.encode_files(part) for _ in range(3)]) for part in halves]
+        together = [f.result() for f in found]
+    for runs, expected in zip(together, (alone[: PHOTOS // 2], alone[PHOTOS // 2 :])):
+        for run in runs:
+            np.testing.assert_array_equal(run, expected)

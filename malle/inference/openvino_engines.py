@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import ClassVar
@@ -73,6 +74,9 @@ class OpenVinoEngine(Engine):
     def __init__(self, model, calibration=None, threads=None) -> None:
         super().__init__(model, calibration, threads)
         self._compiled = None
+        # Calling a compiled model uses its one default infer request, which two threads must not share (the
+        # dashboard's sessions and its background work use one descriptor); ONNX Runtime's run is thread-safe.
+        self._running = threading.Lock()
 
     @classmethod
     def runs(cls, model) -> bool:
@@ -117,8 +121,9 @@ class OpenVinoEngine(Engine):
             raise CompileFailed(f"OpenVINO cannot compile {graph.name}: {first_line(err)}") from None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        out = self._compiled(batch)[self._compiled.output(0)]
-        return np.array(out, dtype=np.float32)  # a copy: OpenVINO reuses its output buffer on the next call
+        with self._running:
+            out = self._compiled(batch)[self._compiled.output(0)]
+            return np.array(out, dtype=np.float32)  # a copy: OpenVINO reuses its output buffer on the next call
 
 
 class OpenVinoFp32(OpenVinoEngine):
