@@ -6,6 +6,7 @@ from malle.dashboard import detection, frame, legend, widgets
 from malle.dashboard import overview as logic
 from malle.dashboard.shared import LEVELS, recall_table
 from malle.report.live import report_files
+from malle.report.summary import K11_NOTE
 
 ctx = widgets.context()
 exp = ctx.experiment
@@ -40,7 +41,7 @@ for level in LEVELS:
     st.markdown(f"**{level.capitalize()} level**")
     widgets.show_table(tables[level], key=f"overview_recall_{level}")
 if 11 in exp.config.ks:
-    st.caption(logic.K11_NOTE)
+    st.caption(K11_NOTE)
 with st.expander("Methods: full labels (family, weights, engine, precision)"):
     st.markdown(ctx.cached(legend.markdown))
 

@@ -7,6 +7,7 @@ Shared by the browser test and the dashboard benchmark. Uses Debian's
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -32,12 +33,12 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def streamlit_server(script: Path, cache_root: Path, log_path: Path, timeout_s: float = 120,
-                     drop_env: tuple[str, ...] = ()) -> Iterator[str]:
+                     drop_env: tuple[str, ...] = (), extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """Serve ``script`` on a free loopback port with ``MALLE_CACHE=cache_root``; yield its URL.
 
-    ``drop_env`` names variables of this process that the server must not inherit.
+    ``drop_env`` names variables of this process that the server must not inherit; ``extra_env`` adds some.
     """
-    env = {key: value for key, value in os.environ.items() if key not in drop_env}
+    env = {key: value for key, value in os.environ.items() if key not in drop_env} | (extra_env or {})
     port = free_port()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
@@ -105,3 +106,93 @@ def settle(page, timeout_ms: int = 240_000) -> None:
     page.wait_for_timeout(700)  # give a rerun time to start before asking whether it is over
     page.wait_for_function(f"() => !document.querySelector('{RUNNING}')", timeout=timeout_ms)
     page.wait_for_timeout(300)
+
+
+# -- what the tests read off a page ----------------------------------------------------------------------
+class ForwardMessages:
+    """Every message the Streamlit server sends a page, as it arrives over the page's websocket (protobuf
+    ``ForwardMsg``): the charts' Vega-Lite specs and data exactly as the browser gets them."""
+
+    def __init__(self, page):
+        self.frames: list[bytes] = []
+        page.on("websocket", lambda ws: ws.on("framereceived", self._received))
+
+    def _received(self, payload) -> None:
+        if isinstance(payload, bytes):
+            self.frames.append(payload)
+
+    def clear(self) -> None:
+        self.frames.clear()
+
+    def charts(self) -> list[tuple[dict, dict]]:
+        """(Vega-Lite spec, {dataset name: DataFrame}) of each chart of the last script run, in page order."""
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        found: dict[tuple[int, ...], tuple[dict, dict]] = {}
+        for raw in self.frames:
+            msg = ForwardMsg()
+            msg.ParseFromString(raw)
+            if msg.WhichOneof("type") != "delta" or msg.delta.WhichOneof("type") != "new_element":
+                continue
+            element = msg.delta.new_element
+            if element.WhichOneof("type") == "vega_lite_chart":
+                chart = element.vega_lite_chart
+                datasets = {d.name: _arrow_frame(d.data.data) for d in chart.datasets}
+                found[tuple(msg.metadata.delta_path)] = (json.loads(chart.spec), datasets)
+        return [found[path] for path in sorted(found)]
+
+
+def _arrow_frame(data: bytes):
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(data).read_all().to_pandas()
+
+
+def discrete_x_columns(spec: dict, datasets: dict, data: str | None = None) -> list[int]:
+    """For each x axis a chart draws on a discrete (nominal or ordinal) scale, in drawing order: how many distinct
+    values its data has there, i.e. how many labels the axis must show. A layer shares one axis; a concatenation
+    draws one per panel."""
+    data = (spec.get("data") or {}).get("name", data)
+    if "layer" in spec:
+        counts = [count for layer in spec["layer"] for count in discrete_x_columns(layer, datasets, data)]
+        return counts[:1]
+    for key in ("concat", "hconcat", "vconcat"):
+        if key in spec:
+            return [count for part in spec[key] for count in discrete_x_columns(part, datasets, data)]
+    x = (spec.get("encoding") or {}).get("x") or {}
+    if x.get("type") not in ("nominal", "ordinal") or data not in datasets:
+        return []
+    return [int(datasets[data][x["field"]].nunique())]
+
+
+# Per chart on the page, per x axis with a discrete scale: (the values its scale has, the labels drawn visible).
+DRAWN_X_LABELS_JS = """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].map(chart =>
+  [...chart.querySelectorAll('g[aria-roledescription="axis"]')]
+    .filter(axis => /^X-axis.*discrete scale with (\\d+) value/.test(axis.getAttribute('aria-label') || ''))
+    .map(axis => [Number(axis.getAttribute('aria-label').match(/discrete scale with (\\d+) value/)[1]),
+                  [...axis.querySelectorAll('g.role-axis-label text')].filter(text =>
+                     Number(text.getAttribute('opacity') ?? 1) > 0 && getComputedStyle(text).opacity !== '0'
+                     && text.textContent.trim() !== '').length]))"""
+
+# Every st.dataframe whose grid scrolls sideways: its scroller is wider inside than on screen.
+SIDEWAYS_TABLES_JS = """() => [...document.querySelectorAll('[data-testid="stDataFrame"]')].flatMap((grid, i) =>
+  [...grid.querySelectorAll('.dvn-scroller')].filter(s => s.scrollWidth > s.clientWidth + 1)
+    .map(s => `table ${i + 1} (${grid.innerText.split('\\n')[0].slice(0, 60)}): `
+              + `${s.scrollWidth} px in ${s.clientWidth}`))"""
+
+
+def wait_for_charts(page, timeout_ms: int = 60_000) -> None:
+    """Until every chart on the page has drawn its axes (Vega renders after the script run ends)."""
+    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
+        .every(c => c.querySelector('g[aria-roledescription="axis"]'))""", timeout=timeout_ms)
+    page.wait_for_timeout(500)
+
+
+def small_png(source: Path, target: Path, colours: int = 128) -> None:
+    """A screenshot as a small PNG for the docs: a palette of ``colours`` (dashboards are mostly flat colour)."""
+    from PIL import Image
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(source) as img:
+        img.convert("RGB").quantize(colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+            target, optimize=True)

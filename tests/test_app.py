@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from malle.dashboard import frame
 from malle.descriptors import create_descriptor
 from malle.evaluation import recall as evaluate
 from malle.lab import published as report
+from malle.report.palette import short_names
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 CNN, PHASH = "efficientnet_lite2", "phash"
@@ -52,20 +54,35 @@ def test_overview_shows_the_engines_recall(demo_results, tmp_path):
     assert at.title[0].value == "Overview"
     demo_results.write(tmp_path)  # what the CLI writes
     recall = pd.read_csv(tmp_path / "recall.csv")
+    names = short_names(demo_results.methods)
     for i, level in enumerate(("instance", "class")):
-        pd.testing.assert_frame_equal(at.dataframe[i].value, report.short_wide(recall, level), check_exact=True)
+        pd.testing.assert_frame_equal(at.dataframe[i].value, report.short_wide(recall, level).rename(columns=names),
+                                      check_exact=True)
     published = report.reference_recall()
     for i, level in enumerate(("instance", "class"), start=2):
-        pd.testing.assert_frame_equal(at.dataframe[i].value, report.short_wide(published, level))
+        pd.testing.assert_frame_equal(at.dataframe[i].value,
+                                      report.short_wide(published, level).rename(columns=report.REFERENCE_LABELS))
     assert "published" in " ".join(c.value for c in at.caption).lower()
-    costs = at.dataframe[-1].value
-    assert costs["ms per query"].tolist() == demo_results.costs()["ms_per_query"].tolist()
+    assert any("K = 11" in c.value for c in at.caption)  # explained where it is shown
+    (costs,) = [t.value for t in at.table if t.value.index.name == "measure"]
+    expected = demo_results.costs()["ms_per_query"].map(lambda v: f"{v:.3f}").tolist()
+    assert costs.loc["ms per query"].tolist() == expected
+
+
+def test_overview_headline_tells_both_presets(demo_results):
+    at = open_app()
+    text = markdown_text(at)
+    assert "**reference**, the published experiment" in text and "**hard**, the field's edits" in text
+    assert at.button(key="overview_to_hard").label == "Switch to hard"
 
 
 def test_frame_shows_one_resnet50_notice_and_the_experiment_in_use(demo_results):
     at = open_app()
-    notices = [i.value for i in at.sidebar.info if "ResNet-50 is not shown" in i.value]
-    assert len(notices) == 1 and "EfficientNet-Lite2" in notices[0] and "--resnet50-weights" in notices[0]
+    (line,) = [c.value for c in at.sidebar.caption if "ResNet-50 is not shown" in c.value]  # one line...
+    assert "\n" not in line and len(line) < 160 and ":material/" in line
+    (how,) = [e for e in at.sidebar.expander if e.label == "How to add ResNet-50 weights"]  # ...and how to fix it
+    assert "EfficientNet-Lite2" in how.markdown[0].value and "--resnet50-weights" in how.markdown[0].value
+    assert not [i.value for i in at.sidebar.info if "ResNet-50" in i.value]
     assert at.multiselect(key="methods").value == ["sscd_distilled", CNN, PHASH]
     assert at.number_input(key="n_demo").value == 60
     assert any("60 originals · 340 copies" in c.value for c in at.sidebar.caption)
@@ -77,7 +94,7 @@ def test_method_selection_reloads_from_the_cache(demo_results):
     at = open_app()
     at.multiselect(key="methods").set_value([PHASH])
     rerun(at)
-    expected = report.short_wide(demo_results.recall(), "instance")[[PHASH]]
+    expected = report.short_wide(demo_results.recall(), "instance")[[PHASH]].rename(columns={PHASH: "pHash"})
     pd.testing.assert_frame_equal(at.dataframe[0].value, expected)
     assert not at.status, "a fully cached experiment shows no progress box"
 
@@ -132,8 +149,7 @@ def test_uploaded_images_run_once_with_progress_per_stage(demo_photos):
     assert cnn[1].startswith(f"✓ {label}: copies: ")
     assert "only 4 usable images" in at.sidebar.warning[0].value
     assert any("1 uploaded file(s) skipped" in e.label for e in at.expander)
-    (summary,) = [dict(d.value.itertuples(index=False)) for d in at.dataframe
-                  if list(d.value.columns) == ["item", "value"]]
+    (summary,) = [d.value["value"].to_dict() for d in at.table if d.value.index.name == "item"]
     assert summary["Originals"] == "4" and summary["Skipped files"] == "1"
     rerun(at)
     assert not at.status, "the second run comes from the cache"
@@ -178,11 +194,11 @@ def test_lab_roll_and_pick_original():
 def test_lab_ranks_the_true_original_for_each_method(demo_results):
     at = open_app("augmentation_lab")
     text = markdown_text(at)
-    for label in demo_results.labels.values():
-        assert f"**{label}**: true original ranks **#1** of 60" in text
+    for name in short_names(demo_results.methods).values():
+        assert f"**{name}**: true original ranks **#1** of 60" in text
     captions = image_captions(at)
     first = demo_results.experiment.originals["file"].iloc[0]  # the lab opens on the first original
-    assert sum(c.startswith(f"✅ true original · #1 {first}") for c in captions) == len(demo_results.methods)
+    assert sum(c.startswith(f"true original · #1 {first}") for c in captions) == len(demo_results.methods)
 
 
 # -- per-transformation breakdown ---------------------------------------------------------------
@@ -193,10 +209,10 @@ def test_breakdown_k_slider_and_level(demo_results):
         rerun(at)
         shown = at.dataframe[0].value
         expected = evaluate.recall_at_k(demo_results.per_query, [k])
-        for method, label in demo_results.labels.items():
+        for method, name in short_names(demo_results.methods).items():
             for level in ("instance", "class"):
                 value = expected.query("method == @method and level == @level")["recall"].item()
-                assert shown.loc[label, f"{level} Recall@{k}"] == value
+                assert shown.loc[name, f"{level} Recall@{k}"] == value
     at.radio(key="pt_level").set_value("class")
     rerun(at)
     assert at.dataframe[1].value.index.name == "class Recall@7 by op"
@@ -206,7 +222,7 @@ def test_breakdown_names_the_hardest_op_for_phash(demo_results):
     at = open_app("per_transformation")
     per_op = demo_results.per_op([1]).query("method == 'phash' and level == 'instance'")
     worst = per_op.loc[per_op["recall"].idxmin(), "op"]
-    assert f"Hardest op for **pHash (64-bit)**: **{worst} (" in markdown_text(at)
+    assert f"Hardest op for **pHash**: **{worst} (" in markdown_text(at)
 
 
 def test_breakdown_op_filter(demo_results):
@@ -278,10 +294,24 @@ def test_search_an_uploaded_photo_finds_itself(demo_results):
     tops = [c for c in image_captions(at) if "#1 " in c]
     assert len(tops) == len(demo_results.methods) and all(original["file"] in c for c in tops)
     assert any(c.endswith("/64 bits") for c in tops)  # hashes show their distance out of the code's bits
+    # an original itself: every method says "copy" at its calibrated threshold, shown in its own unit
+    text = markdown_text(at)
+    assert text.count("**copy** (#1: ") == len(demo_results.methods) and "**no copy**" not in text
+    assert "Hamming distance 0/64 bits ≤ 14" in text and "≥ 0.2359" in text
     at.slider(key="search_k").set_value(3)
     rerun(at)
     assert sum(c.split(" · ")[0].endswith((".JPEG",)) for c in image_captions(at) if "#" in c) == \
         len(demo_results.methods) * 3
+
+
+def test_search_says_no_copy_for_a_photo_that_copies_nothing(demo_results, demo_photos):
+    used = {Path(p).name for p in demo_results.experiment.originals["source_path"]}
+    unrelated = next(p for p in demo_photos if p.name not in used)
+    at = open_app("image_search")
+    at.file_uploader(key="search_upload").set_value((unrelated.name, unrelated.read_bytes(), "image/jpeg"))
+    rerun(at)
+    (sscd,) = [m.value for m in at.markdown if m.value.startswith("**SSCD distilled**: ")]
+    assert "**no copy** (#1: cosine similarity" in sscd and "< 0.2359" in sscd
 
 
 def test_search_rejects_a_non_image():
@@ -299,9 +329,11 @@ def test_search_a_copy_reports_the_engines_rank(demo_results):
     at.selectbox(key="search_copy").set_value(query)
     rerun(at)
     text = markdown_text(at)
-    for method, label in demo_results.labels.items():
+    captions = " ".join(c.value for c in at.caption)
+    for method, name in short_names(demo_results.methods).items():
         rank = ranks(demo_results, method)[query]
-        assert f"**{label}**: top 5 by" in text and f"true original ranks #{int(rank)}" in text
+        assert f"**{name}**: " in text and f"true original ranks #{int(rank)}" in captions
+
 
 
 # -- the copy-detection methods on every page ------------------------------------------------------
@@ -333,10 +365,11 @@ def test_robustness_sweeps_with_progress_then_from_the_cache(demo_results):
     assert at.title[0].value == "Robustness"
     at.multiselect(key="rob_ops").set_value(["hflip"])
     rerun(at)
-    spec = at.get("vega_lite_chart")[0].proto.spec
-    assert '"facet"' in spec and "recall_at_1" in spec
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    x_axes = [panel["layer"][0]["encoding"]["x"] for panel in spec["concat"]]  # a panel per op swept, no empty one
+    assert [(x["field"], x["title"], x["sort"]) for x in x_axes] == [("strength", "flipped (stronger →)", ["0", "1"])]
     (breaking,) = [d.value for d in at.dataframe if d.value.index.name == "op"]
-    assert list(breaking.index) == ["hflip"] and breaking.loc["hflip", demo_results.labels["phash"]] == "flipped=1"
+    assert list(breaking.index) == ["hflip"] and breaking.loc["hflip", "pHash"] == "flipped=1"
     assert image_captions(at)[:2] == ["flipped=0", "flipped=1"]  # the strip: one original at every level
     rerun(at)
     assert not at.status, "a cached sweep shows no progress box"
@@ -358,7 +391,7 @@ def test_detection_scores_and_threshold_picker(demo_results):
     slider.set_value(loosest)
     rerun(at)
     text = markdown_text(at)
-    assert f"Hamming distance ≤ **{loosest}**" in text
+    assert f"At **Hamming distance ≤ {loosest}/64 bits**:" in text
     phash = {m.label: m.value for m in at.metric}
     assert int(phash["false positives"]) > 0  # distance 30 lets distractors through
     assert any("distractor" in c for c in image_captions(at))
@@ -375,5 +408,5 @@ def test_failure_gallery_names_the_op_charged_with_each_miss(demo_results):
 def test_per_transformation_shows_which_op_caused_the_misses(demo_results):
     at = open_app("per_transformation")
     (table,) = [d.value for d in at.dataframe if d.value.index.name == "charged with the miss"]
-    assert demo_results.labels["phash"] in table.columns
-    assert table[demo_results.labels["phash"]].sum() == pytest.approx(1.0)
+    assert "pHash" in table.columns
+    assert table["pHash"].sum() == pytest.approx(1.0)

@@ -1,20 +1,39 @@
 """A real browser against a real ``streamlit run`` on loopback.
 
-Debian's headless Chromium, driven by Playwright, visits every page of the
-dashboard on the cached demo experiment, changes an op in the Augmentation lab,
-uploads images on the Search page, and saves a screenshot of each page to
-``test-output/screenshots/``.
+Debian's headless Chromium, driven by Playwright, visits every page of the dashboard on the cached demo
+experiment at the two screen sizes stakeholders use (1366 × 768 and 1600 × 1000) and checks that it reads
+right: no table scrolls sideways, every chart's x axis labels every column its data has (the spec and data
+are read from the messages the server sends the page, the labels from what Vega drew), and the Failure
+gallery opens on failures. It saves each page's screenshot to ``test-output/screenshots/`` and, at
+1600 × 1000, a small copy to ``docs/screenshots/`` for the README. Other tests change an op in the
+Augmentation lab, upload images on the Search page and move the Detection threshold.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from urllib.parse import urlparse
 
 import pytest
 
-from harness.browser import CHROMIUM, ROOT, chromium, listening_addresses, settle, streamlit_server
+from harness.browser import (
+    CHROMIUM,
+    DRAWN_X_LABELS_JS,
+    ROOT,
+    SIDEWAYS_TABLES_JS,
+    ForwardMessages,
+    chromium,
+    discrete_x_columns,
+    listening_addresses,
+    settle,
+    small_png,
+    streamlit_server,
+    wait_for_charts,
+)
 
 SHOTS = ROOT / "test-output" / "screenshots"
+DOCS_SHOTS = ROOT / "docs" / "screenshots"
 PAGES = {
     "overview": ("", "Overview"),
     "augmentation_lab": ("augmentation_lab", "Augmentation lab"),
@@ -24,18 +43,44 @@ PAGES = {
     "robustness": ("robustness", "Robustness"),
     "detection": ("detection", "Detection"),
     "search": ("search", "Search"),
+    "bank": ("bank", "Bank"),
 }
+VIEWPORTS = {"1366x768": (1366, 768), "1600x1000": (1600, 1000)}
+DOCS_VIEWPORT = "1600x1000"  # the README's screenshots
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="Debian chromium not installed (bash scripts/test.sh installs it)")
 
 
 @pytest.fixture(scope="module")
-def app_url(demo_cache):
+def demo_bank(tmp_path_factory, demo_photos):
+    """A bank the Bank page opens: photos added with their images, and the same codes imported from a hash list
+    (items without a thumbnail)."""
+    from malle.bank import Bank
+    from malle.bank.hashlist import export_rows, import_rows
+
+    folder = tmp_path_factory.mktemp("dashboard-bank") / "bank"
+    bank = Bank.open(folder)
+    try:
+        bank.create_collection("photos", "phash")
+        bank.add_files("photos", demo_photos[:8])
+        hash_list = folder.parent / "partner.csv"
+        hash_list.write_text(export_rows(bank, "photos"))
+        bank.create_collection("partner_list", "phash")
+        import_rows(bank, "partner_list", hash_list)
+    finally:
+        bank.close()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def app_url(demo_cache, demo_bank):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    # Served as a user starts it: no test-only override of where ResNet-50 weights are.
+    # Served as a user starts it: no test-only override of where ResNet-50 weights are. The bank is opened the
+    # way a user points the dashboard at one.
+    env = {"MALLE_BANK": str(demo_bank), "MALLE_ALLOWED_ROOTS": os.pathsep.join([str(demo_bank.parent), str(ROOT)])}
     with streamlit_server(ROOT / "streamlit_app.py", demo_cache, SHOTS.parent / "streamlit.log",
-                          drop_env=("MALLE_RESNET50_WEIGHTS",)) as url:
+                          drop_env=("MALLE_RESNET50_WEIGHTS",), extra_env=env) as url:
         yield url
 
 
@@ -71,10 +116,63 @@ def test_server_listens_on_loopback_only(app_url):
     assert listening_addresses(urlparse(app_url).port) == {"127.0.0.1"}
 
 
-def test_every_page_renders_without_exception(page, app_url):
-    for name in PAGES:
-        open_page(page, app_url, name)
-        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+def chart_problems(name: str, messages: ForwardMessages, page) -> tuple[list[str], int]:
+    """Each discrete x axis whose visible labels are fewer than its data's columns; and how many axes were read."""
+    expected = [discrete_x_columns(spec, datasets) for spec, datasets in messages.charts()]
+    drawn = page.evaluate(DRAWN_X_LABELS_JS)
+    assert len(drawn) == len(expected), f"{name}: {len(drawn)} charts drawn, {len(expected)} sent"
+    problems, axes = [], 0
+    for i, (columns, axes_drawn) in enumerate(zip(expected, drawn), start=1):
+        assert len(axes_drawn) == len(columns), f"{name} chart {i}: {len(axes_drawn)} discrete x axes for {columns}"
+        for n_columns, (scale_values, visible) in zip(columns, axes_drawn):
+            axes += 1
+            if not n_columns == scale_values == visible:
+                problems.append(f"{name} chart {i}: {n_columns} data columns, {scale_values} on the scale, "
+                                f"{visible} labels drawn")
+    return problems, axes
+
+
+def failures_shown(page) -> int:
+    text = page.locator("[data-testid='stMain']").first.inner_text()
+    found = re.search(r"(\d+) failures among \d+ queries", text)
+    assert found, "the Failure gallery says how many failures it shows"
+    return int(found.group(1))
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_every_page_reads_right(browser, app_url, viewport):
+    """At each screen size, every page: no exception, no table scrolling sideways, every chart column labelled;
+    the Failure gallery's first view shows failures. Screenshots of each page are saved (and, at 1600 × 1000,
+    copied small into docs/screenshots)."""
+    width, height = VIEWPORTS[viewport]
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    messages = ForwardMessages(page)
+    problems, axes = [], 0
+    try:
+        for name in PAGES:
+            messages.clear()
+            open_page(page, app_url, name)
+            if name == "search":  # show what a search says: one of the experiment's copies, searched
+                page.get_by_text("A copy from the experiment").click()
+                settle(page)
+                assert_no_exception(page, "search of a copy")
+            wait_for_charts(page)
+            problems += [f"{name}: {table} scrolls sideways" for table in page.evaluate(SIDEWAYS_TABLES_JS)]
+            found, read = chart_problems(name, messages, page)
+            problems, axes = problems + found, axes + read
+            if name == "failure_gallery":
+                assert failures_shown(page) > 0, "the Failure gallery opens on a view with failures"
+                assert page.locator('[data-testid="stImage"]').count() >= 5  # query, original, neighbours
+            shot = SHOTS / viewport / f"{name}.png"
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot))
+            if viewport == DOCS_VIEWPORT:
+                small_png(shot, DOCS_SHOTS / f"{name}.png")
+    finally:
+        context.close()
+    assert not problems, "\n".join(problems)
+    assert axes >= 5, "the heatmap, the chain-length chart and the Robustness panels have discrete x axes"
 
 
 def _modified_image_src(page) -> str:
@@ -102,6 +200,7 @@ def test_search_upload_shows_neighbours_and_rejects_non_images(page, app_url, de
     assert_no_exception(page, "search after an image upload")
     text = page.locator("section.main, [data-testid='stMain']").first.inner_text()
     assert "EfficientNet-Lite2" in text and "pHash" in text
+    assert "copy" in text and "calibrated" in text  # a verdict at the calibrated threshold, which is shown
     page.screenshot(path=str(SHOTS / "search_upload.png"), full_page=True)
 
     fake = tmp_path / "notes.jpg"

@@ -202,7 +202,7 @@ def test_overview_headline_says_what_each_preset_shows(demo_results):
 
 def test_k11_is_explained_where_the_tables_show_it(demo_results):
     assert 11 in demo_results.config.ks and 11 in overview.published_tables()["instance"].index
-    assert "K = 11" in overview.K11_NOTE and "published" in overview.K11_NOTE
+    assert "K = 11" in summary.K11_NOTE and "published" in summary.K11_NOTE
 
 
 def test_legend_gives_every_method_its_full_label(demo_results):

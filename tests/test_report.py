@@ -20,7 +20,7 @@ from harness.browser import CHROMIUM, ROOT, chromium, settle, streamlit_server
 from malle.cli import build_parser, main
 from malle.cli.options import config_from_args
 from malle.lab.experiment import Experiment, ExperimentConfig
-from malle.report import CachedImages, ReplayedImages, RunFolder, build, reopen
+from malle.report import CachedImages, ReplayedImages, RunFolder, build, live, palette, reopen
 from malle.report.provenance import reproduce_command
 
 SECTIONS = ["Headline", "Methods", "Recall@K", "Edits", "Open set", "Failures", "Provenance"]
@@ -229,3 +229,20 @@ def test_the_overviews_button_returns_the_html_and_the_pdf(browser, demo_cache, 
                                                        "failures", "provenance"))
     assert "data:image/jpeg" in html
     assert files["pdf"].read_bytes().startswith(b"%PDF")
+
+
+def test_the_dashboards_report_includes_the_sweeps_already_computed(demo_results, demo_env, tmp_path):
+    """The Overview's report button writes the run's tables and the severity sweeps computed so far (never sweeps
+    itself); the report draws them in each op's own unit, each method in its dashboard colour."""
+    exp = demo_results.experiment
+    exp.severity(["hflip"])  # what the Robustness page does when hflip is picked
+    out = tmp_path / "run"
+    demo_results.write(out)
+    written = live.write_computed_sweeps(exp, out)
+    assert [p.name for p in written] == ["severity.csv", "breaking_points.csv"]
+    swept = pd.read_csv(out / "severity.csv")
+    assert "hflip" in set(swept["op"]) and set(swept["op"]) <= set(live.computed_sweep_ops(exp))
+    assert set(swept["method"]) == set(demo_results.methods)
+    html = build(out, CachedImages.of(demo_results)).html
+    assert "flipped (stronger →)" in html  # the axis is the op's own unit, not "level"
+    assert palette.FIXED["phash"] in html and palette.FIXED["sscd_distilled"] in html

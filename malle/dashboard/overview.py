@@ -106,19 +106,19 @@ def published_tables() -> dict[str, pd.DataFrame]:
             for level in LEVELS}
 
 
-K11_NOTE = ("K = 11 is there because the reference experiment published Recall@11 next to K = 1, 3, 5 and 10; "
-            "the row is kept so that every row lines up with a published one.")
 
 
-def recall_curve_chart(recall: pd.DataFrame, title: str = "Recall@K vs K") -> alt.Chart:
+def recall_curve_chart(recall: pd.DataFrame,
+                       title: str = "Recall@K vs K (solid: instance level, dashed: class level)") -> alt.Chart:
     """One line per method and level: colour = method (its colour on every page), dash = level."""
     names = short_names(dict.fromkeys(recall["method"]))
     return svg_rendered(alt.Chart(with_names(recall, names), title=title).mark_line(point=True).encode(
         x=alt.X("k:Q", title="K"),
         y=alt.Y("recall:Q", title="Recall@K", scale=alt.Scale(zero=False)),
         color=colour_encoding(names),
-        strokeDash=alt.StrokeDash("level:N", title="level", legend=alt.Legend(
-            symbolType="stroke", symbolStrokeColor="#555555", symbolStrokeWidth=2, symbolSize=400)),
+        # The title says which dash is which: a dash legend's symbols draw blank in Streamlit's theme.
+        strokeDash=alt.StrokeDash("level:N", legend=None, scale=alt.Scale(domain=["instance", "class"],
+                                                                          range=[[1, 0], [6, 4]])),
         tooltip=["name:N", "level:N", "k:Q", alt.Tooltip("recall:Q", format=".4f")],
     ))
 

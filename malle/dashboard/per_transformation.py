@@ -34,14 +34,16 @@ def op_heatmap(per_op: pd.DataFrame, k: int, level: str, names: dict[str, str]) 
     base = alt.Chart(data).encode(  # the page's heading names it
         x=alt.X("name:N", title="method", sort=columns,
                 axis=alt.Axis(labelAngle=0, labelLimit=160, labelOverlap=False, orient="top")),
-        y=alt.Y("op_title:N", title="op in the chain", sort=order, axis=alt.Axis(labelLimit=250)))
+        y=alt.Y("op_title:N", title="op in the chain", sort=order, axis=alt.Axis(labelLimit=250, labelOverlap=False)))
     cells = base.mark_rect().encode(
         color=alt.Color("recall:Q", title=f"R@{k}", scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1])),
         tooltip=["op_title:N", "name:N", alt.Tooltip("recall:Q", format=".4f"), alt.Tooltip("n:Q", title="queries")])
     text = base.mark_text(fontSize=13).encode(
         text=alt.Text("recall:Q", format=".2f"),
         color=alt.condition("datum.recall > 0.3 && datum.recall < 0.8", alt.value("black"), alt.value("white")))
-    return svg_rendered(alt.layer(cells, text).properties(width=max(150 * len(columns), 300), height=26 * len(order)))
+    # Streamlit fits the whole chart, axes included, into this height: 26 px a row plus the top axis and its title.
+    return svg_rendered(alt.layer(cells, text).properties(width=max(150 * len(columns), 300),
+                                                          height=26 * len(order) + 90))
 
 
 def hardest_ops(per_op: pd.DataFrame, k: int, level: str) -> pd.DataFrame:

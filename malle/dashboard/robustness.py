@@ -21,7 +21,9 @@ DEFAULT_OPS = ("randomcrop", "rotate", "jpeg", "hflip")
 def curves_chart(table: pd.DataFrame, methods: list[str]) -> alt.ConcatChart:
     """The report's severity panels (``malle.report.charts.severity_chart``: each op in its own unit, a colour per
     method), sized for the page."""
-    return svg_rendered(severity_chart(table, short_names(methods), MIN_RECALL, width=260, height=170, columns=3))
+    # Three panels of 190 px and the legend on top fit the page beside the sidebar at 1366 px.
+    return svg_rendered(severity_chart(table, short_names(methods), MIN_RECALL, width=190, height=150, columns=3,
+                                       legend=alt.Legend(orient="top", labelLimit=260)))
 
 
 def breaking_table(table: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
