@@ -25,6 +25,8 @@ fi
 "$PY" -m pip install -q -e ".[all,dev,docs]"
 # The configured linter (pyproject.toml's [tool.ruff]) first: a dirty tree fails the run before any test.
 "$PY" -m ruff check .
+# The type checker (pyproject.toml's [tool.mypy]) on the package.
+"$PY" -m mypy malle
 # The docs site, strictly: a broken link or a reference to a missing name fails the run.
 NO_MKDOCS_2_WARNING=1 "$PY" -m mkdocs build --strict -q -d "$(mktemp -d)"
 "$PY" -m pytest "$@"

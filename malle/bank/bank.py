@@ -357,7 +357,7 @@ class Bank:
         limit = calibrated.threshold if calibrated else None
         gate = quality.gate_for(desc)
         low = next((v for v in map(gate.verdict, images) if v.low), None)
-        close = None if limit is None else bool(is_close_enough(desc.metric, [score], limit)[0])
+        close = None if limit is None else bool(is_close_enough(desc.metric, np.asarray([score]), limit)[0])
         return {"method": desc.name, "label": desc.label, "score": score, "score_name": desc.score_name,
                 "threshold": limit, "is_match": close if low is None or close is None else False,
                 "quality": quality.LOW if low else quality.OK, "quality_reason": low.reason if low else None}

@@ -313,6 +313,7 @@ class Store:
                     "thumbnail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (name, item.sha256, item.digest_of, item.filename, metadata_json(item.metadata), stamp, version,
                      code.tobytes(), item.thumbnail))
+                assert cursor.lastrowid is not None, "an INSERT gives its row id"
                 out.append((Item(cursor.lastrowid, name, item.sha256, item.filename, item.metadata or {}, stamp,
                                  None, item.digest_of, item.thumbnail is not None), True))
             if any(created for _, created in out):

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from malle.ops import AugmentConfig
 
 SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-Say = Callable[[str], object]  # where a command writes its notices and one-line errors (stderr)
+Say = Callable[[str], None]  # where a command writes its notices and one-line errors (stderr)
 BAR_COLUMNS = 100  # a progress bar's whole line, so a long description shortens the bar, never wraps the line
 DETAILS = re.compile(r"\s*\([^()]*\)")  # a label's parenthesised details: "pHash (64-bit)" -> "pHash"
 
@@ -213,7 +213,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         data=getattr(args, "data", None),
         n=args.n, seed=args.seed, n_classes=args.n_classes, methods=args.methods, precision=args.precision,
         engine=getattr(args, "engine", "auto"),
-        weights=weights, **chains,
+        weights=tuple(weights.items()), **chains,
     )
 
 

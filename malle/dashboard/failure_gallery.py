@@ -54,7 +54,9 @@ def composite_box(chain: Sequence[Step]) -> tuple[int, int, int, int] | None:
         if isinstance(OPS[chain[index].op], ContextOp):
             later = chain[index + 1:]
             if all(step.op in IN_PLACE_OPS for step in later):
-                return tuple(int(chain[index].params[side]) for side in ("left", "top", "right", "bottom"))
+                params = chain[index].params
+                left, top, right, bottom = (int(params[side]) for side in ("left", "top", "right", "bottom"))
+                return left, top, right, bottom
             return None
     return None
 

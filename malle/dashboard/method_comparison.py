@@ -22,7 +22,8 @@ def default_pair(methods: Sequence[str]) -> tuple[str, str]:
     """The counterparts of the published pair (a CNN against a hash) when both are here, else the first two."""
     pairs = {published: method for method, published in report.reference_pairs(methods).items()}
     first = pairs.get("resnet50", methods[0])
-    second = pairs.get("phash") if pairs.get("phash") not in (None, first) else next(m for m in methods if m != first)
+    phash = pairs.get("phash")
+    second = phash if phash is not None and phash != first else next(m for m in methods if m != first)
     return first, second
 
 

@@ -191,7 +191,8 @@ def select(
 ) -> tuple[list[tuple[Candidate, Image.Image]], list[dict]]:
     """Walk the priority order, decoding each pick, until ``n`` usable images are found."""
     order = priority_order(candidates, n_classes, seed)
-    picked, skipped = [], []
+    picked: list[tuple[Candidate, Image.Image]] = []
+    skipped: list[dict] = []
     bar = progress(total=min(n, len(order)), desc="sample originals") if progress else None
     with ThreadPoolExecutor(max_workers=2) as pool:
         start = 0

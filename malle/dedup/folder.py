@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pandas as pd
 
@@ -71,7 +72,11 @@ def neighbours(metric: Metric, codes: np.ndarray, threshold: float) -> list[dict
     # slightly looser radius and keep exactly what ``is_close_enough`` accepts.
     step = 1 if metric.binary else 1e-5
     radius = metric.from_similarity(metric.similarity(np.asarray([threshold]))[0] - step)
-    lims, _, found = index.range_search(np.ascontiguousarray(codes), int(radius) if metric.binary else radius)
+    query = np.ascontiguousarray(codes)
+    if isinstance(index, faiss.IndexBinary):  # a binary index's radius is a whole number of bits
+        lims, _, found = index.range_search(query, int(radius))
+    else:
+        lims, _, found = index.range_search(query, radius)
     out: list[dict[int, float]] = []
     for row in range(len(codes)):
         others = found[lims[row]:lims[row + 1]]

@@ -95,7 +95,7 @@ class Descriptor(ABC):
     precision: ClassVar[str] = "fp32"  # what the model computes in, shown in labels and the Overview
     # Whether a run's --precision applies (the CNNs: fp32 or int8); other methods have one fixed precision.
     precision_choice: ClassVar[bool] = False
-    weights_source: ClassVar[str] = "none: an algorithm without learned weights"
+    weights_source: str = "none: an algorithm without learned weights"
     licence: ClassVar[str] = ""  # of the weights (or the implementation, for hashes)
     label: str
     dim: int
@@ -215,7 +215,9 @@ class Descriptor(ABC):
         Files go in chunks at full speed; only a chunk that holds a bad file is encoded again one by one.
         """
         bar = open_progress(progress, len(paths), desc or self.label)
-        codes, kept, skipped = [], [], []
+        codes: list[np.ndarray] = []
+        kept: list[int] = []
+        skipped: list[dict] = []
         try:
             for start in range(0, len(paths), SKIPPING_CHUNK):
                 part = list(paths[start : start + SKIPPING_CHUNK])

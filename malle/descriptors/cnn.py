@@ -46,7 +46,7 @@ __all__ = ["PRECISIONS", "CNNDescriptor", "EfficientNetLite2", "ResNet50", "chec
 class CNNDescriptor(NetworkDescriptor):
     family = IMAGENET_CNN
     precision_choice = True
-    packages = ("torch", "torchvision", "Pillow", "numpy")
+    packages: ClassVar[tuple[str, ...]] = ("torch", "torchvision", "Pillow", "numpy")
     config: ClassVar[PreprocessConfig]
 
     def __init__(self, weights: str | Path | None = None, engine: str | type[Engine] = "auto",

@@ -70,7 +70,7 @@ def efficientnet_lite2_status() -> WeightsStatus:
 def build_efficientnet_lite2() -> torch.nn.Module:
     """The network without its classifier: forward returns the pooled 1280-d features."""
     model = load_efficientnet_lite2()
-    model.reset_classifier(0)
+    model.reset_classifier(0)  # type: ignore[operator]  # timm's EfficientNet method, untyped on nn.Module
     return model
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 class Family(str):
     """A family name with its title (plural, for headings) and its order on the Overview (lower first)."""
 
-    title: str
+    title: str  # type: ignore[assignment]  # the family's heading, in place of str.title on purpose
     order: int
 
     def __new__(cls, name: str, title: str, order: int) -> Family:

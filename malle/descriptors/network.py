@@ -11,14 +11,13 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 from PIL import Image
 
 from malle.data.sampling import demo_root
 from malle.descriptors.base import Descriptor, l2_normalise, open_progress
-from malle.errors import DatasetError
+from malle.errors import ConfigError, DatasetError
 from malle.inference.engines import Engine
 from malle.inference.model import CalibrationFailed, CalibrationSet, ExportFailed, Model
 from malle.inference.pipeline import pipelined
@@ -43,7 +42,7 @@ class NetworkDescriptor(Descriptor):
     """A network's pooled features as L2-normalised float32 rows, scored by inner product."""
 
     metric = IP
-    base_label: ClassVar[str]  # the label without the engine and precision it runs on, which the engine adds
+    base_label: str  # the label without the engine and precision it runs on, which the engine adds
 
     def __init__(self, weights: str | Path | None = None, engine: str | type[Engine] = "auto",
                  precision: str = "auto", threads: int | None = None) -> None:
@@ -57,11 +56,11 @@ class NetworkDescriptor(Descriptor):
         self._loaded = False
 
     @property
-    def label(self) -> str:
+    def label(self) -> str:  # type: ignore[override]  # a class attribute for fixed methods; here, the engine's
         return with_precision(self.base_label, self.engine.path())
 
     @property
-    def precision(self) -> str:
+    def precision(self) -> str:  # type: ignore[override]  # a class attribute for fixed methods; here, the engine's
         return self.engine.precision
 
     @classmethod
@@ -83,6 +82,8 @@ class NetworkDescriptor(Descriptor):
             kind = runnable(self._engine_kind, model)
             if not kind.installed():  # decided before the engine's description enters any cache key
                 fallback = fallback_engine(kind, model)
+                if fallback is None:
+                    raise ConfigError(f"{self.name}: {kind.summary} is not installed, and nothing else runs it")
                 self.notices.append(f"{self.name}: {kind.summary} is not installed; running {fallback.summary} "
                                     f"instead.")
                 kind = fallback

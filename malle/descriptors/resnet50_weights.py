@@ -164,7 +164,7 @@ def build_resnet50(weights: str | Path | None) -> torch.nn.Module:
     model.fc = torch.nn.Identity()  # keep the pooled 2048-d features
     if weights == RANDOM_WEIGHTS:
         return model
-    state = load_resnet50_state(weights)
+    state = load_resnet50_state(None if weights is None else Path(weights))
     check_resnet50_keys(state, model.state_dict(), source=str(weights or RESNET50_IMAGENET))
     model.load_state_dict(state, strict=False)  # keys checked above; old files lack num_batches_tracked
     return model

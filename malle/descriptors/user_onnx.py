@@ -118,7 +118,7 @@ def stored_precision(model: Path) -> str:
         graph = onnx.load(str(model), load_external_data=False).graph
     except (OSError, ValueError, DecodeError):
         return "weights of unknown precision"  # ONNX Runtime opened it (an .ort file, say); onnx cannot
-    counts: Counter[int] = Counter()
+    counts: Counter[str] = Counter()
     for tensor in graph.initializer:
         if tensor.data_type in STORED_PRECISION:
             counts[STORED_PRECISION[tensor.data_type]] += math.prod(tensor.dims)

@@ -90,6 +90,7 @@ def replay_query(job: ReplayJob) -> list[bytes]:
 
 
 def _replay_folder(job: ReplayJob, original_digest: str, reduced: list[Step]) -> Path:
+    assert job.cache_root is not None, "replays are kept only with a cache"
     pasted = any(isinstance(OPS[step.op], ContextOp) for step in reduced)
     donors = (str(job.context.root), job.dataset_key) if pasted else ()
     key = cache.fingerprint(REPLAY_KIND, REPLAY_VERSION, original_digest, chain_to_json(reduced), donors,

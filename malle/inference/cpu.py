@@ -77,7 +77,7 @@ def cpu_features() -> CpuFeatures:
 def _numpy_flags() -> set[str]:
     # NumPy's runtime dispatcher probes the CPU on every platform; its table is the portable source.
     try:
-        from numpy._core._multiarray_umath import __cpu_features__
+        from numpy._core._multiarray_umath import __cpu_features__  # type: ignore[import-not-found]  # C, no stub
     except ImportError:
         return set()
     return {name for name, present in __cpu_features__.items() if present}

@@ -28,7 +28,6 @@ class Engine(ABC):
     """Runs one model. Part of the cache key: engines agree only to within float error."""
 
     name: ClassVar[str]  # the runtime: "torch", "onnxruntime"
-    precision: str = "fp32"  # what the model computes in, shown in labels
     summary: ClassVar[str]  # short, for tables: what runs the model
     runtime_label: ClassVar[str]  # the runtime as labels name it: "ONNX Runtime"
     # Images per forward pass. ONNX Runtime on 2 cores ran EfficientNet-Lite2 at 76 img/s in batches of 8
@@ -39,6 +38,11 @@ class Engine(ABC):
         self.model = model
         self.calibration = calibration  # real photos, for engines that calibrate
         self.threads = threads  # None: the machine's share (malle.inference.onnx.default_threads)
+
+    @property
+    def precision(self) -> str:
+        """What the model computes in, shown in labels."""
+        return "fp32"
 
     @classmethod
     def runs(cls, model: Model) -> bool:
@@ -91,11 +95,12 @@ class EagerTorch(Engine):
 
     def load(self, folder: Path) -> None:
         if self._module is None:
-            self._module = self.model.build()
+            self._module = self.model.module()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             inputs = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+            assert self._module is not None, "load() comes before run()"
             return self._module(inputs).float().numpy()
 
 
@@ -119,6 +124,7 @@ class OnnxRuntimeEngine(Engine):
         self.runner.session  # noqa: B018  (open now: a bad model fails before anything is decoded)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        assert self.runner is not None, "load() comes before run()"
         return self.runner.run(batch)
 
 

@@ -38,12 +38,12 @@ def exported(model: Model, folder: Path) -> Path:
 
 def export(model: Model, path: Path, meta: dict) -> None:
     """Write ``model``'s graph to ``path`` with a dynamic batch axis (input ``image``, output ``features``)."""
-    module = copy.deepcopy(model.build()).to(memory_format=torch.contiguous_format)
+    module = copy.deepcopy(model.module()).to(memory_format=torch.contiguous_format)
     example = torch.zeros(*model.input_shape)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")  # the exporter's notes are for model authors, not users
-            torch.onnx.export(module, example, str(path), input_names=["image"], output_names=["features"],
+            torch.onnx.export(module, (example,), str(path), input_names=["image"], output_names=["features"],
                               dynamic_axes={"image": {0: "n"}, "features": {0: "n"}}, opset_version=OPSET,
                               dynamo=False)
     except (ImportError, RuntimeError, ValueError, TypeError, torch.onnx.errors.OnnxExporterError) as err:

@@ -44,6 +44,12 @@ class Model:
         """Built in PyTorch, so eager PyTorch can run it and the compiled engines export it."""
         return self.build is not None
 
+    def module(self) -> torch.nn.Module:
+        """The PyTorch module (only for an ``exportable`` model: the engines that need one run only those)."""
+        if self.build is None:
+            raise TypeError(f"{self.name} is not built in PyTorch: it ships as an ONNX graph")
+        return self.build()
+
 
 @dataclass(frozen=True)
 class CalibrationSet:

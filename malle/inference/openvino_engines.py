@@ -20,7 +20,7 @@ import logging
 import threading
 from pathlib import Path
 from types import ModuleType
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -73,7 +73,7 @@ class OpenVinoEngine(Engine):
 
     def __init__(self, model, calibration=None, threads=None) -> None:
         super().__init__(model, calibration, threads)
-        self._compiled = None
+        self._compiled: Any = None  # OpenVINO's CompiledModel, once loaded
         # Calling a compiled model uses its one default infer request, which two threads must not share (the
         # dashboard's sessions and its background work use one descriptor); ONNX Runtime's run is thread-safe.
         self._running = threading.Lock()
@@ -167,6 +167,7 @@ class OpenVinoInt8(OpenVinoEngine):
         return target / INT8_GRAPH
 
     def quantise(self, source: Path, tmp: Path, meta: dict) -> None:
+        assert self.calibration is not None, "an int8 engine is given photos to calibrate on"
         photos = list(self.calibration.photos())[:NNCF_PHOTOS]
         if len(photos) < NNCF_MIN_PHOTOS:
             raise CalibrationFailed(f"only {len(photos)} calibration photos, need {NNCF_MIN_PHOTOS}")

@@ -85,7 +85,7 @@ def set_dir_mode(path: Path) -> None:
 
 
 # -- atomic files -------------------------------------------------------------------------------
-def write_atomic(path: Path, write: Callable[[str], None]) -> None:
+def write_atomic(path: Path, write: Callable[[str], object]) -> None:
     """``write(temp path)`` next to ``path``, then one rename: readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

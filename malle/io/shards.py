@@ -104,7 +104,7 @@ def read(folder: Path, desc: Descriptor | None = None) -> Embeddings:
         vectors = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         chunks.append(vectors.reshape(-1, width))
         paths += table.column("path").to_pylist()
-    dtype = metric_named(manifest.get("metric")).dtype
+    dtype = metric_named(str(manifest.get("metric"))).dtype
     vectors = np.concatenate(chunks).astype(dtype, copy=False) if chunks else np.zeros((0, 0), dtype)
     return Embeddings(paths, vectors, manifest)
 

@@ -121,7 +121,7 @@ class Experiment(RunContext):
         for method in self.methods:
             desc = self.descriptor(method)
             indexes.check(cfg.index, desc.metric, desc.dim, cfg.index_params)
-            if self.extra_embeddings is not None:
+            if self.extra_embeddings is not None and self.extra_root is not None:  # read from that folder
                 shards.check_matches(self.extra_embeddings, desc, self.extra_root)
             if not self.is_cached("embed", method):
                 desc.load()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -149,7 +149,7 @@ class Results:
         rows = []
         for m in [m for m in self.methods if parse(m).is_derived]:
             base = parse(m).base
-            row = {"method": m, "base": base, "tricks": parse(m).short()}
+            row: dict[str, Any] = {"method": m, "base": base, "tricks": parse(m).short()}
             for name, method in (("", m), ("base_", base)):
                 table = cache.read_table(SearchOutputs(self.experiment.stage("search", method).folder).per_query)
                 row[f"{name}recall_at_1"] = float((table["rank"].astype("Float64") == 1).fillna(False).mean())

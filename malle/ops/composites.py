@@ -391,7 +391,8 @@ def _template(index: int) -> tuple[Size, tuple[int, int, int, int]]:
     """(template size, the photo's box in it), as AugLy's templates and bboxes.json give them."""
     template, box = augly_imutils.get_template_and_bbox(
         str(Path(augly_utils.SCREENSHOT_TEMPLATES_DIR) / TEMPLATES[index]), augly_utils.BBOXES_PATH)
-    return template.size, tuple(int(v) for v in box)
+    left, top, right, bottom = (int(v) for v in box)
+    return template.size, (left, top, right, bottom)
 
 
 @register

@@ -64,7 +64,7 @@ class AugmentConfig:
 
     def as_dict(self) -> dict:
         # The newer fields only when set, so configs (and cache keys) written before them stay the same.
-        extra = {"single_share": self.single_share} if self.single_share else {}
+        extra: dict[str, float | str] = {"single_share": self.single_share} if self.single_share else {}
         extra |= {"preset": self.preset} if self.preset else {}
         return {"copies": list(self.copies), "chain_lengths": list(self.chain_lengths), "ops": list(self.ops),
                 **extra}

@@ -211,6 +211,8 @@ class Watermark(Op):
 def text_origin(font: ImageFont.FreeTypeFont, text: str, size: Size, x: float, y: float) -> tuple[int, int]:
     """Where to draw ``text`` so that its visible box lies at fractions ``x``, ``y`` of the free range."""
     left, top, right, bottom = font.getbbox(text)
+    # A FreeType font's box is in whole pixels (its stub allows floats, for other fonts).
+    left, top, right, bottom = int(left), int(top), int(right), int(bottom)
     box_left, box_top, _, _ = placed(size, (right - left, bottom - top), x, y)
     # Shifted by the bbox's offset: Pillow places the text's origin, not its visible top-left.
     return box_left - left, box_top - top

@@ -47,7 +47,8 @@ def build(out: Path | str, images: Images | None = None, why_no_images: str = ""
         ("failures", "Failures", lambda: gallery_section(run, images, why_no_images), True, ""),
         ("provenance", "Provenance", lambda: provenance_section(run), True, ""),
     ]
-    sections, absent = [], []
+    sections: list[html.Section | html.Omitted] = []
+    absent: list[str] = []
     for i, (key, title, make, new_page, missing) in enumerate(steps):
         say(f"{title}…", i / len(steps))
         body = make()

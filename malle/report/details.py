@@ -14,7 +14,7 @@ from malle.retrieval.metrics import Metric, metric_named
 
 def _instance_r1(table: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
     part = table[(table["level"] == "instance") & (table["k"] == 1)]
-    return part.assign(method=part["method"].map(lambda m: short(labels.get(m, m))))
+    return part.assign(method=part["method"].map(lambda m: short(labels.get(m) or m)))
 
 
 def edits_section(run: RunFolder) -> str:
@@ -36,7 +36,7 @@ def attribution(run: RunFolder) -> str:
     found = run.optional("attribution.csv")
     if found is None or found.empty:
         return absent("No attribution in this run: no miss of a chain of two or more edits to charge.")
-    data = found.assign(method=found["method"].map(lambda m: short(run.labels.get(m, m))))
+    data = found.assign(method=found["method"].map(lambda m: short(run.labels.get(m) or m)))
     note = paragraph("For each miss of a chain of two or more edits, the edit whose removal restores the hit is "
                      "charged (shared when several do; \"the combination\" when no single removal does). Numbers "
                      "are misses charged.", "note")

@@ -78,8 +78,8 @@ def with_names(table: pd.DataFrame, names: Mapping[str, str]) -> pd.DataFrame:
     return table.assign(name=table["method"].map(names).fillna(table["method"]))
 
 
-def svg_rendered(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
+def svg_rendered[Chart: alt.TopLevelMixin](chart: Chart) -> Chart:
     """The chart drawn as SVG in the browser (Streamlit's default is canvas for large data): text stays text, so
     labels are crisp in screenshots and the browser test can count each axis's labels."""
-    chart.usermeta = {"embedOptions": {"renderer": "svg"}}
+    chart.usermeta = {"embedOptions": {"renderer": "svg"}}  # type: ignore[attr-defined]  # a Vega-Lite key, not in altair's stub
     return chart

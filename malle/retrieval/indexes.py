@@ -153,16 +153,16 @@ def probe(spec: str, metric: Metric, dim: int, search_params: str = "") -> str |
     return lines[-1][:300]
 
 
-def probe_child(spec: str, metric_name: str, dim: str, search_params: str) -> int:
+def probe_child(spec: str, metric_name: str, dim_text: str, search_params: str) -> int:
     """The child of ``probe``: 0 when ``spec`` builds, trains (or cannot, as on a small bank), adds and searches."""
     import numpy as np
 
     from malle.retrieval.metrics import METRICS
 
-    metric, dim = METRICS[metric_name], int(dim)
+    metric, dim = METRICS[metric_name], int(dim_text)
     rng = np.random.default_rng(0)
     if metric.binary:
-        codes = rng.integers(0, 256, (PROBE_ROWS, dim // 8), dtype=np.uint8)
+        codes: np.ndarray = rng.integers(0, 256, (PROBE_ROWS, dim // 8), dtype=np.uint8)
     else:
         codes = rng.standard_normal((PROBE_ROWS, dim)).astype(np.float32)
         codes /= np.linalg.norm(codes, axis=1, keepdims=True)

@@ -113,7 +113,8 @@ class InnerProduct(Metric):
         return faiss.index_factory(dim, self.factory(factory), faiss.METRIC_INNER_PRODUCT)
 
     def set_search_params(self, index, params: str) -> None:
-        faiss.ParameterSpace().set_index_parameters(index, params)
+        # faiss's stub takes the overload for one parameter's value; a "name=value,..." string is the other one.
+        faiss.ParameterSpace().set_index_parameters(index, params)  # type: ignore[arg-type]
 
     def write_index(self, index, path: Path) -> None:
         faiss.write_index(index, str(path))

@@ -79,7 +79,7 @@ def search(index, queries: np.ndarray, k: int, metric: Metric) -> Hits:
         return Hits(np.take_along_axis(i, order, 1), np.take_along_axis(s, order, 1).astype(metric.score_dtype),
                     metric)
     ids = np.empty((len(queries), k), dtype=np.int64)
-    scores = np.empty((len(queries), k), dtype=metric.score_dtype)
+    scores: np.ndarray = np.empty((len(queries), k), dtype=metric.score_dtype)
     pending = np.arange(len(queries))
     width = min(n_total, k + 8)
     while len(pending):
@@ -107,7 +107,7 @@ def _best_of_variants(per_variant: list[Hits], k: int) -> Hits:
     order = _order(ids, scores, metric)  # best first, so the first time an id appears is its best score
     ids, scores = np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
     out_ids = np.full((len(ids), min(k, ids.shape[1])), -1, dtype=np.int64)
-    out_scores = np.zeros(out_ids.shape, dtype=metric.score_dtype)
+    out_scores: np.ndarray = np.zeros(out_ids.shape, dtype=metric.score_dtype)
     for row in range(len(ids)):
         _, first = np.unique(ids[row], return_index=True)
         keep = np.sort(first)[: out_ids.shape[1]]

@@ -85,7 +85,7 @@ def read_shard(path: Path, sha256: str, dtype) -> np.ndarray:
 
 
 def float_metric(manifest: dict, folder: Path) -> Metric:
-    metric = METRICS.get(manifest.get("metric"))
+    metric = METRICS.get(str(manifest.get("metric")))
     if metric is None or metric.binary:
         raise ConfigError(f"{folder} holds {manifest.get('metric')} codes; an on-disk IVF index is built from "
                           "float embeddings (sscd, sscd_distilled, efficientnet_lite2, resnet50...)")

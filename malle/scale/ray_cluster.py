@@ -65,7 +65,7 @@ def check_reachable(address: str) -> None:
 def authenticate(address: str) -> None:
     """Make this driver acceptable to the GCS at ``address``, or say in one line why it is not."""
     try:
-        from ray._raylet import AuthenticationTokenLoader, GcsClient  # noqa: F401  (Ray >= 2.52)
+        from ray._raylet import AuthenticationTokenLoader, GcsClient  # type: ignore[attr-defined]  # noqa: F401  (Ray >= 2.52; its stub lacks them)
     except ImportError:
         return  # a Ray without token authentication: nothing to negotiate
     if not refuses_token(address):
@@ -90,7 +90,7 @@ def authenticate(address: str) -> None:
 def refuses_token(address: str) -> bool:
     """Whether the GCS at ``address`` answers this driver, as it is set up now, with ``InvalidAuthToken``.
     Any other answer (even an error) means the token is not the problem; ray.init reports the rest."""
-    from ray._raylet import GcsClient
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]  # in ray._raylet, missing from its stub
     from ray.exceptions import AuthenticationError, RayError
 
     try:
@@ -104,7 +104,7 @@ def refuses_token(address: str) -> bool:
 
 
 def token_available() -> bool:
-    from ray._raylet import AuthenticationTokenLoader
+    from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]  # missing from its stub
 
     return AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
 
@@ -112,7 +112,7 @@ def token_available() -> bool:
 def enable_token_mode() -> None:
     """What Ray does for a local ``ray.init()``: the variable (inherited by anything this process starts),
     then a refresh of the cached config and token so this process sees it too."""
-    from ray._raylet import AuthenticationTokenLoader, Config
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # missing from its stub
 
     os.environ[AUTH_MODE] = "token"
     Config.initialize("")

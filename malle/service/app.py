@@ -76,7 +76,7 @@ def _public_schema_names(app: FastAPI) -> None:
             app.openapi_schema = schemas.rename_components(plain())
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend its schema
 
 
 def _security(api_key: str | None) -> list:

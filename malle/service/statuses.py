@@ -16,14 +16,15 @@ from starlette.routing import Match
 from malle.bank import Conflict, NotFound
 from malle.errors import BadImage, ConfigError, MalleError, WeightsUnavailable
 from malle.service.guard import BodyTooLarge
-from malle.service.schemas import Error
+from malle.service.schemas import Error, ErrorCode
 
 # Most specific first: a WeightsUnavailable is no ConfigError, every kind here is a MalleError.
-KINDS: tuple[tuple[type[MalleError], int, str], ...] = (
+KINDS: tuple[tuple[type[MalleError], int, ErrorCode], ...] = (
     (NotFound, 404, "not_found"), (Conflict, 409, "conflict"), (BadImage, 422, "bad_image"),
     (WeightsUnavailable, 422, "method_unavailable"), (ConfigError, 422, "bad_field"), (MalleError, 400, "bad_request"))
-HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-              413: "too_large", 422: "bad_field", 429: "rate_limited", 503: "busy"}
+HTTP_CODES: dict[int, ErrorCode] = {
+    400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+    422: "bad_field", 429: "rate_limited", 503: "busy"}
 DESCRIPTIONS = {400: "a malformed request (not a form, a broken multipart body)", 401: "missing or wrong API key",
                 404: "no such collection, item or route", 405: "method not allowed (see Allow)",
                 409: "the collection exists already", 413: "the upload or body is over the limit",
@@ -37,7 +38,7 @@ def request_id(scope) -> str | None:
     return scope.get("state", {}).get("request_id")
 
 
-def body(scope, status: int, message: str, code: str | None = None) -> dict:
+def body(scope, status: int, message: str, code: ErrorCode | None = None) -> dict:
     message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate echoed from input
     return Error(error=message, code=code or HTTP_CODES.get(status, "bad_request"),
                  request_id=request_id(scope)).model_dump()
@@ -50,10 +51,10 @@ def responses(*statuses: int) -> dict:
 
 def allowed(request: Request) -> list[str]:
     """Every method some route answers at this path."""
-    methods = set()
+    methods: set[str] = set()
     for route in request.app.router.routes:
         if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE:
-            methods |= route.methods
+            methods |= route.methods or set()
     return sorted(methods)
 
 
@@ -75,6 +76,7 @@ def add_handlers(app: FastAPI) -> None:
         problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in err.errors())
         return JSONResponse(body(request.scope, 422, problems or "malformed request", "bad_field"), status_code=422)
 
-    app.add_exception_handler(MalleError, malle_error)
-    app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, invalid)
+    # Starlette's stub types every handler as taking any Exception; each is registered for its own class.
+    app.add_exception_handler(MalleError, malle_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, invalid)  # type: ignore[arg-type]

@@ -54,11 +54,11 @@ def features(image: Image.Image) -> Features:
     if scale < 1:
         grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),
                            Image.Resampling.BILINEAR)
-    sift = cv2.SIFT_create(nfeatures=MAX_FEATURES)
+    sift = cv2.SIFT_create(nfeatures=MAX_FEATURES)  # type: ignore[attr-defined]  # in cv2, missing from its stub
     keypoints, descriptors = sift.detectAndCompute(np.asarray(grey), None)
     if descriptors is None:
         return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
-    return Features(np.float32([k.pt for k in keypoints]), descriptors.astype(np.float32))
+    return Features(np.asarray([k.pt for k in keypoints], dtype=np.float32), descriptors.astype(np.float32))
 
 
 def inliers(query: Features, candidate: Features) -> int:

@@ -19,7 +19,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from PIL import features
 
@@ -82,9 +82,10 @@ class Ctx:
 class Stage:
     """Base of the stage specs; subclasses set the class attributes and override what they use."""
 
-    kind: ClassVar[str]
-    version: ClassVar[int]
-    params: ClassVar[tuple[str, ...]] = ()
+    # Class attributes of most stages; the derived stages (``derived``) set them per instance.
+    kind: str
+    version: int
+    params: tuple[str, ...] = ()
 
     def needs(self, ctx: Ctx) -> tuple[Node, ...]:
         return ()

@@ -36,7 +36,7 @@ class References(Stage):
         found = desc.encode_files_skipping([Path(p) for p in sources["path"]], progress=ctx.progress,
                                            desc=f"{desc.label}: extra references")
         table, codes = sources.iloc[found.kept][["file", "class"]], [found.codes]
-        if run.extra_embeddings is not None:
+        if run.extra_embeddings is not None and run.extra_root is not None:  # embeddings come from that folder
             loaded = shards.read(run.extra_root, desc)
             if shards.fingerprint_differs(loaded.manifest, desc):
                 run.log(f"{desc.label}: the embeddings in {run.extra_root} were made with another precision, "
