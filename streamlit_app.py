@@ -8,12 +8,14 @@ per stage), and the loaded experiment is handed to the page in session state.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from malle.cli.options import weights_from_args
 from malle.dashboard import frame, widgets
+from malle.dashboard.robustness import DEFAULT_OPS
 from malle.errors import MalleError
 from malle.io.cache import default_root
 from malle.lab.experiment import ExperimentConfig
@@ -102,6 +104,9 @@ def load_results(exp, key: tuple[str, str]):
     found = store.get(key)
     if found is not None:
         return found
+    # The background may be computing this experiment (the other preset): show its progress, not a spinner.
+    widgets.await_progress("Preparing this experiment in the background…",
+                           lambda: widgets.prefetcher().results_progress(key))
     waiting = st.empty()
     if store.building(key):
         waiting.info("Another session is preparing this experiment; this page opens when it is done…")
@@ -117,23 +122,25 @@ def show_sidebar_status(exp, notices: list[str], weights: dict, cache_root: str)
         for notice in frame.engine_notices(notices, exp.unavailable):
             st.warning(notice)
         for skipped in frame.unavailable_notices(weights):
-            if skipped.method not in exp.methods:
-                st.info(frame.notice_text(skipped, exp.methods, exp.registry))
+            if skipped.method not in exp.methods:  # one line; how to fix it, in an expander (issue 23)
+                st.caption(f":material/info: **{skipped.label} is not shown:** {skipped.reason}.")
+                with st.expander(f"How to add {skipped.label} weights"):
+                    st.markdown(frame.notice_text(skipped, exp.methods, exp.registry))
         for notice in frame.method_folder_notices():
             st.warning(notice)
         st.caption(f"Cache: `{cache_root}` ({widgets.cache_size(cache_root) / 2**20:,.0f} MB; "
                    "`python -m malle cache prune` trims it)")
 
 
-def load_context() -> widgets.AppContext:
+def load_context(roots: tuple[str, ...]) -> widgets.AppContext:
     args = frame.parse_app_args(sys.argv[1:])
-    weights, roots = weights_from_args(args), frame.allowed_roots(args)  # --<method>-weights as in the CLI
+    weights = weights_from_args(args)  # the same --<method>-weights options as the CLI
     cache_root = str(default_root())
     try:
-        config, source, skipped = sidebar_config(weights, roots, cache_root)
+        config, source, skipped = sidebar_config(weights, [Path(r) for r in roots], cache_root)
         key = frame.config_key(config)
-        exp, notices = widgets.experiment_handle(key, cache_root, tuple(map(str, roots)))
-        results = load_results(exp, (key, cache_root))
+        exp, notices = widgets.experiment_handle(key, cache_root, roots)
+        results = load_results(exp, (key, str(exp.root)))
     except MalleError as err:
         st.error(f"Cannot run this experiment: {err}")
         st.stop()
@@ -143,6 +150,12 @@ def load_context() -> widgets.AppContext:
 
 st.set_page_config(page_title="Malle", page_icon=":material/image_search:", layout="wide")
 page = st.navigation(PAGES)
+allowed = tuple(map(str, frame.allowed_roots(frame.parse_app_args(sys.argv[1:]))))
 if page.url_path != BANK_PAGE.url_path:  # the Bank page reads a bank, not an experiment
-    widgets.set_context(load_context())
-page.run()
+    widgets.set_context(load_context(allowed))
+try:
+    page.run()
+finally:  # also when the page stops early (st.stop) on what it has drawn
+    if page.url_path != BANK_PAGE.url_path:
+        # Drawn: now the other pages' data and the other preset, on the background thread (malle.dashboard.prefetch).
+        widgets.start_background(widgets.context(), allowed, DEFAULT_OPS)

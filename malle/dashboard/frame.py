@@ -13,7 +13,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from malle.io import cache
 from malle.io.images import IMAGE_SUFFIXES, load_rgb
 from malle.io.naming import safe_file_name
 from malle.lab.experiment import Experiment, ExperimentConfig, Results
-from malle.lab.stages import Node
 from malle.ops import PRESETS, AugmentConfig, get_preset
 from malle.tricks.methods import TRICKS
 
@@ -292,27 +291,19 @@ ANALYSES = {
 }
 
 
-def core_nodes(exp: Experiment) -> list[Node]:
-    """The stages the Overview needs: samples, copies, and each method's embeddings and search."""
-    return [node for node in exp.run_nodes(open_set=False) if node.kind != "attribution"]
-
-
 def core_cached(exp: Experiment) -> bool:
-    return all(exp.engine.is_cached(exp, node) for node in core_nodes(exp))
+    return all(exp.engine.is_cached(exp, node) for node in exp.core_nodes())
 
 
 def prepare_core(exp: Experiment, progress=None) -> Results:
-    """The results the Overview shows, computing no analysis (``ANALYSES``: pages ask for those).
+    """The results the Overview shows (``Experiment.results``), computing no analysis (``ANALYSES``: the
+    background, or the page that asks first, computes those).
 
     When the copies are still to be made, the worker pool's fork server is launched first, so its imports
     run beside the models' loading (ONNX export, OpenVINO compile) instead of after it."""
     if not exp.is_cached("copies"):
         parallel.start()
-    exp.check()
-    cache.sweep_leftovers(exp.root)
-    per_query = [cache.read_table(exp.stage("search", m, progress=progress).folder / "per_query.parquet")
-                 for m in exp.methods]
-    return Results(exp, pd.concat(per_query, ignore_index=True))
+    return exp.results(progress)
 
 
 def analysis_pending(exp: Experiment, kind: str, methods: Sequence[str] | None = None) -> bool:
@@ -331,6 +322,33 @@ def open_experiment(key: str, cache_root: str, roots: tuple[str, ...]) -> tuple[
     exp = Experiment(config_from_key(key), cache_root, log=notices.append,
                      allowed_roots=[Path(r) for r in roots])
     return exp, notices
+
+
+class Handles:
+    """One engine handle per (config key, cache root, roots) for the server process: the sessions and the
+    background work share it, so a stage one of them is building is waited for, never built twice."""
+
+    def __init__(self):
+        self._found: dict[tuple, tuple[Experiment, list[str]]] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key: str, cache_root: str, roots: tuple[str, ...]) -> tuple[Experiment, list[str]]:
+        with self._guard:
+            if (key, cache_root, roots) not in self._found:
+                self._found[key, cache_root, roots] = open_experiment(key, cache_root, roots)
+            return self._found[key, cache_root, roots]
+
+
+def preset_key(key: str, preset: str) -> str:
+    """The config key of the same experiment under another preset."""
+    config = config_from_key(key)
+    return config_key(replace(config, augment=augment_for(preset)))
+
+
+def other_preset(key: str) -> str:
+    """The preset the background computes next to the one shown: hard beside reference, reference beside others."""
+    shown = config_from_key(key).augment.preset or PRESET_NAMES[0]
+    return next(name for name in PRESET_NAMES if name != shown)
 
 
 def engine_notices(notices: Sequence[str], unavailable: Sequence[Unavailable]) -> list[str]:

@@ -6,6 +6,7 @@ logic they draw lives in the other modules of this package.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import singledispatch
@@ -16,11 +17,23 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from malle.dashboard import prefetch
 from malle.dashboard.augmentation_lab import control_for, param_key, rolled_state
-from malle.dashboard.frame import ProgressReporter, ResultsStore, open_experiment, progress_text
+from malle.dashboard.frame import (
+    ANALYSES,
+    PRESET_NAMES,
+    Handles,
+    ProgressReporter,
+    ResultsStore,
+    analyse,
+    other_preset,
+    preset_key,
+    progress_text,
+)
 from malle.dashboard.shared import THUMB_PX, Thumb, thumbnail_jpeg
 from malle.io import cache
 from malle.lab.experiment import Experiment, Results
+from malle.lab.stages import Node
 from malle.ops import OPS, ParamSpec, SelectBox, Slider
 from malle.retrieval.metrics import Metric
 
@@ -40,14 +53,25 @@ def _cached_result(key: str, name: str, args: tuple, _func: Callable, _results: 
 
 
 @st.cache_resource(show_spinner=False)
+def handles() -> Handles:
+    """Engine handles shared by every session of this server process and its background work."""
+    return Handles()
+
+
 def experiment_handle(key: str, cache_root: str, roots: tuple[str, ...]) -> tuple[Experiment, list[str]]:
-    return open_experiment(key, cache_root, roots)
+    return handles().get(key, cache_root, roots)
 
 
 @st.cache_resource(show_spinner=False)
 def results_store() -> ResultsStore:
     """Finished experiments shared by every session of this server process."""
     return ResultsStore()
+
+
+@st.cache_resource(show_spinner=False)
+def prefetcher() -> prefetch.Prefetcher:
+    """The background work of this server process (``malle.dashboard.prefetch``)."""
+    return prefetch.Prefetcher(results_store())
 
 
 @st.cache_data(show_spinner=False, ttl=CACHE_SIZE_TTL_S)
@@ -116,6 +140,82 @@ def with_progress(title: str, work: Callable[[ProgressReporter], Any], done: str
             result = work(reporter)
             status.update(label=done, state="complete", expanded=False)
     return result, box
+
+
+WAIT_POLL_S = 0.5  # how often a waiting page redraws the background's progress
+
+
+def await_progress(title: str, progress: Callable[[], prefetch.JobProgress]) -> None:
+    """While ``progress()`` says the background is computing what this page needs, show it in an ``st.status``
+    box with a moving bar (stage i of n, and that stage's own count); returns once it is no longer running.
+    Draws nothing otherwise: what is only queued, the page computes at once itself (it goes first)."""
+    found = progress()
+    if found.readiness is not prefetch.RUNNING:
+        return
+    box = st.empty()
+    with box.container(), st.status(title, expanded=True) as status:
+        bar = st.progress(0.0, text=found.text)
+        while found.readiness is prefetch.RUNNING:
+            bar.progress(found.fraction, text=found.text)
+            time.sleep(WAIT_POLL_S)
+            found = progress()
+        status.update(label=title.split("…")[0] + ": ready", state="complete", expanded=False)
+    box.empty()
+
+
+def await_stages(title: str, nodes: Sequence[Node], compute: Callable[[ProgressReporter], Any]) -> None:
+    """Make sure the stages ``nodes`` of this page's experiment are there: wait for the background with its
+    progress when it holds them, then compute what is still missing here (``compute(progress)``, with a bar per
+    stage): nothing when the background has made it, everything when it was not scheduled or failed."""
+    exp = context().experiment
+    await_progress(title, lambda: prefetcher().progress(exp, nodes))
+    if not all(exp.engine.is_cached(exp, node) for node in nodes):
+        with_progress(title, compute)[1].empty()
+
+
+def await_analysis(kind: str, methods: Sequence[str] | None = None) -> None:
+    """``await_stages`` for an analysis of ``frame.ANALYSES`` (``"attribution"``, ``"openset"``), of ``methods``
+    (default: every method of the experiment)."""
+    exp = context().experiment
+    chosen = list(methods or exp.methods)
+    await_stages(ANALYSES[kind], [Node(kind, (m,)) for m in chosen], lambda p: analyse(exp, kind, p, chosen))
+
+
+def start_background(ctx: AppContext, roots: tuple[str, ...], sweep_ops: Sequence[str]) -> None:
+    """Queue, once per experiment shown, what the other pages need and the other preset's run
+    (``prefetch.plan``). Called right after the page is drawn."""
+    exp = ctx.experiment
+    other_key = preset_key(ctx.key, other_preset(ctx.key))
+
+    def planned() -> list[prefetch.Planned]:
+        other = experiment_handle(other_key, str(exp.root), roots)[0] if other_key != ctx.key else None
+        return prefetch.plan(exp, sweep_ops, other, (other_key, str(exp.root)))
+
+    prefetcher().start((ctx.key, str(exp.root)), planned)
+
+
+def ready_presets(ctx: AppContext) -> dict[str, Results]:
+    """Every preset of this experiment whose results are ready in this server process."""
+    keys = {name: (preset_key(ctx.key, name), str(ctx.experiment.root)) for name in PRESET_NAMES}
+    return prefetch.ready_results(results_store(), keys)
+
+
+def failing_alternatives(method: str) -> list[prefetch.Alternative]:
+    """The other (preset, method) pairs of this experiment that have failures (``prefetch.failing_alternatives``)."""
+    ctx = context()
+    return prefetch.failing_alternatives(ready_presets(ctx), prefetch.preset_of(ctx.experiment), method)
+
+
+def preset_progress(preset: str) -> prefetch.JobProgress:
+    """How ready this experiment under ``preset`` is (READY when its results are in the store)."""
+    ctx = context()
+    return prefetcher().results_progress((preset_key(ctx.key, preset), str(ctx.experiment.root)))
+
+
+def switch_to(alternative: prefetch.Alternative, method_key: str) -> None:
+    """Button callback: show ``alternative``: the sidebar's preset, and the page's method widget ``method_key``."""
+    st.session_state["preset"] = alternative.preset
+    st.session_state[method_key] = alternative.method
 
 
 # -- widgets ------------------------------------------------------------------------------------------

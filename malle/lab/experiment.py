@@ -4,7 +4,7 @@ A run goes through the cached stages of ``malle.lab.stages`` (one module each, r
 
     samples -> copies -> embed -> [references] -> search -> attribution
                       \\-> distractors ---------------------> openset
-    samples -> sweep -> sweepscore <- embed                    (malle severity)
+    samples -> sweep -> sweepcodes -> sweepscore <- embed      (malle severity)
 
 Every stage's folder is keyed by a fingerprint of its own parts and its inputs' keys, computed
 before anything runs (from the dataset's file list, the configuration, the libraries that
@@ -35,6 +35,9 @@ from malle.retrieval import indexes
 from malle.retrieval.topk import Hits, search
 from malle.tricks import methods as trick_names
 from malle.tricks.normalise import DEFAULT_SCORE_NORM, ScoreNormalisation
+
+# The stages beyond the closed-set results, that only some pages and reports read.
+ANALYSIS_STAGES = ("attribution", "distractors", "openset")
 
 __all__ = ["Experiment", "ExperimentConfig", "Results", "pixel_versions"]
 
@@ -143,17 +146,31 @@ class Experiment(RunContext):
             nodes += [Node("distractors"), *(Node("openset", (method,)) for method in self.methods)]
         return nodes
 
-    def run(self, progress=None) -> Results:
-        """Every stage, computed or taken from the cache; ``progress`` reports the computed ones."""
+    def core_nodes(self) -> list[Node]:
+        """What ``results`` obtains: samples, copies and each method's embeddings (references) and search."""
+        return [node for node in self.run_nodes(open_set=False) if node.kind not in ANALYSIS_STAGES]
+
+    def analysis_nodes(self) -> list[Node]:
+        """What ``run`` obtains beyond ``results``: attribution, then the open set when the data allows it."""
+        nodes = [Node("attribution", (method,)) for method in self.methods]
+        if self.distractor_target:
+            nodes += [Node("openset", (method,)) for method in self.methods]
+        return nodes
+
+    def results(self, progress=None) -> Results:
+        """The closed-set results (every copy's rank per method), computing no analysis (``ANALYSIS_STAGES``)."""
         self.check()
         cache.sweep_leftovers(self.root)
         per_query = [cache.read_table(SearchOutputs(self.stage("search", m, progress=progress).folder).per_query)
                      for m in self.methods]
-        for method in self.methods:
-            self.stage("attribution", method, progress=progress)
-            if self.distractor_target:
-                self.stage("openset", method, progress=progress)
         return Results(self, pd.concat(per_query, ignore_index=True))
+
+    def run(self, progress=None) -> Results:
+        """Every stage, computed or taken from the cache; ``progress`` reports the computed ones."""
+        results = self.results(progress)
+        for node in self.analysis_nodes():
+            self.engine.obtain(self, node, progress)
+        return results
 
     def severity_nodes(self, ops: Sequence[str]) -> list[Node]:
         return [Node("sweepscore", (method, op, level)) for op in ops for level in range(len(GRIDS[op].values))
