@@ -158,12 +158,14 @@ def test_the_package_holds_every_file_of_malle_and_nothing_else(installed):
 
 
 def test_every_module_outside_the_extras_products_imports(installed):
-    """Only the dashboard (Streamlit's pages) and the service's app (FastAPI) need their extra to be imported;
-    every other module of the package imports in a base install."""
+    """Only the dashboard (Streamlit's pages) and the service's HTTP modules (FastAPI's app, routes, schemas,
+    statuses, flood control) need their extra to be imported; every other module of the package, the service's
+    guard included (`malle serve`'s options use it), imports in a base install."""
     bin_dir, elsewhere, env = installed
     script = ("import importlib, pkgutil, malle\n"
               "for m in pkgutil.walk_packages(malle.__path__, 'malle.'):\n"
-              "    if not m.name.startswith(('malle.dashboard', 'malle.service.app', 'malle.__main__')):\n"
+              "    web = m.name.startswith('malle.service.') and m.name != 'malle.service.guard'\n"
+              "    if not (web or m.name.startswith('malle.dashboard') or m.name == 'malle.__main__'):\n"
               "        importlib.import_module(m.name)\n"
               "print('imported')")
     assert ok(run([bin_dir / "python", "-c", script], elsewhere, env)).stdout == "imported\n"

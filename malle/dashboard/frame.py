@@ -178,7 +178,7 @@ class ProgressReporter:
     at the next update from the script thread or at ``close``.
     """
 
-    def __init__(self, show: Callable[[str, int, int], None],
+    def __init__(self, show: Callable[[str, int, int], object],
                  finished: Callable[[str, int, int, float], None] | None = None, min_step: float = 0.01):
         self.show = show  # show(desc, done, total)
         self.finished = finished  # finished(desc, done, total, seconds)

@@ -25,7 +25,7 @@ def per_op_wide(per_op: pd.DataFrame, k: int, level: str, names: dict[str, str])
     return table
 
 
-def op_heatmap(per_op: pd.DataFrame, k: int, level: str, names: dict[str, str]) -> alt.LayerChart:
+def op_heatmap(per_op: pd.DataFrame, k: int, level: str, names: dict[str, str]) -> alt.LayerChart | alt.FacetChart:
     """op × method, colour = recall, with the value written in each cell; hardest ops on top. The columns are the
     table's (``per_op_wide``), in its order, each labelled: labels never overlap, so none is dropped."""
     data = with_names(level_slice(per_op, k, level), names).assign(op_title=lambda d: d["op"].map(op_title))

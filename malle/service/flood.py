@@ -133,7 +133,7 @@ class Flood:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if self.rate is not None:
-            wait = self._bucket(scope).take()
+            wait = self._bucket(scope, self.rate).take()
             if wait:
                 return await send_json(send, 429, body(scope, 429, f"over the rate of {self.rate:g} requests a "
                                                                    f"second; retry in {wait:.1f} s"),
@@ -147,11 +147,11 @@ class Flood:
         finally:
             self.in_flight -= 1
 
-    def _bucket(self, scope) -> TokenBucket:
+    def _bucket(self, scope, rate: float) -> TokenBucket:
         # With a key the guard has checked it, so it names the client; without one, any header could be made up.
         key = presented_key(dict(scope["headers"])) if self.keyed else None
         who = hashlib.sha256(key).digest() if key else str((scope.get("client") or ("?",))[0]).encode()
-        bucket = self.buckets.pop(who, None) or TokenBucket(self.rate, self.burst)
+        bucket = self.buckets.pop(who, None) or TokenBucket(rate, self.burst)
         self.buckets[who] = bucket
         while len(self.buckets) > MAX_BUCKETS:
             self.buckets.popitem(last=False)
