@@ -127,3 +127,16 @@ def test_alternatives_put_the_current_preset_first(demo_results):
     presets = [a.preset for a in found]
     assert presets == sorted(presets, key=lambda p: p != "reference")
     assert ("hard", method) in [(a.preset, a.method) for a in found]
+
+
+def test_the_other_preset_is_the_same_experiment_under_it_and_handles_are_shared(tmp_path):
+    key, _ = small(tmp_path)
+    assert frame.other_preset(key) == "hard"
+    hard = frame.preset_key(key, "hard")
+    assert frame.other_preset(hard) == "reference" and frame.preset_key(hard, "reference") == key
+    config, other = frame.config_from_key(key), frame.config_from_key(hard)
+    assert other.augment == frame.augment_for("hard") and other.augment != config.augment
+    assert (other.n, other.seed, other.methods, other.distractors) == (config.n, config.seed, config.methods, 6)
+    handles = frame.Handles()
+    first = handles.get(key, str(tmp_path), ())
+    assert handles.get(key, str(tmp_path), ()) is first and handles.get(hard, str(tmp_path), ()) is not first
