@@ -119,6 +119,9 @@ def bad_requests(photo: Path) -> list[tuple[str, int, dict]]:
     ]
 
 
+CODES = {"not_found", "conflict", "too_large", "bad_image", "bad_field", "bad_request"}
+
+
 def test_every_bad_input_is_a_4xx_json_error(server, demo_photos):
     client = server.client
     client.post("/v1/collections", json={"name": "photos", "method": "pdq"})
@@ -127,6 +130,7 @@ def test_every_bad_input_is_a_4xx_json_error(server, demo_photos):
         assert answer.status_code == status, (request["url"], answer.status_code, answer.text)
         assert answer.headers["content-type"] == "application/json"
         assert isinstance(answer.json()["error"], str) and "Traceback" not in answer.text
+        assert answer.json()["code"] in CODES and answer.json()["request_id"] == answer.headers["x-request-id"]
     assert client.get("/v1/health").status_code == 200
 
 

@@ -201,7 +201,7 @@ def small_bank(tmp_path, monkeypatch):
 
 
 def test_the_rate_limit_answers_429_with_retry_after(small_bank):
-    live = InProcess(create_app(small_bank, KEY, rate=0.5, burst=2))
+    live = InProcess(create_app(small_bank, KEY, rate=0.05, burst=2))
     try:
         answers = [httpx.get(f"{live.url}/v1/health", headers={"X-API-Key": KEY}) for _ in range(5)]
         assert [a.status_code for a in answers] == [200, 200, 429, 429, 429]
@@ -230,7 +230,7 @@ def test_cors_is_off_unless_an_origin_is_given(small_bank):
 
 def test_a_bug_is_a_json_500_with_the_request_id_and_a_logged_traceback(small_bank, caplog):
     app = create_app(small_bank, max_in_flight=1)
-    release = threading.Event()
+    inside, release = threading.Event(), threading.Event()
 
     @app.get("/test/bug")
     def bug():
@@ -238,7 +238,8 @@ def test_a_bug_is_a_json_500_with_the_request_id_and_a_logged_traceback(small_ba
 
     @app.get("/test/slow")
     def slow():
-        release.wait(30)
+        inside.set()
+        release.wait(60)
         return {"done": True}
 
     configure_logging()
@@ -252,12 +253,11 @@ def test_a_bug_is_a_json_500_with_the_request_id_and_a_logged_traceback(small_ba
             "request_id": "bug-1"}
         record = next(r for r in caplog.records if "unexpected error" in r.getMessage())
         assert record.request_id == "bug-1" and "an internal bug" in caplog.text and record.exc_info
-        waiting = threading.Thread(target=httpx.get, args=(f"{live.url}/test/slow",), kwargs={"timeout": 60})
+        waiting = threading.Thread(target=httpx.get, args=(f"{live.url}/test/slow",), kwargs={"timeout": 120})
         waiting.start()
-        while httpx.get(f"{live.url}/v1/health").status_code != 503:
-            pass
+        assert inside.wait(60)  # the one request allowed in flight is in
         busy = httpx.get(f"{live.url}/v1/health")
-        assert busy.json()["code"] == "busy" and busy.headers["retry-after"] == "1"
+        assert busy.status_code == 503 and busy.json()["code"] == "busy" and busy.headers["retry-after"] == "1"
         release.set()
         waiting.join()
         assert httpx.get(f"{live.url}/v1/health").status_code == 200
