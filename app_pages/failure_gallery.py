@@ -47,6 +47,13 @@ if failed.empty:
                   args=("preset", other), icon=":material/swap_horiz:")
     st.stop()
 
+elsewhere = next((alt for alt in widgets.failing_alternatives(method) if alt.preset != preset), None)
+if elsewhere is not None:  # the other preset's failures, one click away
+    st.button(f"Also: {failures.alternative_text(elsewhere.preset, elsewhere.method, elsewhere.failures,
+                                                 elsewhere.queries, preset)}",
+              key="fail_elsewhere", on_click=widgets.switch_to, args=(elsewhere, "fail_method"),
+              icon=":material/swap_horiz:")
+
 pages = n_pages(len(failed), PER_PAGE)
 if st.session_state.get("fail_page", 1) > pages:  # the filter shrank the gallery
     st.session_state["fail_page"] = 1

@@ -174,21 +174,36 @@ DRAWN_X_LABELS_JS = """() => [...document.querySelectorAll('[data-testid="stVega
                      Number(text.getAttribute('opacity') ?? 1) > 0 && getComputedStyle(text).opacity !== '0'
                      && text.textContent.trim() !== '').length]))"""
 
-# Every st.dataframe whose grid scrolls sideways: its scroller is wider inside than on screen.
-SIDEWAYS_TABLES_JS = """() => [...document.querySelectorAll('[data-testid="stDataFrame"]')].flatMap((grid, i) =>
+# Every st.dataframe on view whose grid scrolls sideways: its scroller is wider inside than on screen.
+SIDEWAYS_TABLES_JS = """() => [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+  .filter(grid => !grid.closest('details:not([open])')).flatMap((grid, i) =>
   [...grid.querySelectorAll('.dvn-scroller')].filter(s => s.scrollWidth > s.clientWidth + 1)
     .map(s => `table ${i + 1} (${grid.innerText.split('\\n')[0].slice(0, 60)}): `
               + `${s.scrollWidth} px in ${s.clientWidth}`))"""
 
 
 def wait_for_charts(page, timeout_ms: int = 60_000) -> None:
-    """Until every chart on the page has drawn its axes (Vega renders after the script run ends)."""
+    """Until every chart on the page has drawn its axes and every table its grid (both render after the script
+    run ends; a grid sizes its columns once it has measured its text, so give it a moment more)."""
     page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
-        .every(c => c.querySelector('g[aria-roledescription="axis"]'))""", timeout=timeout_ms)
-    page.wait_for_timeout(500)
+        .every(c => c.querySelector('g[aria-roledescription="axis"]'))
+        && [...document.querySelectorAll('[data-testid="stDataFrame"]')].filter(g => !g.closest('details:not([open])'))
+        .every(g => { const s = g.querySelector('.dvn-scroller'); return s && s.scrollWidth > 0; })""",
+                           timeout=timeout_ms)
+    page.wait_for_timeout(2000)
 
 
-def small_png(source: Path, target: Path, colours: int = 128) -> None:
+def open_expanders(page) -> int:
+    """Open every closed expander of the page (tables inside one are drawn only then); how many were opened."""
+    closed = page.locator('[data-testid="stExpander"] details:not([open]) > summary')
+    count = closed.count()
+    for _ in range(count):
+        closed.first.click()
+        page.wait_for_timeout(300)
+    return count
+
+
+def small_png(source: Path, target: Path, colours: int = 256) -> None:
     """A screenshot as a small PNG for the docs: a palette of ``colours`` (dashboards are mostly flat colour)."""
     from PIL import Image
 

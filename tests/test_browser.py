@@ -26,6 +26,7 @@ from harness.browser import (
     chromium,
     discrete_x_columns,
     listening_addresses,
+    open_expanders,
     settle,
     small_png,
     streamlit_server,
@@ -169,6 +170,10 @@ def test_every_page_reads_right(browser, app_url, viewport):
             page.screenshot(path=str(shot))
             if viewport == DOCS_VIEWPORT:
                 small_png(shot, DOCS_SHOTS / f"{name}.png")
+            if open_expanders(page):  # the tables inside them, now drawn
+                wait_for_charts(page)
+                problems += [f"{name} (expanded): {table} scrolls sideways"
+                             for table in page.evaluate(SIDEWAYS_TABLES_JS)]
     finally:
         context.close()
     assert not problems, "\n".join(problems)
