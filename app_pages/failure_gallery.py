@@ -47,7 +47,8 @@ if failed.empty:
                   args=("preset", other), icon=":material/swap_horiz:")
     st.stop()
 
-elsewhere = next((alt for alt in widgets.failing_alternatives(method) if alt.preset != preset), None)
+other_presets = [alt for alt in widgets.failing_alternatives(method) if alt.preset != preset]
+elsewhere = next((alt for alt in other_presets if alt.method == method), other_presets[0] if other_presets else None)
 if elsewhere is not None:  # the other preset's failures, one click away
     st.button(f"Also: {failures.alternative_text(elsewhere.preset, elsewhere.method, elsewhere.failures,
                                                  elsewhere.queries, preset)}",

@@ -284,6 +284,21 @@ def test_failure_gallery_counts_pages_and_filters(demo_results):
     assert all("rotate(" in c.value for c in at.caption if c.value.startswith("Chain: "))
 
 
+def test_failure_gallery_opens_on_failures_and_zero_is_no_dead_end(demo_results):
+    at = open_app("failure_gallery")
+    first_failing = next(m for m in demo_results.methods if (ranks(demo_results, m) > 1).any())
+    assert at.selectbox(key="fail_method").value == first_failing  # opens where there is something to see
+    at.selectbox(key="fail_method").set_value("sscd_distilled")  # misses nothing on the reference preset
+    rerun(at)
+    assert "ranks every true original first" in at.success[0].value
+    offered = [b for b in at.button if b.key and b.key.startswith("fail_alt_")]
+    assert offered and all("failures among 340" in b.label for b in offered)
+    offered[0].click()
+    rerun(at)
+    assert at.selectbox(key="fail_method").value != "sscd_distilled"  # one click shows a method that fails
+    assert not at.success and "**0** failures" not in markdown_text(at)
+
+
 # -- search -------------------------------------------------------------------------------------
 def test_search_an_uploaded_photo_finds_itself(demo_results):
     original = demo_results.experiment.originals.iloc[3]  # a demo photo that is one of the originals
