@@ -12,7 +12,7 @@ from malle.evaluation import micro_ap as openset
 from malle.lab.experiment import Experiment, ExperimentConfig
 from malle.ops import AugmentConfig
 
-SMALL = dict(n=12, n_classes=2, augment=AugmentConfig(copies=(2,), chain_lengths=(1, 2)),
+SMALL = dict(n=12, n_classes=2, augment=AugmentConfig(copies=(1,), chain_lengths=(1, 2)),
              methods=("sscd_distilled", "phash"))
 
 
@@ -24,12 +24,13 @@ def run(tree_dataset, tmp_path_factory):
     return exp.run(), notices
 
 
-def test_distractors_come_from_unsampled_images_with_the_copies_chains(run, tree_dataset):
+def test_distractors_come_from_distinct_unsampled_images_with_the_copies_chains(run, tree_dataset):
     results, _ = run
     exp = results.experiment
     distractors = exp.distractor_manifest
-    assert len(distractors) == len(exp.manifest) == 24  # as many as there are copies
-    assert (distractors["source"] == "").all()
+    assert len(distractors) == len(exp.manifest) == 12  # as many as there are copies: 12 spare photos, one each
+    assert (distractors["source"] == "").all() and (distractors["kind"] == "copy").all()
+    assert distractors["origin"].is_unique  # DISC21's distractor queries come from distinct photos
     sampled = set(exp.originals["source_path"])
     assert not set(distractors["origin"]) & sampled and set(distractors["origin"]) <= {
         p.relative_to(tree_dataset).as_posix() for p in tree_dataset.rglob("*.JPEG")}
@@ -44,11 +45,11 @@ def test_predictions_and_scores_per_method(run):
     exp = results.experiment
     for method in results.methods:
         part = predictions[predictions["method"] == method]
-        assert part["query"].nunique() == 48 and part.groupby("query").size().eq(10).all()
+        assert part["query"].nunique() == 24 and part.groupby("query").size().eq(10).all()
         assert not part[part["query"].isin(exp.distractor_manifest["file"])]["is_match"].any()
-        expected, _ = openset.score(part, n_positives=24)
+        expected, _ = openset.score(part, n_positives=12)
         row = results.openset().set_index("method").loc[method]
-        assert row["uap"] == pytest.approx(expected.uap) and row["n_positives"] == 24 and row["n_queries"] == 48
+        assert row["uap"] == pytest.approx(expected.uap) and row["n_positives"] == 12 and row["n_queries"] == 24
     hashes = predictions[predictions["method"] == "phash"]["score"]
     assert (hashes <= 0).all()  # negated Hamming distances: higher is more similar
     table = results.openset().set_index("method")
@@ -62,8 +63,11 @@ def test_too_many_distractors_uses_what_there_is_and_says_so(tree_dataset, tmp_p
     exp = Experiment(ExperimentConfig(data=str(tree_dataset), **{**SMALL, "methods": ("phash",)}, distractors=500),
                      tmp_path, log=notices.append)
     exp.run()
-    assert len(exp.distractor_manifest) == 24  # 12 unsampled photos x 2 copies each
-    assert any("Only 24 distractor queries could be made from 12 unsampled images" in n for n in notices)
+    manifest = exp.distractor_manifest
+    assert len(manifest) == 12 and manifest["origin"].is_unique  # 12 unsampled photos, one query each
+    said = [n for n in notices if n.startswith("Only")]
+    assert said == ["Only 12 distractor queries could be made: 12 from 12 unsampled images, one each "
+                    "(asked for 500); using them all."]
 
 
 def test_a_dataset_without_unsampled_images_runs_closed_set_with_a_notice(tree_dataset, tmp_path):

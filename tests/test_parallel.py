@@ -24,6 +24,7 @@ import pytest
 from malle import parallel
 from malle.dashboard import frame
 from malle.data.distractor_queries import make_distractors
+from malle.data.hard_negatives import KINDS, kind_counts
 from malle.data.sampling import Candidate
 from malle.errors import ConfigError
 from malle.evaluation.leave_one_out import REPLAY_KIND, charged_ops, missed_mask
@@ -155,6 +156,15 @@ def test_parallel_stage_is_byte_identical_to_serial(serial_and_parallel, stage):
         assert sorted(jpegs) == sorted("images/" + manifest["file"]) and len(jpegs) > 0
 
 
+def test_the_distractors_are_distinct_photos_and_the_hard_presets_share_of_every_kind(serial_and_parallel):
+    """So the byte-identity above covers hard negatives of every kind, and copies of distinct photos."""
+    _, parallel_run = serial_and_parallel
+    manifest = parallel_run.distractor_manifest
+    copies = manifest[manifest["kind"] == "copy"]
+    assert len(copies) == 30 and copies["origin"].is_unique
+    assert kind_counts(manifest) == {kind.name: 2 if i == 0 else 1 for i, kind in enumerate(KINDS)}  # 10 of 40
+
+
 def test_composites_used_donors(serial_and_parallel):
     """The run is only a test of donors reaching the workers if its chains pasted some."""
     _, parallel_run = serial_and_parallel
@@ -234,7 +244,8 @@ def test_distractors_with_skips_and_clashes_match_serial(clash_pool, tmp_path, m
     seed = seed_with_bad_before_clashes(clash_pool)
     config = get_preset("reference").augment()
     every = len(make_distractors(clash_pool, 10_000, tmp_path / "all", config, seed)[0])
-    wanted = every - 1  # every image is reached, and the last gives one copy fewer than it drew
+    assert every == len(clash_pool) - 1  # one copy per readable image
+    wanted = every  # every image is reached: the first round asks one image too few (the unreadable one)
     made = {}
     for workers in (1, 2):
         monkeypatch.setenv(parallel.WORKERS_ENV, str(workers))
@@ -246,7 +257,7 @@ def test_distractors_with_skips_and_clashes_match_serial(clash_pool, tmp_path, m
     assert skipped == skipped2 == [{"path": "b/tench_1.JPEG", "reason": skipped[0]["reason"]}]
     assert files == files2 and sorted(files) == sorted(manifest["file"])
     assert len(manifest) == wanted
-    assert {"a/tench_1.JPEG", "z/tench_1.JPEG"} <= set(manifest["origin"])
+    assert {"a/tench_1.JPEG", "z/tench_1.JPEG"} <= set(manifest["origin"]) and manifest["origin"].is_unique
 
 
 # -- the dashboard computes the open set and attribution only when a page asks --------------------------------

@@ -32,7 +32,12 @@ def test_every_preset_runs_end_to_end_on_the_demo_photos(name, tmp_path, capsys)
                  "--out", str(out), "--cache", str(tmp_path / "cache")])
     assert code == 0, capsys.readouterr().err
     config = json.loads((out / "config.json").read_text())
-    manifest = pd.read_csv(out / "manifest.csv")
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    distractors = manifest[manifest["source"] == ""]
+    negatives = distractors[distractors["kind"] != "copy"]
+    assert len(distractors) == 12 and distractors[distractors["kind"] == "copy"]["origin"].is_unique
+    assert len(negatives) == PRESETS[name].hard_negatives(12) == (3 if name == "hard" else 0)
+    manifest = manifest[manifest["ops"] != ""]  # hard negatives are derived from no image: they have no chain
     ops = [op for chain in manifest["ops"] for op in chain.split("|")]
     assert set(ops) <= set(PRESETS[name].ops)
     if name == "reference":

@@ -5,7 +5,9 @@ before it leave, so a pool that a run does not use draws nothing and a later poo
 
 1. ``database_distractors``: put into the database, and no query copies them (DISC21's reference distractors);
 2. ``donors``: the other pictures that composite ops paste (only when the chains hold a composite op);
-3. ``distractor_sources``: the images distractor queries are made from (``malle.data.distractor_queries``);
+3. ``distractor_sources``: the images distractor queries are made from, one query per image
+   (``malle.data.distractor_queries``); the hard negatives that need pictures take theirs from it too
+   (``malle.data.hard_negatives``, with their own stream, so they never move which images the copies take);
 4. ``background``: what ``METHOD+norm`` normalises against, from what the distractor queries did not use.
 
 Extra references (database distractors, a ``--db-extra`` folder, an embeddings folder) are named by a prefix
@@ -33,6 +35,7 @@ class SeedStream(IntEnum):
     DONORS = 11
     BACKGROUND = 13
     DISTRACTOR_ORDER = 0xD157  # the order spare images are tried in for distractor queries
+    HARD_NEGATIVES = 17  # with a negative's index: what it paints and which spare photos it takes
 
 
 POOL_ORDER = ("database_distractors", "donors", "distractor_sources", "background")

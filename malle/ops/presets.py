@@ -8,7 +8,12 @@ picks one; ``--ops`` and ``--chain-lengths`` given explicitly override the prese
 - ``hard``: DISC21-like. Every op, the composites included, in long chains (4 to 8 edits), with a quarter
   of the queries made by one edit alone. DISC21's queries chain several AugLy functions and some are a single
   edit; the exact share is not published in what this project has offline, so a quarter is this preset's
-  choice, stated here rather than claimed as DISC21's figure.
+  choice, stated here rather than claimed as DISC21's figure. A quarter of its distractor queries
+  (K/4 of ``--distractors K``, rounded half up) are hard negatives (``malle.data.hard_negatives``), split
+  evenly among their nine kinds; the other three quarters are copies of distinct spare photos. DISC21 mixes
+  such images into its queries without publishing their share, so a quarter is this preset's choice too.
+
+The reference preset makes no hard negatives, as the published experiment did not.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ class Preset:
     ops: tuple[str, ...]
     chain_lengths: tuple[int, int]
     single_share: float = 0.0
+    hard_negative_share: float = 0.0  # of the distractor queries (malle.data.hard_negatives)
+
+    def hard_negatives(self, distractors: int) -> int:
+        """How many of ``distractors`` distractor queries are hard negatives: the share, rounded half up."""
+        return int(distractors * self.hard_negative_share + 0.5)
 
     def augment(self, copies: tuple[int, ...] = (4, 8), ops: tuple[str, ...] | None = None,
                 chain_lengths: tuple[int, int] | None = None) -> AugmentConfig:
@@ -41,9 +51,14 @@ class Preset:
 
 REFERENCE = Preset("reference", "the reference experiment: its ten ops, chains of 1 to 5", REFERENCE_OPS, (1, 5))
 HARD = Preset("hard", "DISC21-like: every op with the composites, chains of 4 to 8, a quarter single edits",
-              tuple(OPS), (4, 8), single_share=0.25)
+              tuple(OPS), (4, 8), single_share=0.25, hard_negative_share=0.25)
 
 PRESETS: dict[str, Preset] = {preset.name: preset for preset in (REFERENCE, HARD)}
+
+
+def preset_of(config: AugmentConfig) -> Preset:
+    """The preset a chain distribution came from (``reference`` when it names none)."""
+    return get_preset(config.preset or REFERENCE.name)
 
 
 def get_preset(name: str) -> Preset:

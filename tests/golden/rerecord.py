@@ -2,11 +2,15 @@
 
     python3.12 tests/golden/rerecord.py            # compare only: exit 1 on any difference but rounding
     python3.12 tests/golden/rerecord.py --write    # then write the new goldens
+    python3.12 tests/golden/rerecord.py --moved openset.csv,manifest.csv --write   # a deliberate change
 
 Runs each golden's COMMAND (as tests/test_golden.py does), takes its outputs in the form the goldens keep, and
 compares them with the goldens on disk, cell by cell: a cell may differ only where the old value, rounded to the
 decimals ``malle.lab.results.rounded`` gives its column, is the new value. Files, columns, rows and every other
 cell must be identical. It prints, per file, how many cells the rounding changed.
+
+``--moved`` names the files a change moves on purpose (say so in CHANGELOG.md, with the before and after): they
+are taken as they now are, and it prints how many of their lines changed; every other file is held to rounding.
 """
 
 from __future__ import annotations
@@ -62,7 +66,16 @@ def compare(name: str, old: str, new: str) -> tuple[int, list[str]]:
     return changed, problems
 
 
-def rerecord(golden: Path, write: bool) -> list[str]:
+def moved(name: str, old: str, new: str) -> str:
+    """What a deliberate change did to one file, in lines."""
+    before, after = old.splitlines(), new.splitlines()
+    if before[:1] != after[:1]:
+        return f"{name}: moved deliberately, another header ({len(before)} -> {len(after)} lines)"
+    changed = sum(a != b for a, b in zip(before, after)) + abs(len(before) - len(after))
+    return f"{name}: moved deliberately, {changed} of {len(before)} lines ({len(before)} -> {len(after)} lines)"
+
+
+def rerecord(golden: Path, write: bool, deliberate: frozenset[str] = frozenset()) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
         if main([*command_of(golden.name), "--out", str(out), "--cache", str(Path(tmp) / "cache")]) != 0:
@@ -73,6 +86,9 @@ def rerecord(golden: Path, write: bool) -> list[str]:
         return [f"{golden.name}: other files {sorted(set(live) ^ set(kept))}"]
     problems = []
     for name in kept:
+        if name in deliberate and name != "config.json":
+            print(f"{golden.name}/{moved(name, kept[name], live[name])}")
+            continue
         changed, found = compare(name, kept[name], live[name])
         problems += found
         same = "its recorded keys identical" if name == "config.json" else "identical"
@@ -87,12 +103,17 @@ def rerecord(golden: Path, write: bool) -> list[str]:
 def main_() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="write the new goldens when rounding is all that moved")
+    parser.add_argument("--moved", default="", metavar="FILES",
+                        help="comma-separated golden files a change moves on purpose: written as they now are")
     args = parser.parse_args()
+    deliberate = frozenset(filter(None, args.moved.split(",")))
     problems = [p for golden in sorted(d for d in GOLDEN.iterdir() if (d / "COMMAND").is_file())
-                for p in rerecord(golden, args.write)]
+                for p in rerecord(golden, args.write, deliberate)]
     for problem in problems:
         print(problem)
-    print("only the rounding moved" if not problems else f"{len(problems)} difference(s) that are not rounding")
+    besides = f", besides {', '.join(sorted(deliberate))}" if deliberate else ""
+    print(f"only the rounding moved{besides}" if not problems
+          else f"{len(problems)} difference(s) that are not rounding")
     return 1 if problems else 0
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from malle.data.distractor_queries import origins
 from malle.data.pools import SparePools, donor_key, reference_path, unsampled
 from malle.data.sampling import dataset_fingerprint, demo_root, discover
 from malle.descriptors import Descriptor
@@ -187,8 +188,7 @@ class RunContext:
             if not root.is_dir():
                 raise ConfigError(f"--background {root} is not a folder")
             return discover(root, self.allowed_roots)[0]
-        origins = set(self.distractor_manifest["origin"]) if self.distractor_target else set()
-        return self.pools.background(origins)
+        return self.pools.background(origins(self.distractor_manifest) if self.distractor_target else set())
 
     @cached_property
     def op_context(self) -> OpContext:
