@@ -170,10 +170,9 @@ def http_page() -> str:
            "The schema itself: [openapi.json](openapi.json). A running `malle serve` also serves it at "
            "`/openapi.json` and draws it at `/docs`. The [Bank and service guide](../guides/bank-and-service.md) "
            "explains the routes in prose.", "",
-           "The schema lists the statuses FastAPI declares (success and 422). The app's error handlers and its guard "
-           "add the rest, each a JSON `{\"error\": ...}` body: 401 (API key), 404 (unknown collection or item), "
-           "409 (a collection that exists), 413 (upload too large) and 422 (bad image or field); see "
-           "[REST API](../guides/bank-and-service.md#rest-api).", ""]
+           "Every status a route can answer is in the schema with its body: errors are `Error` objects "
+           "(`error`, a stable `code`, `request_id`); the [service contract](../guides/service-contract.md) "
+           "lists the codes, the quality verdict, lookups by hash and flood control.", ""]
     if info.get("description"):
         out += [info["description"], ""]
     out += ["| method | path | summary | responses |", "|---|---|---|---|"]
