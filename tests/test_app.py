@@ -56,8 +56,9 @@ def test_overview_shows_the_engines_recall(demo_results, tmp_path):
     recall = pd.read_csv(tmp_path / "recall.csv")
     names = short_names(demo_results.methods)
     for i, level in enumerate(("instance", "class")):
+        # recall.csv holds 6 decimals (malle.lab.results.rounded); the page shows the engine's own values
         pd.testing.assert_frame_equal(at.dataframe[i].value, report.short_wide(recall, level).rename(columns=names),
-                                      check_exact=True)
+                                      check_exact=False, rtol=0, atol=5e-7)
     published = report.reference_recall()
     for i, level in enumerate(("instance", "class"), start=2):
         pd.testing.assert_frame_equal(at.dataframe[i].value,
