@@ -10,7 +10,9 @@ would (``make_hard_negatives``).
 
 The kinds that need pictures (tiny, blurred, montage) take them from the spare photos that distractor queries
 are made from (``SparePools.distractor_sources``): no reference and no database image is ever in a negative.
-Their manifest rows name those photos in ``origin`` (joined by ``|``); the generated kinds leave it empty.
+Their manifest rows name those photos in ``origin`` (joined by ``|``); the generated kinds leave it empty. They
+draw with the negative's own generator, so a photo may also be a copy's origin: the copies' order never depends on
+how many negatives there are. The background set of ``METHOD+norm`` leaves out every photo named in ``origin``.
 """
 
 from __future__ import annotations
