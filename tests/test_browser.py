@@ -233,3 +233,16 @@ def test_moving_the_precision_target_moves_the_threshold(page, app_url):
     assert "0.75" in shown
     assert _operating_point(page) != before
     page.screenshot(path=str(SHOTS / "detection_threshold.png"), full_page=True)
+
+
+def test_bank_says_copy_at_its_threshold_and_marks_hash_only_items(page, app_url, demo_photos):
+    open_page(page, app_url, "bank")
+    page.locator('input[type="file"]').set_input_files(str(demo_photos[2]))  # an image of the collection
+    settle(page)
+    assert_no_exception(page, "bank after an upload")
+    text = page.locator("[data-testid='stMain']").first.inner_text()
+    assert "copy: 1 item(s) at the collection's threshold (Hamming distance ≤ 14/64 bits)" in text
+    page.get_by_role("tab", name="Browse items").click()
+    page.wait_for_timeout(500)
+    text = page.locator("[data-testid='stMain']").first.inner_text()
+    assert "imported from a hash list" in text and text.count("hash only") == 8  # partner_list: codes, no images

@@ -34,8 +34,9 @@ def heatmap(data: pd.DataFrame, row: str, column: str, value: str, title: str, r
     data = data.assign(**{row: data[row].astype(str), column: data[column].astype(str)})
     scale = alt.Scale(scheme="redyellowgreen", domain=list(domain)) if domain else alt.Scale(scheme="oranges")
     base = alt.Chart(data, title=title).encode(
-        x=alt.X(f"{column}:N", title=column_title, sort=columns, axis=alt.Axis(labelAngle=-30, labelLimit=180)),
-        y=alt.Y(f"{row}:N", title=row_title, sort=rows))
+        x=alt.X(f"{column}:N", title=column_title, sort=columns,
+                axis=alt.Axis(labelAngle=-30, labelLimit=180, labelOverlap=False)),  # every column labelled
+        y=alt.Y(f"{row}:N", title=row_title, sort=rows, axis=alt.Axis(labelOverlap=False)))
     cells = base.mark_rect().encode(color=alt.Color(f"{value}:Q", scale=scale, title=value.replace("_", " ")))
     # Dark cells (both ends of the red-green scale, the top of the orange one) take white text.
     dark = (f"datum['{value}'] < 0.2 || datum['{value}'] > 0.8" if domain
