@@ -80,7 +80,7 @@ def neighbour_thumbs(exp: Experiment, method: str, ids: np.ndarray, scores: np.n
         if path is None:
             continue
         file = files[i]
-        mark = "✅ true original · " if file == source else ""
+        mark = "true original · " if file == source else ""  # the grid marks it with an icon
         thumbs.append(Thumb(path, f"{mark}#{rank} {file} · {score_text(exp, method, score)}", file == source))
     return thumbs
 

@@ -38,6 +38,7 @@ from malle.ops import OPS, ParamSpec, SelectBox, Slider
 from malle.retrieval.metrics import Metric
 
 CONTEXT_KEY = "malle_context"
+TRUE_ORIGINAL_MARK = ":green[:material/check_circle: **true original**]"
 CACHE_SIZE_TTL_S = 60  # walking a large cache takes a while; its size need not be live
 
 
@@ -224,6 +225,8 @@ def thumbnail_grid(thumbs: Sequence[Thumb], columns: int = 5) -> None:
         for col, thumb in zip(st.columns(columns), thumbs[start:start + columns]):
             # A fixed width: with "content" width a long caption would stretch its image.
             col.image(thumbnail(thumb.path), caption=thumb.caption, width=THUMB_PX)
+            if thumb.is_true:  # Streamlit's Material icon, not an emoji: no emoji font is needed
+                col.markdown(TRUE_ORIGINAL_MARK)
 
 
 def thumbnail_grid_or(thumbs: Sequence[Thumb], when_empty: str, columns: int = 5) -> None:

@@ -11,8 +11,8 @@ Recall@K), ``details`` (edits, open set), ``gallery`` (failures), ``picture_sour
 """
 
 from malle.report.build import DOWNSCALED, Report, build
-from malle.report.picture_sources import CachedImages, ReplayedImages, reopen
 from malle.report.pdf import PdfUnavailable, print_pdf
+from malle.report.picture_sources import CachedImages, ReplayedImages, reopen
 from malle.report.run_folder import RunFolder
 
 __all__ = ["DOWNSCALED", "CachedImages", "PdfUnavailable", "ReplayedImages", "Report", "RunFolder", "build",
