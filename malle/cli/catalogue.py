@@ -62,14 +62,15 @@ OPS = ("centercrop", "randomcrop", "resize", "rotate", "blur", "color", "hue", "
 REFERENCE_OPS = OPS[:10]
 PRESETS = {
     "reference": "the reference experiment: its ten ops, chains of 1 to 5",
-    "hard": "DISC21-like: every op with the composites, chains of 4 to 8, a quarter single edits",
+    "hard": ("DISC21-like: every op with the composites, chains of 4 to 8, a quarter single edits; "
+             "a quarter of the distractor queries are hard negatives"),
 }
 
 # malle.tricks.normalise.DEFAULT_SCORE_NORM.
 DEFAULT_SCORE_NORM = "1[0,2]"
 # malle.data.sampling: the demo's originals and distractor queries.
 DEMO_N = 60
-DEMO_DISTRACTORS = 200
+DEMO_DISTRACTORS = 40
 # malle.bank.bank.MAX_K: the most matches a bank query returns.
 BANK_MAX_K = 1000
 # malle.dedup.folder.PREFERENCE.

@@ -227,9 +227,9 @@ def write_originals(picked: list[tuple[Candidate, Image.Image]], folder: Path) -
     return pd.DataFrame(rows).sort_values("file", ignore_index=True)
 
 
-# The built-in demo: 60 of the 100 photos as originals leave 40 to make distractor queries from,
-# so the demo shows closed-set recall and open-set detection alike.
-DEMO_N, DEMO_DISTRACTORS = 60, 200
+# The built-in demo: 60 of the 100 photos as originals leave 40 spare photos, one distractor query each (as DISC21
+# makes them, from distinct images), so the demo shows closed-set recall and open-set detection alike.
+DEMO_N, DEMO_DISTRACTORS = 60, 40
 
 
 def demo_root() -> Path:

@@ -50,7 +50,8 @@ class Preset:
 
 
 REFERENCE = Preset("reference", "the reference experiment: its ten ops, chains of 1 to 5", REFERENCE_OPS, (1, 5))
-HARD = Preset("hard", "DISC21-like: every op with the composites, chains of 4 to 8, a quarter single edits",
+HARD = Preset("hard", "DISC21-like: every op with the composites, chains of 4 to 8, a quarter single edits; "
+                      "a quarter of the distractor queries are hard negatives",
               tuple(OPS), (4, 8), single_share=0.25, hard_negative_share=0.25)
 
 PRESETS: dict[str, Preset] = {preset.name: preset for preset in (REFERENCE, HARD)}
