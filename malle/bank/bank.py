@@ -198,18 +198,11 @@ class Bank:
                   chunk: int = 64) -> AddReport:
         """Add image files and every image under folders; unusable files are skipped with their reason.
         Each chunk of ``chunk`` files is committed before the next is encoded."""
-        from malle.data.sampling import discover
+        from malle.data.sampling import image_files
 
         coll = self.collection(name)
         desc = self._descriptor_for(coll)
-        files, skipped = [], []
-        for path in map(Path, paths):
-            if path.is_dir():
-                found, passed_over = discover(path)
-                files += [c.path for c in found]
-                skipped += [{"path": str(path / s["path"]), "reason": s["reason"]} for s in passed_over]
-            else:
-                files.append(path)
+        files, skipped = image_files([Path(p) for p in paths])
         report = AddReport([], [], pd.DataFrame(columns=["path", "reason"]))
         bar = progress(total=len(files), desc=f"{desc.label}: {name}") if progress else None
         for start in range(0, len(files), chunk):

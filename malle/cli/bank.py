@@ -170,19 +170,10 @@ def remove(bank: Bank, args: argparse.Namespace, say) -> int:
 
 
 def query_files(paths: list[Path]) -> tuple[list[Path], list[dict]]:
-    from malle.io.images import has_image_suffix
+    """The images to match or hash: folders walked as ``bank add`` walks them (``image_files``)."""
+    from malle.data.sampling import image_files
 
-    files, skipped = [], []
-    for path in paths:
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-            files += [p for p in found if has_image_suffix(p)]
-            skipped += [{"path": str(p), "reason": "not an image file name"} for p in found if not has_image_suffix(p)]
-        elif path.exists():
-            files.append(path)
-        else:
-            skipped.append({"path": str(path), "reason": "file not found"})
-    return files, skipped
+    return image_files(paths)
 
 
 def match(bank: Bank, args: argparse.Namespace, say) -> int:

@@ -73,6 +73,23 @@ def discover(root: Path, allowed: Sequence[Path] | None = None) -> tuple[list[Ca
     return sorted(walk.candidates, key=lambda c: c.path.parts), walk.skipped
 
 
+def image_files(paths: Sequence[Path]) -> tuple[list[Path], list[dict]]:
+    """The files ``paths`` name: a folder's images as ``discover`` finds them, a file as it is; a path that does not
+    exist, and what a walk passes over, each as a skip with its reason (paths as given, not relative)."""
+    files: list[Path] = []
+    skipped: list[dict] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found, passed_over = discover(path)
+            files += [c.path for c in found]
+            skipped += [{"path": str(path / s["path"]), "reason": s["reason"]} for s in passed_over]
+        elif path.exists():
+            files.append(path)
+        else:
+            skipped.append({"path": str(path), "reason": "file not found"})
+    return files, skipped
+
+
 class _Walk:
     def __init__(self, root: Path, allowed: list[Path] | None):
         self.root, self.allowed = root, allowed
