@@ -13,7 +13,7 @@ from PIL import Image
 
 from malle.cli.options import weights_from_args
 from malle.dashboard import augmentation_lab as lab
-from malle.dashboard import detection, frame, legend, overview, per_transformation, shared
+from malle.dashboard import detection, frame, legend, overview, per_transformation, prefetch, shared
 from malle.dashboard import failure_gallery as failures
 from malle.dashboard import image_search as search
 from malle.dashboard import method_comparison as comparison
@@ -198,6 +198,15 @@ def test_overview_headline_says_what_each_preset_shows(demo_results):
     assert "pHash for" in sentence and "misses none" in sentence
     waiting = overview.preset_sentence("hard", None, "being computed in the background (stage 2 of 9)")
     assert waiting.startswith("**hard**, the field's edits (") and waiting.endswith("(stage 2 of 9).")
+
+
+def test_the_other_presets_progress_in_the_headline_names_the_preset_once():
+    running = prefetch.JobProgress("The hard preset", prefetch.RUNNING, 3, 7, "copies 296/340")
+    assert overview.readiness_words(running) == "being computed in the background (stage 4 of 7, now copies 296/340)"
+    assert overview.readiness_words(prefetch.JobProgress("", prefetch.READY)) == "ready"
+    sentence = overview.preset_sentence("hard", None, overview.readiness_words(running))
+    assert "hard preset" not in sentence
+    assert sentence.endswith("): being computed in the background (stage 4 of 7, now copies 296/340).")
 
 
 def test_k11_is_explained_where_the_tables_show_it(demo_results):

@@ -72,7 +72,8 @@ def readiness_words(progress) -> str:
     """What a page says of another preset's run (a ``prefetch.JobProgress``): ready, or how far its computation is."""
     if progress.readiness.done:
         return "ready"
-    return progress.text if progress.label else progress.readiness.label
+    # The sentence names the preset already: its text without the job's own name ("The hard preset: ...").
+    return progress.text.removeprefix(f"{progress.label}: ") if progress.label else progress.readiness.label
 
 
 def preset_sentence(preset: str, results: Results | None, waiting: str = "") -> str:
