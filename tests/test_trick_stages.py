@@ -22,8 +22,8 @@ from malle.evaluation import micro_ap as openset
 from malle.io import cache
 from malle.lab.experiment import Experiment, ExperimentConfig
 from malle.lab.published import tricks_summary
-from malle.ops import AugmentConfig
 from malle.lab.stages import trick_layers as layers
+from malle.ops import AugmentConfig
 from malle.tricks.methods import parse
 from malle.tricks.normalise import ScoreNormalisation, background_index, background_similarity
 
