@@ -111,7 +111,7 @@ def test_an_int8_graph_as_shipped_keeps_its_precision_on_openvino():
 def test_the_choice_table_names_real_engines_and_where_each_entry_was_measured():
     paths = auto_paths()
     assert paths and all((p.engine, p.precision) in ASKED and p.measured and p.speed > 0 for p in paths)
-    assert {"amx", "avx512_vnni"} <= {p.cpu for p in paths}
+    assert {"amx", "avx512_bf16"} <= {p.cpu for p in paths}  # the kinds measured so far (Intel AMX, AMD Zen 4)
 
 
 @pytest.mark.parametrize("name", MODELS)
