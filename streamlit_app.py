@@ -10,15 +10,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pandas as pd
-import streamlit as st
+from malle import parallel
 
-from malle.cli.options import weights_from_args
-from malle.dashboard import frame, widgets
-from malle.dashboard.robustness import DEFAULT_OPS
-from malle.errors import MalleError
-from malle.io.cache import default_root
-from malle.lab.experiment import ExperimentConfig
+# The worker pool's fork server imports the ops (PyTorch among them: seconds) on the other core while this
+# process imports what follows; on a rerun the pool is already there and this does nothing.
+parallel.start()
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from malle.cli.options import weights_from_args  # noqa: E402
+from malle.dashboard import frame, widgets  # noqa: E402
+from malle.dashboard.robustness import DEFAULT_OPS  # noqa: E402
+from malle.errors import MalleError  # noqa: E402
+from malle.io.cache import default_root  # noqa: E402
+from malle.lab.experiment import ExperimentConfig  # noqa: E402
 
 # The pages live in app_pages/, not pages/: a pages/ folder next to this file makes
 # Streamlit start in its legacy multipage mode, which runs a deep-linked page
