@@ -184,6 +184,10 @@ class Prefetcher:
                 self.store.obtain(job.results_key, lambda: exp.results(reporter))
             return READY, job.then() if job.then is not None else []
         except Exception as err:  # noqa: BLE001  (kept in the log; the page that needs it computes it and raises)
+            if not threading.main_thread().is_alive():
+                # The server is exiting: its worker pool was shut down under this job, which is not a failure
+                # to report (it printed "cannot schedule new futures after shutdown" at every exit).
+                return FAILED, []
             print(f"malle: background job {job.label!r} failed:", file=sys.stderr)
             traceback.print_exc()
             job.error = str(err).splitlines()[0] if str(err) else type(err).__name__
