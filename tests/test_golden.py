@@ -3,7 +3,8 @@
 The goldens were written by the code before the stage registry (issue 14, commit d6aec84), with the
 commands in tests/golden/*/COMMAND. Every output is compared byte for byte, except:
 
-- timings.csv, and the columns of costs.csv that describe the machine rather than the results: the wall-time
+- timings.csv and calibration.json (fitted from predictions.parquet alone, which is compared), and the columns of
+  costs.csv that describe the machine rather than the results: the wall-time
   columns (images_per_s, ms_per_query) and what ran each method on which CPU (runtime, cpu);
 - config.json's ``data``, the demo photos' path on this machine, and keys of options added since (each at its
   default; the golden's keys must all be there, unchanged);
@@ -58,8 +59,13 @@ def comparable(path: Path) -> tuple[str, str]:
     return path.name, without_columns(text, MACHINE_COLUMNS[path.name]) if path.name in MACHINE_COLUMNS else text
 
 
+# calibration.json is fitted from predictions.parquet alone, which is compared here, and tests/test_calibration_run.py
+# checks that the same predictions give the same calibration.
+NOT_COMPARED = ("timings.csv", "calibration.json")
+
+
 def comparable_outputs(out: Path) -> dict[str, str]:
-    return dict(comparable(p) for p in sorted(out.iterdir()) if p.name != "timings.csv")
+    return dict(comparable(p) for p in sorted(out.iterdir()) if p.name not in NOT_COMPARED)
 
 
 def _numbers(column: pd.Series) -> pd.Series | None:

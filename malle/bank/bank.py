@@ -27,7 +27,7 @@ import pandas as pd
 from PIL import Image
 
 from malle.bank import codes as code_text
-from malle.bank import quality, thresholds
+from malle.bank import confidence, quality, thresholds
 from malle.bank.metadata import metadata_json
 from malle.bank.snapshots import Snapshots
 from malle.bank.store import Collection, Item, NewItem, Store, check_name, new_uid, now
@@ -56,10 +56,11 @@ class Match:
     item: Item
     score: float
     is_match: bool
+    confidence: float | None = None  # P(true copy) at this score (malle.bank.confidence); None: no calibration
 
     def public(self) -> dict:
         return {"id": self.item.id, "filename": self.item.filename, "score": self.score, "is_match": self.is_match,
-                "metadata": self.item.metadata, "sha256": self.item.sha256}
+                "confidence": self.confidence, "metadata": self.item.metadata, "sha256": self.item.sha256}
 
 
 @dataclass(frozen=True)
@@ -139,21 +140,23 @@ class Bank:
     # -- collections ------------------------------------------------------------------------------------------
     def create_collection(self, name: str, method: str, threshold: float | None = None,
                           threshold_from: str | Path | None = None, index: str = "Flat",
-                          precision: str = "fp32") -> Collection:
-        """A new, empty collection. The threshold is ``threshold`` (the method's unit), else the method's
-        ``threshold_at_p90`` in the lab run ``threshold_from``, else the calibrated default."""
+                          precision: str = "fp32", precision_target: float | None = None) -> Collection:
+        """A new, empty collection. The threshold is ``threshold`` (the method's unit), else the method's threshold
+        at ``precision_target`` (default 0.9) in the lab run ``threshold_from``, else the calibrated default. From a
+        lab run it also takes the run's confidence map (``malle.bank.confidence``)."""
         check_name(name)
         check_precision(precision)
         desc = self.descriptor(method, precision)
         metric = desc.metric
         check_index(index, metric, desc.dim)
-        value, source = thresholds.choose(method, metric, desc.dim, threshold, threshold_from)
+        value, source = thresholds.choose(method, metric, desc.dim, threshold, threshold_from, precision_target)
+        calibration = confidence.from_lab(threshold_from, method, metric) if threshold_from is not None else None
         self.store.insert_collection({
             "name": name, "uid": new_uid(), "method": method, "fingerprint": desc.fingerprint(),
             "fingerprint_digest": cache.fingerprint(desc.fingerprint()),
             "precision": precision if desc.precision_choice else desc.precision,
             "metric": metric.name, "dim": desc.dim, "width": desc.code_width(), "dtype": np.dtype(metric.dtype).name,
-            "threshold": value, "threshold_source": source, "index_factory": index, "created": now()})
+            "threshold": value, "threshold_source": source, "index_factory": index, "created": now()}, calibration)
         self.snapshots.rebuild(name)  # an empty index on disk from the start: a missing one later is news
         return self.collection(name)
 
@@ -327,11 +330,14 @@ class Bank:
             raise ConfigError(f"k must be an integer from 1 to {MAX_K} (got {k!r})")
         limit = coll.threshold if threshold is None else thresholds.check(threshold, metric, coll.dim)
         out = []
+        sure = confidence.map_of(coll.calibration)
         for ranked in self.snapshots.rank(coll, queries, k):
             items = {item.id: item for item in self.store.items(coll.name, [int(i) for i in ranked.ids])}
             close = is_close_enough(metric, ranked.scores, limit)
-            out.append(MatchResult(limit, [Match(items[int(i)], _plain(metric, s), bool(c))
-                                           for i, s, c in zip(ranked.ids, ranked.scores, close) if int(i) in items]))
+            probability = sure(ranked.scores).tolist() if sure is not None else [None] * len(ranked.scores)
+            out.append(MatchResult(limit, [Match(items[int(i)], _plain(metric, s), bool(c), p)
+                                           for i, s, c, p in zip(ranked.ids, ranked.scores, close, probability)
+                                           if int(i) in items]))
         return out
 
     def compare(self, a: bytes, b: bytes, methods: Sequence[str]) -> list[dict]:
@@ -401,7 +407,7 @@ def load_descriptor(method: str, precision: str, model_cache: Path, log: Callabl
 def _judged(result: MatchResult, verdict: quality.Verdict, allow_low: bool) -> MatchResult:
     """``result`` with the query's verdict; a low-quality query's matches lose ``is_match`` unless allowed."""
     matches = result.matches if allow_low or not verdict.low else \
-        [Match(m.item, m.score, False) for m in result.matches]
+        [Match(m.item, m.score, False, m.confidence) for m in result.matches]
     return MatchResult(result.threshold, matches, verdict.quality, verdict.reason)
 
 

@@ -10,7 +10,9 @@ Tables:
   embeddings folder whose images were not at hand, of the code: ``digest_of`` says which), filename,
   metadata JSON, added, removed, the collection versions at which it was added and removed, its
   code as a BLOB, and a small JPEG thumbnail for galleries (the image itself is not kept). One live item
-  per (collection, SHA-256): adding the same bytes again finds it.
+  per (collection, SHA-256): adding the same bytes again finds it;
+* ``calibrations``: per collection ``uid``, the confidence map a lab run gave it (``malle.bank.confidence``);
+  a collection without a row answers with its method's shipped map, if any.
 
 Every write is one transaction (``BEGIN IMMEDIATE``) that commits before the caller is answered, with
 ``synchronous=FULL``: a process killed at any point loses no acknowledged add, and SQLite's journal
@@ -36,6 +38,7 @@ from pathlib import Path
 import filelock
 import numpy as np
 
+from malle.bank.confidence import default_for
 from malle.bank.metadata import metadata_json, read
 from malle.errors import CacheError, ConfigError, MalleError
 
@@ -79,6 +82,7 @@ CREATE TABLE IF NOT EXISTS items (
     code BLOB NOT NULL,
     thumbnail BLOB  -- a small JPEG for galleries (NULL for codes added without their image)
 );
+CREATE TABLE IF NOT EXISTS calibrations (uid TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS live_sha ON items(collection, sha256) WHERE removed IS NULL;
 CREATE INDEX IF NOT EXISTS by_added ON items(collection, added_version);
 CREATE INDEX IF NOT EXISTS by_removed ON items(collection, removed_version);
@@ -122,12 +126,14 @@ class Collection:
     created: str
     version: int
     count: int = 0  # live items
+    calibration: dict | None = None  # its confidence map: a lab run's, else its method's shipped one, else None
 
     def public(self) -> dict:
         """What the API and ``bank info`` show."""
         return {"name": self.name, "method": self.method, "count": self.count, "threshold": self.threshold,
                 "threshold_source": self.threshold_source, "metric": self.metric, "precision": self.precision,
-                "dim": self.dim, "index": self.index_factory, "created": self.created, "version": self.version}
+                "dim": self.dim, "index": self.index_factory, "created": self.created, "version": self.version,
+                "calibration": self.calibration["source"] if self.calibration else None}
 
 
 @dataclass(frozen=True)
@@ -252,7 +258,8 @@ class Store:
             self._local.conn = None
 
     # -- collections -------------------------------------------------------------------------------------
-    def insert_collection(self, row: dict) -> None:
+    def insert_collection(self, row: dict, calibration: dict | None = None) -> None:
+        """A new collection and, in the same transaction, the confidence map it was given (if any)."""
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         with self.writing() as db:
@@ -260,6 +267,9 @@ class Store:
                 raise Conflict(f"collection {row['name']!r} exists already")
             db.execute(f"INSERT INTO collections ({columns}) VALUES ({marks})",
                        [_column_value(v) for v in row.values()])
+            if calibration is not None:
+                db.execute("INSERT INTO calibrations VALUES (?, ?)",
+                           (row["uid"], json.dumps(calibration, sort_keys=True, allow_nan=False)))
 
     def collection(self, name: str, db: sqlite3.Connection | None = None, count: bool = True) -> Collection:
         """A collection's row; ``count=False`` skips counting its live items (matches need no count)."""
@@ -279,12 +289,16 @@ class Store:
         values["fingerprint"] = json.loads(values["fingerprint"])
         live = db.execute("SELECT COUNT(*) FROM items WHERE collection = ? AND removed IS NULL",
                           (values["name"],)).fetchone()[0] if count else 0
-        return Collection(**values, count=live)
+        stored = db.execute("SELECT record FROM calibrations WHERE uid = ?", (values["uid"],)).fetchone()
+        calibration = json.loads(stored[0]) if stored else default_for(values["method"])
+        return Collection(**values, count=live, calibration=calibration)
 
     def delete_collection(self, name: str) -> None:
         with self.writing() as db:
             self.collection(name, db, count=False)
             db.execute("DELETE FROM items WHERE collection = ?", (name,))
+            uid = db.execute("SELECT uid FROM collections WHERE name = ?", (name,)).fetchone()[0]
+            db.execute("DELETE FROM calibrations WHERE uid = ?", (uid,))
             db.execute("DELETE FROM collections WHERE name = ?", (name,))
 
     # -- items ------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """``malle bank create|add|remove|match|import|export|info|verify BANK``: a folder of reference images per method.
 
-    malle bank create refs photos --method sscd_distilled [--threshold T | --threshold-from OUT]
+    malle bank create refs photos --method sscd_distilled [--threshold T | --threshold-from OUT [--precision-target P]]
     malle bank add refs -c photos DIR_OR_FILE... [--metadata JSON]
     malle bank add refs -c photos --from-embeddings EMBED_OUT [--images DIR]
     malle bank match refs -c photos QUERY... [-k 5] [--threshold T] [--out matches.csv]
@@ -43,8 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--threshold", type=float, default=None,
                         help="in the method's unit (cosine similarity, or Hamming bits for hashes)")
     create.add_argument("--threshold-from", default=None, metavar="OUT",
-                        help="a lab run's output folder: take the method's threshold at precision 0.9 from its "
-                             "openset.csv (default: the threshold calibrated on the reproduction run)")
+                        help="a lab run's output folder: take the method's threshold at the precision target from "
+                             "its predictions, and its confidence map from calibration.json (default: the "
+                             "threshold and map calibrated on the reproduction run)")
+    create.add_argument("--precision-target", type=float, default=None, metavar="P",
+                        help="the precision the threshold keeps on the run's open set, such as 0.95 (default 0.9; "
+                             "other targets need --threshold-from)")
     create.add_argument("--index", default="Flat", metavar="FACTORY",
                         help="FAISS index-factory string as in `run --index` (default Flat: exact)")
     create.add_argument("--precision", choices=PRECISIONS, default="fp32",
@@ -131,9 +135,10 @@ def collection_name(bank: Bank, given: str | None) -> str:
 
 def create(bank: Bank, args: argparse.Namespace, say) -> int:
     coll = bank.create_collection(args.name, args.method, args.threshold, args.threshold_from, args.index,
-                                  args.precision)
+                                  args.precision, args.precision_target)
     print(f"Created collection {coll.name!r} in {args.bank}: {coll.method}, threshold {coll.threshold:g} "
           f"({coll.threshold_source}), index {coll.index_factory}")
+    print(f"Confidence: {coll.calibration['source'] if coll.calibration else 'none (no calibration for this method)'}")
     return 0
 
 
@@ -199,6 +204,7 @@ def match(bank: Bank, args: argparse.Namespace, say) -> int:
                   + (f" (low-quality query: {result.quality_reason})" if result.quality == "low" else ""))
             for rank, m in enumerate(result.matches, 1):
                 print(f"  {rank}. id {m.item.id} {m.item.filename}  score {m.score:g}"
+                      + (f"  confidence {m.confidence:.2f}" if m.confidence is not None else "")
                       + ("  MATCH" if m.is_match else ""))
     if len(skipped):
         say(skip_summary(skipped))

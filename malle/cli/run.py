@@ -55,6 +55,9 @@ def run(args: argparse.Namespace, say: Say) -> int:
         print(f"\nOpen set: {len(experiment.distractor_manifest)} distractor queries next to the "
               f"{len(experiment.manifest)} copies\n(µAP: micro average precision; R@P90: recall at precision 0.9)")
         print(published.fixed_width(published.openset_summary(results.openset()), index=False))
+        print("\nConfidence, calibrated on held-back queries (calibration.json; ece: expected calibration error)")
+        for method, fitted in results.calibration().items():
+            print(f"  {method}: ece {calibration_text(fitted)}")
     if results.has_tricks:
         print("\nMatching tricks: each derived method against its base (tricks.csv)")
         print(published.fixed_width(published.tricks_summary(results.trick_gains()), index=False))
@@ -63,6 +66,12 @@ def run(args: argparse.Namespace, say: Say) -> int:
     written = results.write(args.out)
     print(f"Wrote {len(written)} files to {args.out}/")
     return 0
+
+
+def calibration_text(fitted: dict) -> str:
+    """A method's ece with what it was measured on, e.g. ``0.0123 (4,210 predictions, 5 folds)``."""
+    ece = "not measured" if fitted["ece"] is None else f"{fitted['ece']:.4f}"
+    return f"{ece} ({fitted['n_predictions']:,} predictions, {fitted['folds']} folds by query)"
 
 
 def check_out_folder(out: Path, experiment: Experiment) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from malle.io import cache
 from malle.lab.stages.outputs import (
     OUTPUTS,
     AttributionOutputs,
+    CalibrationOutputs,
     EmbedCost,
     File,
     IndexMeta,
@@ -21,6 +23,7 @@ from malle.lab.stages.outputs import (
     SearchOutputs,
     low_quality_share,
 )
+from malle.ops.presets import preset_of
 from malle.tricks.methods import NORM, parse
 
 if TYPE_CHECKING:
@@ -106,6 +109,21 @@ class Results:
         if not self.has_openset:
             return pd.DataFrame(columns=["threshold", "precision", "recall", "method"])
         return self._stage_tables(OpenSetOutputs.pr_curve)
+
+    def calibration(self) -> dict[str, dict]:
+        """Per method: its score -> P(true copy) map, ece and reliability on held-back queries
+        (``malle.lab.stages.calibration``); empty without an open set."""
+        if not self.has_openset:
+            return {}
+        return {m: cache.read_json(CalibrationOutputs(self.experiment.stage("calibration", m).folder).calibration)
+                for m in self.methods}
+
+    def calibration_record(self) -> dict:
+        """calibration.json: each method's calibration, with the preset and the key of the run's configuration."""
+        exp = self.experiment
+        return {"preset": preset_of(exp.config.augment).name,
+                "config_key": cache.fingerprint(json.loads(json.dumps(configuration(exp), default=str))),
+                "methods": self.calibration()}
 
     def attribution(self) -> pd.DataFrame:
         """Per method and op: the misses charged to it (shared when several ops restore the hit) and its share."""
@@ -212,8 +230,11 @@ class Results:
             tables["tricks.csv"] = self.trick_gains()
         for name, table in tables.items():
             cache.write_table(out / name, rounded(table) if name.endswith(".csv") else table)
-        cache.write_json(out / "config.json", self.config_record())
-        return [out / name for name in [*tables, "config.json"]]
+        records = {"config.json": self.config_record(),
+                   **({"calibration.json": self.calibration_record()} if self.has_openset else {})}
+        for name, record in records.items():
+            cache.write_json(out / name, record)
+        return [out / name for name in [*tables, *records]]
 
     def config_record(self) -> dict:
         """config.json: the config, the methods that ran, and for ``METHOD+norm`` its setting and background set

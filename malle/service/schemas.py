@@ -58,6 +58,9 @@ class CollectionBody(BaseModel):
     index: str = Field(description="the FAISS index-factory string")
     created: str
     version: int
+    calibration: str | None = Field(description="where its matches' confidence comes from: the lab run whose "
+                                                "calibration.json it was created from (bank create --threshold-from), "
+                                                "else the map shipped for its method; null: no confidence")
 
 
 class CollectionList(BaseModel):
@@ -96,6 +99,10 @@ class MatchBody(BaseModel):
     score: Score
     is_match: bool = Field(description="at least as close as the threshold (false for a low-quality query "
                                        "unless allow_low_quality)")
+    confidence: float | None = Field(ge=0, le=1, description=(
+        "the probability that this match is a true copy, the same for every method: the share of true copies among "
+        "the lab's predictions at this score (isotonic regression on an open-set run, checked on held-back queries; "
+        "the collection's calibration names the run); null when the collection has no calibration"))
     metadata: dict[str, Any]
     sha256: str
 

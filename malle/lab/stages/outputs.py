@@ -101,6 +101,11 @@ class OpenSetOutputs(StageOutputs):
     distractor_scores = File("distractor_scores.npy")
 
 
+class CalibrationOutputs(StageOutputs):
+    kind = "calibration"
+    calibration = File("calibration.json")  # one method's map, ece and reliability (malle.evaluation.calibration)
+
+
 class AttributionOutputs(StageOutputs):
     kind = "attribution"
     per_query = File("per_query.parquet")
