@@ -126,10 +126,10 @@ def test_database_is_the_truth_for_the_index(bank, demo_photos):
 def test_damaged_code_is_found_by_verify(bank, demo_photos):
     bank.create_collection("p", "phash", threshold=8)
     bank.add_files("p", demo_photos[:3])
-    with sqlite3.connect(bank.store.path) as db:
-        db.execute("UPDATE items SET code = x'00' WHERE id = 2")
+    with sqlite3.connect(bank.store.path) as db:  # the row of item 2 names record 0, which belongs to item 1
+        db.execute("UPDATE items SET record = 0 WHERE id = 2")
     problems = Bank.open(bank.folder).verify()
-    assert len(problems) == 1 and "item 2" in problems[0]
+    assert len(problems) == 2 and "record 0" in problems[0] and "named by no item (record 1)" in problems[1]
 
 
 def test_matches_never_fail_while_adds_rebuild_the_index(bank, demo_photos, monkeypatch):

@@ -169,8 +169,9 @@ class Bank:
         return self.store.collections()
 
     def delete_collection(self, name: str) -> None:
+        coll = self.collection(name, count=False)
         self.store.delete_collection(name)
-        self.snapshots.forget(name)
+        self.snapshots.forget(coll)
 
     # -- adding -------------------------------------------------------------------------------------------------
     def add_bytes(self, name: str, data: bytes, filename: str, metadata=None) -> tuple[Item, bool]:
@@ -264,9 +265,10 @@ class Bank:
                 continue
             sha, of = (cache.file_digest(file), "bytes") if file is not None else (sha256_of(code.tobytes()), "code")
             new.append(NewItem(sha, Path(path).name, code, {"path": str(path)}, of))
-        for start in range(0, len(new), chunk):
-            for item, created in self.add_codes(name, new[start:start + chunk]):
+        for start in range(0, len(new), chunk):  # one index rebuild at the end, not one per chunk
+            for item, created in self.store.insert_items(name, new[start:start + chunk]):
                 (report.added if created else report.existing).append(item)
+        self._after_write(name)
         report.skipped = pd.DataFrame(skipped, columns=["path", "reason"])
         return report
 
@@ -369,10 +371,15 @@ class Bank:
             if self.snapshots.state(coll) != "current":
                 self.snapshots.rebuild(coll.name)
 
-    def verify(self) -> list[str]:
-        """Problems with the database (SQLite's integrity check, every code's size); an index that is not
-        current is no problem (it is rebuilt from the database) and is reported by ``info``."""
-        return self.store.integrity()
+    def use_index(self, name: str, folder: str | Path) -> None:
+        """Take the index ``malle index-build`` wrote to ``folder`` as the collection's (``malle.bank.adopt``)."""
+        self.snapshots.adopt(name, Path(folder))
+
+    def verify(self, states: dict | None = None) -> list[str]:
+        """Problems with the database (SQLite's integrity check, rows against codes files both ways; each file's
+        state in words into ``states``); an index that is not current is no problem (it is rebuilt from the
+        database) and is reported by ``info``."""
+        return self.store.integrity(states)
 
     def info(self) -> list[dict]:
         return [{**coll.public(), "index_file": self.snapshots.state(coll)} for coll in self.collections()]

@@ -8,14 +8,22 @@ or another, without waiting for an index. When the delta grows past ``REBUILD_AF
 thread builds a new snapshot from the database and replaces the reference; matches in flight keep the old
 one, so nothing waits or fails during a rebuild (the shape of HMA's index swap).
 
-On disk, next to the database: ``indexes/<name>.faiss`` (FAISS's own format, written atomically),
-``<name>.ids.npy`` and last ``<name>.json`` (collection uid, version, count, factory, and both files'
-SHA-256). A file that is missing, unreadable, for another collection, or not as recorded is rebuilt from
+On disk, next to the database: per snapshot ``indexes/<name>.<uid>.v<version>.<token>.faiss`` (FAISS's own format,
+written atomically, never changed) and ``....ids.npy``, and last ``<name>.json``, the record: collection uid,
+version, count, factory, search parameters, the files and their SHA-256, and the recall measured at build time. The
+files of the snapshot before are kept until the next one, so another process that has just read the old record
+still finds them. A file that is missing, unreadable, for another collection, or not as recorded is rebuilt from
 the database with one notice; a stale one is used with the delta and replaced in the background.
+
+IVF indexes keep their inverted lists in the file and map them (``malle.bank.approx``): built from the codes file
+in chunks, shared by every process that searches them, with their recall against exact search recorded in the
+record and in the collection's row. One can also be taken from ``malle index-build`` (``malle.bank.adopt``).
 """
 
 from __future__ import annotations
 
+import secrets
+import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from malle.bank import approx
 from malle.bank.store import Collection, NotFound, Store, now
 from malle.errors import ConfigError
 from malle.io import cache
@@ -32,6 +41,9 @@ from malle.retrieval.topk import save_index, search
 
 INDEX_DIR = "indexes"
 REBUILD_AFTER = 256  # changes since the snapshot before a background rebuild; the delta is scanned per match
+# An index with mapped lists is rebuilt once a thousandth of it changed (at least REBUILD_AFTER): a million codes take
+# minutes to rebuild on 2 cores, while a thousand fresh codes cost a match about a millisecond to scan.
+DELTA_SHARE = 1000
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,14 @@ class Snapshot:
     index: object  # a FAISS index, read-only once built
     ids: np.ndarray  # item id of each row, ascending, so FAISS's row tie rule is the item id order
     factory: str  # the index actually built, e.g. "Flat" or "HNSW32 (efSearch=128)"
+    recall_at_10: float | None = None  # against exact search, measured when built; None: exact
+    recall_sample: int = 0
+    mapped: str | None = None  # the file under indexes/ its lists are mapped from; None: all in memory
+    lists: str | None = None  # a separate lists file beside it (an index taken from `malle index-build`)
+    search_params: str = ""
+
+    def delta_limit(self) -> int:
+        return REBUILD_AFTER if self.mapped is None else max(REBUILD_AFTER, len(self.ids) // DELTA_SHARE)
 
 
 @dataclass(frozen=True)
@@ -55,25 +75,40 @@ def metric_of(coll: Collection) -> Metric:
     return METRICS[coll.metric]
 
 
-def build(coll: Collection, ids: np.ndarray, codes: np.ndarray, log: Callable[[str], None]) -> Snapshot:
-    """An index over ``codes`` as the collection's factory string asks; exact Flat while too few items exist
-    to train an IVF or PQ index (said once)."""
+def build(coll: Collection, source: approx.Source, folder: Path, log: Callable[[str], None]) -> Snapshot:
+    """An index over the live codes of ``source`` as the collection's factory string asks; exact Flat while too few
+    items exist to train an IVF or PQ index (said once). IVF lists are written under ``folder`` and mapped."""
     metric = metric_of(coll)
     try:  # a bank written before strings were checked may hold one that kills FAISS: search it exactly instead
         indexes.check(coll.index_factory, metric, coll.dim)
     except ConfigError as err:
         log(f"Bank: {coll.name}: {err}; searching it exactly")
-        return Snapshot(coll.uid, coll.version, metric.build_index(codes), ids, indexes.EXACT)
-    choice = indexes.choose(coll.index_factory, len(codes), coll.dim, metric)
-    if choice.exact or len(codes) == 0:
-        return Snapshot(coll.uid, coll.version, metric.build_index(codes), ids, indexes.EXACT)
-    index = indexes.new_index(choice, metric, coll.dim)
+        return exact(coll, source)
+    choice = indexes.choose(coll.index_factory, len(source), coll.dim, metric)
+    if choice.exact or len(source) == 0:
+        return exact(coll, source)
+    mapped = f"{stem(coll.name, coll.uid, coll.version)}.faiss" if approx.uses_lists(choice.factory) else None
     try:
-        indexes.train_and_add(index, codes, metric)
+        if mapped:
+            index = approx.build_lists(choice, coll.dim, metric, source, folder / mapped, coll.version)
+        else:
+            index = indexes.new_index(choice, metric, coll.dim)
+            indexes.train_and_add(index, source.all(), metric)
     except ConfigError as err:
         log(f"Bank: {coll.name}: {err}; searching it exactly until it grows")
-        return Snapshot(coll.uid, coll.version, metric.build_index(codes), ids, indexes.EXACT)
-    return Snapshot(coll.uid, coll.version, index, ids, choice.describe())
+        return exact(coll, source)
+    recall, sample = approx.measure_recall(index, source.ids, metric, source, coll.version)
+    return Snapshot(coll.uid, coll.version, index, source.ids, choice.describe(), recall, sample, mapped,
+                    search_params=choice.search_params)
+
+
+def exact(coll: Collection, source: approx.Source) -> Snapshot:
+    return Snapshot(coll.uid, coll.version, metric_of(coll).build_index(source.all()), source.ids, indexes.EXACT)
+
+
+def stem(name: str, uid: str, version: int) -> str:
+    """The start of a snapshot's file names: unique per build, so two processes never write the same file."""
+    return f"{name}.{uid}.v{version}.{secrets.token_hex(4)}"
 
 
 class Snapshots:
@@ -105,6 +140,26 @@ class Snapshots:
                 self._current[coll.name] = snap
         return snap
 
+    def follow(self, names: list[str] | None = None) -> list[str]:
+        """Take up the snapshot another process published, for each collection in memory (or ``names``) whose record
+        on disk is newer than what this process holds: processes serving one bank (``malle serve --workers``) then
+        map the same files, whichever of them built it. Returns the names swapped."""
+        swapped = []
+        for name in names if names is not None else list(self._current):
+            held = self._current.get(name)
+            try:
+                record = cache.read_json(self.folder / f"{name}.json")
+                if held is None or not isinstance(record, dict) or record.get("uid") != held.uid or \
+                        not isinstance(record.get("version"), int) or record["version"] <= held.version:
+                    continue
+                fresh = self._load(self.store.collection(name, count=False))
+            except (OSError, ValueError, NotFound):
+                continue  # no record yet, one being replaced, or the collection deleted: nothing to take up
+            if fresh is not None and fresh.version > held.version and self._current.get(name) is held:
+                self._current[name] = fresh  # one reference assignment, as a rebuild's
+                swapped.append(name)
+        return swapped
+
     def rank(self, coll: Collection, queries: np.ndarray, k: int) -> list[RankedItems]:
         """Top-``k`` per query over the snapshot plus the database's changes since it; schedules a rebuild
         when those changes are many."""
@@ -116,7 +171,7 @@ class Snapshots:
                 return self.rank(now_coll, queries, k)
             fresh_ids, fresh_codes, removed = (self.store.changed_since(now_coll, snap.version, db)
                                                if now_coll.version != snap.version else _no_changes(coll))
-        if len(fresh_ids) + len(removed) >= REBUILD_AFTER:
+        if len(fresh_ids) + len(removed) >= snap.delta_limit():
             self.schedule(coll.name)
         return _merge(snap, metric_of(coll), queries, k, fresh_ids, fresh_codes, removed)
 
@@ -131,11 +186,18 @@ class Snapshots:
         return row[0]
 
     def rebuild_due(self, name: str) -> bool:
-        return self.pending(name) >= REBUILD_AFTER
+        snap = self._current.get(name)
+        return snap is not None and self.pending(name) >= snap.delta_limit()
 
     # -- files ------------------------------------------------------------------------------------------------
     def paths(self, name: str) -> tuple[Path, Path, Path]:
-        return self.folder / f"{name}.faiss", self.folder / f"{name}.ids.npy", self.folder / f"{name}.json"
+        """The current snapshot's index and ids files as its record names them, and the record."""
+        meta = self.folder / f"{name}.json"
+        try:
+            files = cache.read_json(meta)["files"]
+            return self.folder / files["index"], self.folder / files["ids"], meta
+        except (OSError, ValueError, KeyError, TypeError):
+            return self.folder / f"{name}.faiss", self.folder / f"{name}.ids.npy", meta
 
     def state(self, coll: Collection) -> str:
         """What the file on disk is: 'current', 'stale (version v of w)', or why it would be rebuilt."""
@@ -146,7 +208,7 @@ class Snapshots:
                                                                     f"of {coll.version})"
 
     def _record(self, coll: Collection) -> tuple[dict, str | None]:
-        index_path, ids_path, meta_path = self.paths(coll.name)
+        meta_path = self.folder / f"{coll.name}.json"
         if not meta_path.is_file():
             return {}, "missing"
         try:
@@ -155,9 +217,13 @@ class Snapshots:
             return {}, "damaged (its record is unreadable)"
         if not isinstance(record, dict) or record.get("uid") != coll.uid:
             return {}, "for another collection of that name"
-        for path, key in ((index_path, "faiss_sha256"), (ids_path, "ids_sha256")):
-            if not path.is_file() or cache.file_digest(path) != record.get(key):
-                return {}, f"damaged ({path.name} is missing or differs from its record)"
+        files, digests = record.get("files"), record.get("sha256")
+        if not isinstance(files, dict) or not isinstance(digests, dict) or not {"index", "ids"} <= set(files):
+            return {}, "written by an older Malle (its record names no files)"
+        for name in files.values():
+            path = self.folder / str(name)
+            if not path.is_file() or cache.file_digest(path) != digests.get(name):
+                return {}, f"damaged ({name} is missing or differs from its record)"
         if not isinstance(record.get("version"), int) or record["version"] > coll.version:
             return {}, "damaged (its version is ahead of the database)"
         return record, None
@@ -166,51 +232,100 @@ class Snapshots:
         """The index on disk when it is this collection's and intact; None (with one notice) otherwise."""
         record, problem = self._record(coll)
         if problem is None:
-            index_path, ids_path, _ = self.paths(coll.name)
+            files, metric = record["files"], metric_of(coll)
             try:
-                index = metric_of(coll).read_index(index_path)
-                ids = cache.read_npy(ids_path)
-            except (RuntimeError, ValueError, OSError) as err:
+                path = self.folder / files["index"]
+                index = approx.read_mapped(path, metric, record.get("search_params", ""), "lists" in files) \
+                    if record.get("mapped") else metric.read_index(path)
+                ids = cache.read_npy(self.folder / files["ids"])
+            except (RuntimeError, ValueError, OSError, ConfigError) as err:
                 problem = f"damaged ({type(err).__name__})"
             else:
                 if index.d == coll.dim and ids.dtype == np.int64 and len(ids) == index.ntotal:
-                    return Snapshot(coll.uid, record["version"], index, ids, record.get("factory", "Flat"))
+                    return Snapshot(coll.uid, record["version"], index, ids, record.get("factory", "Flat"),
+                                    record.get("recall_at_10"), record.get("recall_sample", 0),
+                                    files["index"] if record.get("mapped") else None, files.get("lists"),
+                                    record.get("search_params", ""))
                 problem = "damaged (its size or dimension differs from the database)"
         if problem != "missing" or coll.count:
             self.log(f"Bank: the index of {coll.name!r} is {problem}; rebuilding it from the database.")
         return None
 
-    def _save(self, coll: Collection, snap: Snapshot) -> None:
-        """Write the snapshot's files unless a newer one is there already (another process)."""
-        index_path, ids_path, meta_path = self.paths(coll.name)
+    def _save(self, coll: Collection, snap: Snapshot, force: bool = False) -> None:
+        """Write the snapshot's files and record unless a newer one is there already (another process); record its
+        recall in the collection's row; remove the files of snapshots before the one it replaces."""
+        base = snap.mapped.rsplit(".faiss", 1)[0] if snap.mapped else stem(coll.name, snap.uid, snap.version)
+        files = {"index": snap.mapped or f"{base}.faiss", "ids": f"{base.split('/')[0]}.ids.npy"}
+        if snap.lists:
+            files["lists"] = snap.lists
         with self.store.exclusive():
             record, problem = self._record(coll)
-            if problem is None and record["version"] >= snap.version:
+            if problem is None and record["version"] >= snap.version and not force:
                 return
-            save_index(snap.index, index_path, metric_of(coll))
-            cache.write_npy(ids_path, snap.ids)
-            cache.write_json(meta_path, {"uid": snap.uid, "version": snap.version, "count": len(snap.ids),
-                                         "factory": snap.factory, "built": now(),
-                                         "faiss_sha256": cache.file_digest(index_path),
-                                         "ids_sha256": cache.file_digest(ids_path)})
+            if snap.mapped is None:
+                save_index(snap.index, self.folder / files["index"], metric_of(coll))
+            cache.write_npy(self.folder / files["ids"], snap.ids)
+            cache.write_json(self.folder / f"{coll.name}.json", {
+                "uid": snap.uid, "version": snap.version, "count": len(snap.ids), "factory": snap.factory,
+                "built": now(), "files": files,
+                "sha256": {f: cache.file_digest(self.folder / f) for f in files.values()},
+                "mapped": snap.mapped is not None, "search_params": snap.search_params,
+                "recall_at_10": snap.recall_at_10, "recall_sample": snap.recall_sample})
+            self._sweep(coll.name, coll.uid, set(files.values()) | set(record.get("files", {}).values()),
+                        min(snap.version, record.get("version", snap.version)))
+            with self.store.writing() as db:
+                db.execute("UPDATE collections SET recall_at_10 = ?, recall_sample = ? WHERE name = ? AND uid = ?",
+                           (snap.recall_at_10, snap.recall_sample or None, coll.name, coll.uid))
 
-    def forget(self, name: str) -> None:
-        """Drop a deleted collection's snapshot and files."""
-        self._current.pop(name, None)
+    def _sweep(self, name: str, uid: str, keep: set[str], before: int | None = None) -> None:
+        """Files of this collection's snapshots older than version ``before`` (all with None) except ``keep``, and
+        those of the layout before versioned names. A newer file may be another process's build in flight."""
+        kept = {k.split("/")[0] for k in keep}
+        for path in self.folder.iterdir() if self.folder.is_dir() else ():
+            version = path.name.removeprefix(f"{name}.{uid}.v").split(".")[0]
+            old = path.name.startswith(f"{name}.{uid}.v") and path.name not in kept and \
+                (before is None or (version.isdigit() and int(version) < before))
+            if old or path.name in (f"{name}.faiss", f"{name}.ids.npy"):
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+    def forget(self, coll: Collection) -> None:
+        """Drop a deleted collection's snapshot, index files and codes file."""
+        self._current.pop(coll.name, None)
         with self.store.exclusive():
-            for path in self.paths(name):
-                path.unlink(missing_ok=True)
+            self._sweep(coll.name, coll.uid, set())
+            (self.folder / f"{coll.name}.json").unlink(missing_ok=True)
+            self.store.codes_file(coll).path.unlink(missing_ok=True)
 
     # -- rebuilding -----------------------------------------------------------------------------------------
     def rebuild(self, name: str) -> Snapshot:
         """Build from the database now, write the files, swap the reference; returns the new snapshot."""
         with self.store.reading() as db:
             coll = self.store.collection(name, db)
-            ids, codes = self.store.codes(coll, db)
-        snap = build(coll, ids, codes, self.log)
-        self._save(coll, snap)
+            ids, records = self.store.records(coll, db)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        snap = build(coll, approx.Source(self.store.codes_file(coll), ids, records), self.folder, self.log)
+        return self.swap(coll, snap)
+
+    def adopt(self, name: str, folder: Path) -> Snapshot:
+        """The index ``malle index-build`` wrote to ``folder`` as the collection's snapshot (``malle.bank.adopt``)."""
+        from malle.bank import adopt
+
+        with self.store.reading() as db:
+            coll = self.store.collection(name, db)
+            everything = approx.Source(self.store.codes_file(coll), *self.store.records(coll, db, "1"))
+            versions = np.asarray(db.execute("SELECT id, added_version, COALESCE(removed_version, -1) FROM items "
+                                             "WHERE collection = ?", (name,)).fetchall(), np.int64).reshape(-1, 3)
+        stem_now = stem(coll.name, coll.uid, coll.version)
+        fields = adopt.adopt(coll, Path(folder), everything, versions, self.folder, stem_now, self.log)
+        return self.swap(coll, Snapshot(**fields), force=True)
+
+    def swap(self, coll: Collection, snap: Snapshot, force: bool = False) -> Snapshot:
+        """Save a new snapshot and make it the current one (one reference assignment: readers see old or new);
+        ``force`` replaces a newer one (an index taken from `index-build`)."""
+        self._save(coll, snap, force)
+        name = coll.name
         old = self._current.get(name)
-        if old is None or old.uid != snap.uid or old.version <= snap.version:
+        if force or old is None or old.uid != snap.uid or old.version <= snap.version:
             self._current[name] = snap  # one reference assignment: readers see the old or the new
         return snap
 
@@ -229,7 +344,8 @@ class Snapshots:
     def _rebuild_loop(self, name: str) -> None:
         while True:
             try:
-                self.rebuild(name)
+                if not (self.follow([name]) and not self.rebuild_due(name)):  # another process built it already
+                    self.rebuild(name)
             except NotFound:
                 return  # deleted meanwhile
             with self._lock:
@@ -256,14 +372,15 @@ def _no_changes(coll: Collection):
 def _merge(snap: Snapshot, metric: Metric, queries: np.ndarray, k: int, fresh_ids: np.ndarray,
            fresh_codes: np.ndarray, removed: np.ndarray) -> list[RankedItems]:
     """The snapshot's top hits less removed items, with the fresh codes scored directly, best first."""
-    hits = search(snap.index, queries, k + len(removed), metric)
+    hits = search(snap.index, queries, k + len(removed) + (len(fresh_ids) if snap.lists else 0), metric)
     rows = hits.ids
     snap_ids = np.where(rows >= 0, snap.ids[np.clip(rows, 0, max(len(snap.ids) - 1, 0))], -1) if len(snap.ids) \
         else np.zeros(rows.shape, np.int64)
     fresh_scores = _scores(metric, queries, fresh_codes)
     out = []
     for q in range(len(queries)):
-        keep = (snap_ids[q] >= 0) & ~np.isin(snap_ids[q], removed)
+        # An item in both (an index taken from `index-build` may hold items newer than its version) counts once.
+        keep = (snap_ids[q] >= 0) & ~np.isin(snap_ids[q], removed) & ~np.isin(snap_ids[q], fresh_ids)
         ids = np.concatenate([snap_ids[q][keep], fresh_ids])
         scores = np.concatenate([hits.scores[q][keep].astype(np.float64), fresh_scores[q]])
         order = np.lexsort((ids, metric.sort_key(scores)))[:k]

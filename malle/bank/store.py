@@ -9,15 +9,16 @@ Tables:
 * ``items``: id (never reused), collection, SHA-256 of the image bytes (or, for codes read from an
   embeddings folder whose images were not at hand, of the code: ``digest_of`` says which), filename,
   metadata JSON, added, removed, the collection versions at which it was added and removed, its
-  code as a BLOB, and a small JPEG thumbnail for galleries (the image itself is not kept). One live item
+  code's ``record`` in the codes file (``malle.bank.codefile``), a small JPEG thumbnail. One live item
   per (collection, SHA-256): adding the same bytes again finds it;
 * ``calibrations``: per collection ``uid``, the confidence map a lab run gave it (``malle.bank.confidence``);
   a collection without a row answers with its method's shipped map, if any.
 
 Every write is one transaction (``BEGIN IMMEDIATE``) that commits before the caller is answered, with
 ``synchronous=FULL``: a process killed at any point loses no acknowledged add, and SQLite's journal
-makes a half-done transaction vanish. Writers are serialised by SQLite's own lock and, around it, a
-file lock next to the database (``bank.lock``), which also serialises index writes. Readers never
+makes a half-done transaction vanish. An add fsyncs its codes file before it commits its rows; a bank of
+an older schema is brought up to date on open (``malle.bank.upgrade``). Writers are serialised by SQLite's own
+lock and, around it, a file lock next to the database (``bank.lock``), which also serialises index writes. Readers never
 wait on writers (WAL). Connections are per thread, as ``sqlite3`` requires.
 """
 
@@ -38,13 +39,13 @@ from pathlib import Path
 import filelock
 import numpy as np
 
+from malle.bank import codefile, upgrade
 from malle.bank.confidence import default_for
 from malle.bank.metadata import metadata_json, read
 from malle.errors import CacheError, ConfigError, MalleError
 
 DB_NAME = "bank.sqlite"
 LOCK_NAME = "bank.lock"
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 60_000  # a writer waits this long for another before giving up
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # also a safe file name for the index
 INT64_MAX = 2**63 - 1  # SQLite's integers: an id, offset or limit beyond is refused, not an overflow
@@ -126,6 +127,9 @@ class Collection:
     created: str
     version: int
     count: int = 0  # live items
+    records: int = 0  # records committed in the codes file
+    recall_at_10: float | None = None  # of the approximate index against exact search, when built; None: exact
+    recall_sample: int | None = None  # codes that recall was measured on
     calibration: dict | None = None  # its confidence map: a lab run's, else its method's shipped one, else None
 
     def public(self) -> dict:
@@ -133,6 +137,7 @@ class Collection:
         return {"name": self.name, "method": self.method, "count": self.count, "threshold": self.threshold,
                 "threshold_source": self.threshold_source, "metric": self.metric, "precision": self.precision,
                 "dim": self.dim, "index": self.index_factory, "created": self.created, "version": self.version,
+                "recall_at_10": self.recall_at_10, "recall_sample": self.recall_sample,
                 "calibration": self.calibration["source"] if self.calibration else None}
 
 
@@ -194,12 +199,11 @@ class Store:
         self._local = threading.local()
         self._thread_lock = threading.RLock()  # file locks are per descriptor; this serialises threads too
         self._file_lock = filelock.FileLock(str(self.folder / LOCK_NAME))
+        self._codes_files: dict[str, codefile.CodesFile] = {}
         with self.exclusive():  # executescript commits on its own, so the script is its own transaction
             self.db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} INSERT OR IGNORE INTO meta VALUES ('schema', "
-                                  f"'{SCHEMA_VERSION}'); COMMIT;")
-        schema = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
-        if schema != str(SCHEMA_VERSION):
-            raise BankError(f"{self.path} has bank schema {schema}; this Malle reads schema {SCHEMA_VERSION}")
+                                  "'1'); COMMIT;")
+            upgrade.to_current(self)  # schema 1 (new banks too) to 2: codes move into the codes files
 
     # -- connections and transactions ------------------------------------------------------------------
     @property
@@ -316,6 +320,7 @@ class Store:
             coll = self.collection(name, db, count=False)
             version = coll.version + 1
             stamp = now()
+            ids, codes = [], []
             for item in new:
                 code = _check_code(coll, item.code)
                 existing = self.find(name, item.sha256, db)
@@ -324,14 +329,18 @@ class Store:
                     continue
                 cursor = db.execute(
                     "INSERT INTO items (collection, sha256, digest_of, filename, metadata, added, added_version, code, "
-                    "thumbnail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "thumbnail, record) VALUES (?, ?, ?, ?, ?, ?, ?, x'', ?, ?)",
                     (name, item.sha256, item.digest_of, item.filename, metadata_json(item.metadata), stamp, version,
-                     code.tobytes(), item.thumbnail))
+                     item.thumbnail, coll.records + len(codes)))
                 assert cursor.lastrowid is not None, "an INSERT gives its row id"
+                ids.append(cursor.lastrowid)
+                codes.append(code)
                 out.append((Item(cursor.lastrowid, name, item.sha256, item.filename, item.metadata or {}, stamp,
                                  None, item.digest_of, item.thumbnail is not None), True))
-            if any(created for _, created in out):
-                db.execute("UPDATE collections SET version = ? WHERE name = ?", (version, name))
+            if codes:  # durable in the codes file before the rows that name them commit
+                self.codes_file(coll).append(coll.records, np.asarray(ids, np.int64), np.stack(codes))
+                db.execute("UPDATE collections SET version = ?, records = ? WHERE name = ?",
+                           (version, coll.records + len(codes), name))
         return out
 
     def remove_item(self, name: str, item_id: int) -> Item:
@@ -379,14 +388,19 @@ class Store:
 
     def codes(self, coll: Collection, db: sqlite3.Connection, where: str = "removed IS NULL",
               params: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
-        """(item ids ascending, codes) of a collection's items matching ``where``; each BLOB is checked."""
-        rows = db.execute(f"SELECT id, code FROM items WHERE collection = ? AND {where} ORDER BY id",
-                          (coll.name, *params)).fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        for item_id, blob in rows:  # every size checked before one join: a damaged row is named, never misread
-            _check_size(coll, item_id, blob)
-        flat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.dtype(coll.dtype))
-        return ids, flat.reshape(len(rows), coll.width).copy()
+        """(item ids ascending, codes) of a collection's items matching ``where``; each record is checked."""
+        ids, records = self.records(coll, db, where, params)
+        return ids, self.codes_file(coll).read(records, ids)
+
+    def records(self, coll: Collection, db: sqlite3.Connection, where: str = "removed IS NULL",
+                params: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
+        """(item ids ascending, their record numbers in the codes file) of the items matching ``where``."""
+        rows = np.asarray(db.execute(f"SELECT id, record FROM items WHERE collection = ? AND {where} ORDER BY id",
+                                     (coll.name, *params)).fetchall(), dtype=np.int64).reshape(-1, 2)
+        return rows[:, 0].copy(), rows[:, 1].copy()
+
+    def codes_file(self, coll: Collection) -> codefile.CodesFile:
+        return self._codes_files.setdefault(coll.uid, codefile.CodesFile(self.folder, coll))
 
     def changed_since(self, coll: Collection, version: int, db: sqlite3.Connection) -> tuple:
         """(ids, codes) added after ``version`` and still live; ids removed after ``version``."""
@@ -395,16 +409,14 @@ class Store:
                              (coll.name, version)).fetchall()
         return ids, codes, np.asarray([r[0] for r in removed], dtype=np.int64)
 
-    def integrity(self) -> list[str]:
-        """SQLite's own check, then every code's size against its collection."""
+    def integrity(self, states: dict | None = None) -> list[str]:
+        """SQLite's own check, then every collection's rows against its codes file, both ways (with each file's
+        state in words into ``states``)."""
         problems = [r[0] for r in self.db.execute("PRAGMA integrity_check") if r[0] != "ok"]
-        for coll in self.collections():
-            for item_id, size in self.db.execute("SELECT id, length(code) FROM items WHERE collection = ?",
-                                                 (coll.name,)):
-                if size != coll.width * np.dtype(coll.dtype).itemsize:
-                    problems.append(f"{coll.name}: item {item_id} holds {size} bytes of code, "
-                                    f"{coll.width * np.dtype(coll.dtype).itemsize} expected")
-        return problems
+        found = codefile.states(self)
+        if states is not None:
+            states.update({name: state for name, (_, state) in found.items()})
+        return problems + [p for bad, _ in found.values() for p in bad]
 
 
 def _column_value(value):
@@ -422,13 +434,6 @@ def _check_code(coll: Collection, code: np.ndarray) -> np.ndarray:
         raise ConfigError(f"collection {coll.name!r} holds {coll.dtype} codes of width {coll.width}; "
                           f"got {code.dtype} of shape {code.shape}")
     return np.ascontiguousarray(code)
-
-
-def _check_size(coll: Collection, item_id: int, blob: bytes) -> None:
-    expected = coll.width * np.dtype(coll.dtype).itemsize
-    if len(blob) != expected:
-        raise BankError(f"{coll.name}: item {item_id} holds {len(blob)} bytes of code, {expected} expected; "
-                        "the bank is damaged (`malle bank verify`)")
 
 
 def new_uid() -> str:

@@ -2,7 +2,7 @@
 
     malle bank create refs photos --method sscd_distilled [--threshold T | --threshold-from OUT [--precision-target P]]
     malle bank add refs -c photos DIR_OR_FILE... [--metadata JSON]
-    malle bank add refs -c photos --from-embeddings EMBED_OUT [--images DIR]
+    malle bank add refs -c photos --from-embeddings EMBED_OUT [--images DIR] [--index-from INDEX_BUILD_OUT]
     malle bank match refs -c photos QUERY... [-k 5] [--threshold T] [--out matches.csv]
     malle bank remove refs -c photos ID...
     malle bank import refs -c photos hashes.csv      # a hash list (hash,id,metadata), items without images
@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the precision the threshold keeps on the run's open set, such as 0.95 (default 0.9; "
                              "other targets need --threshold-from)")
     create.add_argument("--index", default="Flat", metavar="FACTORY",
-                        help="FAISS index-factory string as in `run --index` (default Flat: exact)")
+                        help="FAISS index-factory string as in `run --index` (default Flat: exact); IVF "
+                             "indexes (IVF4096,PQ64...) keep their lists on disk, memory-mapped")
     create.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="CNN inference precision (default fp32, as the calibrated thresholds were measured)")
     add_add_arguments(_action(actions, "add", "add image files, folders, or a `malle embed` output"))
@@ -82,6 +83,9 @@ def add_add_arguments(add: argparse.ArgumentParser) -> None:
                      help="add the codes `malle embed` wrote to DIR instead of encoding images")
     add.add_argument("--images", type=Path, default=None, metavar="DIR",
                      help="with --from-embeddings: the folder that was embedded, to record each file's SHA-256")
+    add.add_argument("--index-from", type=Path, default=None, metavar="DIR",
+                     help="take the index `malle index-build` wrote to DIR (same method, fingerprint and --index) "
+                          "instead of building one")
 
 
 class IntermixedParser(argparse.ArgumentParser):
@@ -155,7 +159,10 @@ def add(bank: Bank, args: argparse.Namespace, say) -> int:
         if missing:
             raise ConfigError(f"not found: {', '.join(missing)}")
         report = bank.add_files(name, args.paths, args.metadata, progress=progress_bar)
-    bank.refresh(name)
+    if args.index_from is not None:
+        bank.use_index(name, args.index_from)
+    else:
+        bank.refresh(name)
     print(f"{name}: {len(report.added)} added, {len(report.existing)} already there; "
           f"the collection holds {bank.collection(name).count}")
     if len(report.skipped):
@@ -216,18 +223,26 @@ def info(bank: Bank, args: argparse.Namespace, say) -> int:
     print(f"Bank {args.bank}: {len(rows)} collection(s), database {bank.store.path.stat().st_size / 2**20:.1f} MB")
     for row in rows:
         print(f"  {row['name']}: {row['method']} ({row['precision']}), {row['count']} items, threshold "
-              f"{row['threshold']:g} [{row['threshold_source']}], index {row['index']} ({row['index_file']}), "
-              f"created {row['created']}")
+              f"{row['threshold']:g} [{row['threshold_source']}], index {row['index']} ({row['index_file']}"
+              f"{recall_words(row)}), created {row['created']}")
     return 0
 
 
+def recall_words(row: dict) -> str:
+    if row.get("recall_at_10") is None:
+        return ""
+    return f"; recall@10 {row['recall_at_10']:.3f} against exact search on {row['recall_sample']} queries"
+
+
 def verify(bank: Bank, args: argparse.Namespace, say) -> int:
-    problems = bank.verify()
+    states: dict[str, str] = {}
+    problems = bank.verify(states)
     for problem in problems:
         print(f"damaged: {problem}")
     for row in bank.info():
         print(f"{row['name']}: {row['count']} items; index {row['index_file']}"
-              + ("" if row["index_file"] == "current" else " (rebuilt from the database on its next use)"))
+              + ("" if row["index_file"] == "current" else " (rebuilt from the database on its next use)")
+              + f"; codes file {states.get(row['name'], 'not checked')}")
     print("database: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
     return 1 if problems else 0
 

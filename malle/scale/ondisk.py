@@ -20,9 +20,10 @@ order. Memory stays at one shard group per task and, in the driver, the trained 
 time; ``index.ivfdata`` is memory-mapped when searched, so it may exceed the RAM.
 
 The output folder holds ``trained.faiss`` (kept: new shards can be added with it later), ``index.faiss``,
-``index.ivfdata`` and, written last, ``ondisk.json`` (factory, metric, search parameters, counts, the
-source manifest's SHA-256 and both index files' SHA-256). Until it is written the folder is incomplete;
-``open_index`` verifies it before use.
+``index.ivfdata`` and, written last, ``ondisk.json`` (factory, metric, search parameters, counts, the method's
+fingerprint digest and precision, the source manifest's SHA-256 and the index files' SHA-256): a bank takes the
+index for a collection of the same method, fingerprint and factory (``malle bank add --index-from``). Until it
+is written the folder is incomplete; ``open_index`` verifies it before use.
 """
 
 from __future__ import annotations
@@ -234,6 +235,7 @@ def build(plan: BuildPlan, ray_address: str | None = None, progress=None,
                 "dim": source["dim"], "count": int(index.ntotal), "lists": int(ivf.nlist),
                 "search_params": indexes.default_search_params(plan.factory), "method": source["method"],
                 "label": source.get("label"), "embeddings": str(plan.embeddings.resolve()),
+                "fingerprint": source.get("fingerprint"), "precision": source.get("precision"),
                 "embeddings_manifest_sha256": cache.file_digest(plan.embeddings / embeddings.MANIFEST),
                 "files": {name: {"sha256": cache.file_digest(out / name), "bytes": (out / name).stat().st_size}
                           for name in (TRAINED, INDEX, IVFDATA)}}

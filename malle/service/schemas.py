@@ -58,6 +58,10 @@ class CollectionBody(BaseModel):
     index: str = Field(description="the FAISS index-factory string")
     created: str
     version: int
+    recall_at_10: float | None = Field(None, ge=0, le=1, description=(
+        "its approximate index's recall against exact search (FAISS's 1-recall@10 on recall_sample of its own codes), "
+        "measured when the index was built; null for an exact index"))
+    recall_sample: int | None = Field(None, description="how many of its codes recall_at_10 was measured on")
     calibration: str | None = Field(description="where its matches' confidence comes from: the lab run whose "
                                                 "calibration.json it was created from (bank create --threshold-from), "
                                                 "else the map shipped for its method; null: no confidence")
