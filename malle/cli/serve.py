@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 from malle.cli.options import add_cache_option
-from malle.errors import EXTRAS, ConfigError, WeightsUnavailable, import_extra
+from malle.errors import EXTRAS, ConfigError, import_extra
 from malle.service.guard import API_KEY_ENV, check_exposure, is_loopback, load_key
 
 NAME = "serve"
@@ -31,18 +32,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="let browser pages from ORIGIN (e.g. https://app.example.org) call the API; repeatable "
                              "(default: none, so no cross-origin access)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes serving the bank, each on the same address and the same index files; a "
+                             "worker that dies is replaced while the others answer (default 1)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="matches arriving together are encoded in one pass of up to this many images "
+                             "(default 8; 1: each alone)")
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0,
+                        help="how long a pass waits for matches still decoding, only when some are (default 5)")
     add_cache_option(parser)
 
 
 def run(args: argparse.Namespace, say) -> int:
     for module in EXTRAS["service"]:  # one line naming the extra when a base install lacks it
         import_extra(module, "malle serve")
-    import faiss
     import uvicorn
 
-    from malle.bank import Bank
-    from malle.service.app import create_app
-    from malle.service.flood import configure_logging, return_freed_memory
+    from malle.service.batching import check_options
+    from malle.service.flood import configure_logging
+    from malle.service.workers import ServeOptions, build_app, check_workers, open_bank, run_workers
 
     key = load_key(args.api_key_file)
     check_exposure(args.host, key)
@@ -53,31 +61,33 @@ def run(args: argparse.Namespace, say) -> int:
     rate = rate_for(args.rate, args.host)
     if args.max_in_flight < 1:
         raise ConfigError("--max-in-flight must be at least 1")
-    # Requests run in parallel on the thread pool, so each search takes one thread: FAISS's OpenMP team per
-    # single-query search spins against the other requests (10k x 512 flat: 60 ms with 2 threads under load,
-    # 4.8 ms with one, on this project's 2-core machine).
-    faiss.omp_set_num_threads(1)
-    return_freed_memory()  # a burst of large uploads must not leave the server larger for good
-    bank = Bank.open(args.bank, log=say, model_cache=args.cache)
-    for coll in bank.collections():  # load every method now: the first request should not wait, or fail, on it
-        try:
-            bank.descriptor(coll.method, coll.precision)
-        except WeightsUnavailable as err:
-            say(f"Malle: collection {coll.name!r}: {err}; its adds and matches will be refused")
-            continue
-        bank.snapshots.current(coll)
-    app = create_app(bank, key, args.max_upload_mb * 2**20, rate=rate, max_in_flight=args.max_in_flight,
-                     cors_origins=args.cors_origin)
+    check_options(args.batch_size, args.batch_wait_ms)
+    options = ServeOptions(str(args.bank), str(args.cache) if args.cache else None, args.max_upload_mb * 2**20, rate,
+                           args.max_in_flight, tuple(args.cors_origin), args.batch_size, args.batch_wait_ms,
+                           check_workers(args.workers))
+    if args.workers > 1:  # each worker loads the methods and maps the indexes itself; this process only watches
+        from malle.bank import Bank
+
+        with contextlib.closing(Bank.open(args.bank, log=say)) as bank:  # a folder that is no bank fails here, once
+            _announce(args, key, rate, len(bank.collections()), say)
+        run_workers(options, key, args.host, args.port)
+        return 0
+    bank = open_bank(options, say)
+    _announce(args, key, rate, len(bank.collections()), say)
+    app = build_app(options, bank, key)
     configure_logging()
-    say(f"Malle: serving bank {args.bank} ({len(bank.collections())} collection(s)) at "
-        f"http://{args.host}:{args.port} (API docs at /docs)" + (", API key required" if key else "")
-        + (f", {rate:g} requests/s per key" if rate else ""))
-    sys.stderr.flush()
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     finally:
         bank.close()
     return 0
+
+
+def _announce(args: argparse.Namespace, key: str | None, rate: float | None, collections: int, say) -> None:
+    say(f"Malle: serving bank {args.bank} ({collections} collection(s)) at http://{args.host}:{args.port} (API docs "
+        "at /docs)" + (", API key required" if key else "") + (f", {rate:g} requests/s per key" if rate else "")
+        + (f", {args.workers} worker processes" if args.workers > 1 else ""))
+    sys.stderr.flush()
 
 
 def rate_for(given: float | None, host: str) -> float | None:

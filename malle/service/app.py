@@ -19,12 +19,14 @@
 Every GET also answers HEAD. Scores and thresholds are in each method's unit: cosine similarity (higher is
 closer) or Hamming distance in bits (lower is closer). Every error is a JSON ``Error`` ``{"error", "code",
 "request_id"}`` (``malle.service.statuses``; docs/guides/service-contract.md lists them). Handlers are plain
-functions, so FastAPI runs them on its thread pool: matches run concurrently, and the bank serialises writes.
+functions, so FastAPI runs them on its thread pool: uploads decode concurrently, matches that arrive together are
+encoded in one pass (``malle.service.batching``), and the bank serialises writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 
 from fastapi import Depends, FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -32,6 +34,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 
 from malle.bank import Bank
 from malle.service import schemas
+from malle.service.batching import DEFAULT_BATCH, DEFAULT_WAIT_MS, MatchBatcher
 from malle.service.flood import Flood, RequestContext
 from malle.service.guard import Guard
 from malle.service.routes import CollectionName, add_item_routes, add_match_routes, get_and_head
@@ -44,17 +47,28 @@ MAX_IN_FLIGHT = 64
 
 def create_app(bank: Bank, api_key: str | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES,
                rate: float | None = None, burst: float | None = None, max_in_flight: int = MAX_IN_FLIGHT,
-               cors_origins: Sequence[str] = ()) -> FastAPI:
+               cors_origins: Sequence[str] = (), batch_size: int = DEFAULT_BATCH,
+               batch_wait_ms: float = DEFAULT_WAIT_MS, on_shutdown: Callable[[], None] | None = None) -> FastAPI:
     """The API over ``bank``; ``rate`` (requests a second per key, None: no limit), ``cors_origins`` (none:
-    browsers on other origins get no access)."""
-    app = FastAPI(title="Malle copy-detection service", version="1", dependencies=_security(api_key),
+    browsers on other origins get no access); matches arriving together are encoded in passes of up to
+    ``batch_size`` (``malle.service.batching``); ``on_shutdown`` runs once the server has stopped."""
+    batcher = MatchBatcher(bank, batch_size, batch_wait_ms)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        batcher.close()
+        if on_shutdown is not None:
+            on_shutdown()
+
+    app = FastAPI(title="Malle copy-detection service", version="1", dependencies=_security(api_key), lifespan=lifespan,
                   description="Banks of reference images, matched with thresholds calibrated by the Malle lab. "
                               "Every error is a JSON Error with a stable code; every response carries X-Request-ID.")
     add_handlers(app)
     _public_schema_names(app)
     _add_collection_routes(app, bank)
     add_item_routes(app, bank, max_upload_bytes)
-    add_match_routes(app, bank, max_upload_bytes)
+    add_match_routes(app, bank, batcher, max_upload_bytes)
     # add_middleware wraps what is there: the last added runs first.
     app.add_middleware(Flood, rate=rate, burst=burst, max_in_flight=max_in_flight, keyed=api_key is not None)
     app.add_middleware(Guard, key=api_key, max_body_bytes=max_upload_bytes * 2 + FORM_OVERHEAD)

@@ -14,6 +14,7 @@ from malle.bank.thresholds import DEFAULTS
 from malle.descriptors import DESCRIPTORS, available_methods
 from malle.errors import BadImage, ConfigError
 from malle.service import schemas
+from malle.service.batching import MatchBatcher
 from malle.service.statuses import responses
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -85,12 +86,12 @@ def add_item_routes(app: FastAPI, bank: Bank, limit: int) -> None:
         return bank.remove(name, item_id).public()
 
 
-def add_match_routes(app: FastAPI, bank: Bank, limit: int) -> None:
+def add_match_routes(app: FastAPI, bank: Bank, batcher: MatchBatcher, limit: int) -> None:
     @app.post("/v1/collections/{name}/match", response_model=schemas.MatchResultBody, responses=responses())
     def match(name: CollectionName, file: Annotated[UploadFile, File()], k: K = 10, threshold: Threshold = None,
               allow_low_quality: AllowLow = False):
         bank.collection(name, count=False)
-        return bank.match_bytes(name, read_upload(file, limit, "file"), k, threshold, allow_low_quality).public()
+        return batcher.match(name, read_upload(file, limit, "file"), k, threshold, allow_low_quality).public()
 
     @app.post("/v1/collections/{name}/lookup", response_model=schemas.LookupResult, responses=responses())
     def lookup(name: CollectionName, body: schemas.Lookup, k: K = 10, threshold: Threshold = None):
