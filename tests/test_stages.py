@@ -194,11 +194,11 @@ def test_the_stages_command_prints_the_graph_keys_and_what_is_cached(tree_datase
     assert "to compute" in search and exp.folder("search", "phash").name in search
     assert search.endswith("<- embed[phash], references[phash]")
     assert [line.split()[0] for line in lines[1:-1]] == [str(n) for n in exp.engine.order(exp, exp.run_nodes(True))]
-    assert lines[-1] == "0 of 8 cached"
+    assert lines[-1] == "0 of 9 cached"  # with calibration[phash]
     exp.stage("copies")
     assert main(["stages", *options, "--db-distractors", "2"]) == 0
     out = capsys.readouterr().out
-    assert "2 of 8 cached" in out and np.all(["cached" in line for line in out.splitlines()[1:3]])
+    assert "2 of 9 cached" in out and np.all(["cached" in line for line in out.splitlines()[1:3]])
 
 
 # -- typed outputs ------------------------------------------------------------------------------------
