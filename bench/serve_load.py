@@ -1,23 +1,30 @@
 """``malle serve`` under a bounded load on loopback: matches from several clients while adds go on.
 
     python bench/serve_load.py [--sizes 10000,100000] [--clients 4] [--matches 200] [--adds 100]
+    python bench/serve_load.py --sizes 100000,1000000 --clients 8 --index IVF4096,PQ64 --workers 1,2
     python bench/serve_load.py --burst-only [--burst 8]     # only the memory under a burst of heavy uploads
 
 What runs, plainly:
-* the bank: one ``sscd_distilled`` collection (exact ``Flat`` index, the default) holding the real
-  embeddings of 50 demo photos (added from their files) and synthetic 512-d unit vectors up to each
-  size (seeded Gaussian clusters, inserted through ``Bank.add_codes``, the path every add takes);
-  it grows from one size to the next, and the index is rebuilt once before the server starts;
-* the server: ``python -m malle serve`` as a subprocess on a free 127.0.0.1 port;
+* the bank: one ``sscd_distilled`` collection (index ``--index``, exact ``Flat`` by default; precision
+  ``--precision``) holding the real embeddings of 50 demo photos (added from their files) and a synthetic
+  background of 512-d unit vectors up to each size (seeded Gaussian clusters, inserted through
+  ``Bank.add_codes``, the path every add takes); it grows from one size to the next, and the index is
+  rebuilt once before the server starts;
+* exact search, for reference: the queries' codes (encoded here by the same method and precision) are scored
+  against every code as it is inserted, so each size knows which queries exact search answers with their photo
+  first (R@1 of the copies against exact search, without a second copy of the codes in memory);
+* the server: ``python -m malle serve --workers W`` as a subprocess on a free 127.0.0.1 port, for each W of
+  ``--workers`` in turn (batching as ``--batch-size`` and ``--batch-wait-ms``);
 * the load: ``--clients`` threads, each with its own HTTP client, send ``--matches`` match requests
-  each (real JPEG bytes of edited copies of the 50 photos: cropped, shrunk, watermarked), while one
-  more thread adds new photos (other edited demo photos, each distinct bytes) until the matches end
+  each (real JPEG bytes of edited copies of the 50 photos: cropped, shrunk, watermarked), while ``--adders``
+  more threads add new photos (other edited demo photos, each distinct bytes) until the matches end
   or ``--adds`` are done. Every loop is bounded in count and in time (``--max-seconds``).
 
-Reported per size: match requests per second, p50/p99 latency, the same for one client alone (the
-reference, measured first in the same run) and the ratios to it, adds done and their p50, whether each
-match found its photo first (a sanity check, not a quality measure), errors, and the server's resident
-memory (VmRSS) before the load (after start and the reference) and at its peak during it.
+Reported per size and worker count: match requests per second, p50/p99 latency, the same for one client alone
+(the reference, measured first in the same run) and the ratios to it, adds done, adds a second during the
+matching and their p50, R@1 of the copies as served and as exact search gives it, errors, the memory of the
+server (VmRSS and PSS of each worker, PSS in total: shared pages such as a mapped index counted once across
+processes), and the load average of the machine before and after.
 Writes bench/results/serve_load.md.
 
 The burst (issue 24): on the bank of the planted photos alone, ``--burst`` clients each upload at once one of
@@ -100,18 +107,49 @@ def synthetic(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
 
 
 # -- the bank ------------------------------------------------------------------------------------------
-def prepare(bank_dir: Path, cache: Path) -> None:
-    """A new bank holding the planted photos (named by file, as matches report them)."""
+@dataclass
+class Exact:
+    """Exact search for the queries, kept as the bank grows: each query's score to its own photo and the best
+    score of any other item so far."""
+
+    codes: np.ndarray  # the queries' codes, (queries, dim)
+    own: np.ndarray  # score to the photo it copies
+    best_other: np.ndarray
+
+    def see(self, codes: np.ndarray, owners: np.ndarray | None = None) -> None:
+        """Score ``codes`` (``owners``: the query each code is the photo of, -1 for none)."""
+        scores = self.codes @ codes.T
+        if owners is not None:
+            mine = owners[None, :] == np.arange(len(self.codes))[:, None]
+            self.own = np.maximum(self.own, np.where(mine, scores, -np.inf).max(axis=1))
+            scores = np.where(mine, -np.inf, scores)
+        self.best_other = np.maximum(self.best_other, scores.max(axis=1, initial=-np.inf))
+
+    def r1(self) -> float:
+        return float(np.mean(self.own > self.best_other))
+
+
+def prepare(bank_dir: Path, cache: Path, args, queries: list[tuple[str, bytes]]) -> Exact:
+    """A new bank holding the planted photos (named by file, as matches report them); exact search's state."""
+    from malle.bank.bank import decode
+
     bank = Bank.open(bank_dir, model_cache=cache)
     try:
-        bank.create_collection(COLLECTION, METHOD)
+        coll = bank.create_collection(COLLECTION, METHOD, index=args.index, precision=args.precision)
         report = bank.add_files(COLLECTION, photos()[:PLANTED])
         assert len(report.added) == PLANTED, report.skipped
+        desc = bank.descriptor(METHOD, coll.precision)
+        query_codes = desc.encode_queries([decode(data) for _, data in queries])
+        planted = desc.encode([decode(p.read_bytes()) for p in photos()[:PLANTED]])
     finally:
         bank.close()
+    exact = Exact(query_codes, np.full(len(queries), -np.inf), np.full(len(queries), -np.inf))
+    names = [name for name, _ in queries]
+    exact.see(planted, np.asarray([names.index(p.name) if p.name in names else -1 for p in photos()[:PLANTED]]))
+    return exact
 
 
-def grow(bank_dir: Path, cache: Path, size: int, rng: np.random.Generator) -> float:
+def grow(bank_dir: Path, cache: Path, size: int, rng: np.random.Generator, exact: Exact) -> float:
     """Synthetic codes up to ``size`` items, then one index rebuild; returns the seconds it took."""
     started = time.perf_counter()
     bank = Bank.open(bank_dir, model_cache=cache)  # a fresh Bank: no snapshot in memory, so no rebuild per chunk
@@ -120,6 +158,7 @@ def grow(bank_dir: Path, cache: Path, size: int, rng: np.random.Generator) -> fl
         missing = size - coll.count
         for start in range(0, missing, INSERT_CHUNK):
             codes = synthetic(rng, min(INSERT_CHUNK, missing - start), coll.dim)
+            exact.see(codes)
             bank.add_codes(COLLECTION, [NewItem(hashlib.sha256(c.tobytes()).hexdigest(),
                                                 f"synthetic-{coll.count + start + i}", c, {}, "code")
                                         for i, c in enumerate(codes)])
@@ -131,32 +170,57 @@ def grow(bank_dir: Path, cache: Path, size: int, rng: np.random.Generator) -> fl
 
 # -- the server ----------------------------------------------------------------------------------------
 class Server:
-    def __init__(self, bank_dir: Path, cache: Path):
+    def __init__(self, bank_dir: Path, cache: Path, workers: int = 1, batch: tuple[str, str] = ("8", "5")):
         self.url = f"http://127.0.0.1:{free_port()}"
+        self.workers = workers
         env = {**os.environ, "MALLE_CACHE": str(cache)}
         env.pop("MALLE_API_KEY", None)
         started = time.perf_counter()
+        self.log = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen([sys.executable, "-m", "malle", "serve", "--bank", str(bank_dir), "--host",
-                                      "127.0.0.1", "--port", self.url.rsplit(":", 1)[1]], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      "127.0.0.1", "--port", self.url.rsplit(":", 1)[1], "--workers", str(workers),
+                                      "--batch-size", batch[0], "--batch-wait-ms", batch[1]], env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
         with httpx.Client(base_url=self.url, timeout=30) as client:
             while time.perf_counter() - started < START_TIMEOUT_S:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"malle serve exited with {self.proc.returncode}")
+                    raise RuntimeError(f"malle serve exited with {self.proc.returncode}: {self.output()[-2000:]}")
                 try:
-                    if client.get("/v1/health").status_code == 200:
+                    if client.get("/v1/health").status_code == 200 and self.ready() >= workers:
                         break
                 except httpx.TransportError:
-                    time.sleep(0.5)
+                    pass
+                time.sleep(0.5)
             else:
                 raise RuntimeError("malle serve did not answer in time")
         self.start_s = time.perf_counter() - started
 
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def ready(self) -> int:
+        """Worker processes that said they are ready (one process serving: its health answer says it)."""
+        return 1 if self.workers == 1 else self.output().count("ready to serve")
+
+    def processes(self) -> list[int]:
+        """The processes that serve: the server itself, or its workers."""
+        if self.workers == 1:
+            return [self.proc.pid]
+        return children(self.proc.pid)
+
+    def memory(self) -> dict:
+        """MiB: VmRSS of each serving process, and PSS of all (the supervisor too): shared pages counted once."""
+        serving = self.processes()
+        rss = [_proc_kib(pid, "status", "VmRSS:") / 1024 for pid in serving]
+        everyone = {self.proc.pid, *serving}
+        return {"rss_each": rss, "rss_sum": sum(rss), "pss": sum(_proc_kib(p, "smaps_rollup", "Pss:") for p in everyone)
+                / 1024, "supervisor_rss": _proc_kib(self.proc.pid, "status", "VmRSS:") / 1024 if self.workers > 1
+                else 0.0}
+
     def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return sum(_proc_kib(pid, "status", "VmRSS:") for pid in self.processes()) / 1024
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -165,6 +229,28 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.log.close()
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _proc_kib(pid: int, file: str, key: str) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(key):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return float("nan")
 
 
 # -- the load ------------------------------------------------------------------------------------------
@@ -218,46 +304,54 @@ def sample_rss(server: Server, stop: threading.Event, peak: list[float], every_s
         peak[0] = max(peak[0], server.rss_mib())
 
 
-def alone(server: Server, args, queries) -> tuple[float, float]:
-    """The reference, in the same run: one client, no adds; (matches/s, p50 ms)."""
+def alone(server: Server, args, queries) -> tuple[float, float, float]:
+    """The reference, in the same run: one client, no adds; (matches/s, p50 ms, p99 ms)."""
     tally = Tally()
     started = time.perf_counter()
     matcher(server.url, queries, args.reference, 0, time.monotonic() + args.max_seconds, tally)
     wall = time.perf_counter() - started
     if tally.errors or not tally.match_s:
         raise RuntimeError(f"the reference matches failed: {tally.errors[:3]}")
-    return len(tally.match_s) / wall, float(np.median(tally.match_s) * 1000)
+    return (len(tally.match_s) / wall, float(np.median(tally.match_s) * 1000),
+            float(np.percentile(tally.match_s, 99) * 1000))
 
 
 def load(server: Server, args, queries, round_number: int) -> dict:
-    alone_rps, alone_p50 = alone(server, args, queries)
+    load_before = os.getloadavg()[0]
+    alone_rps, alone_p50, alone_p99 = alone(server, args, queries)
     tally, stop, peak = Tally(), threading.Event(), [server.rss_mib()]
-    idle = peak[0]
+    idle = server.memory()
     deadline = time.monotonic() + args.max_seconds
     sampler = threading.Thread(target=sample_rss, args=(server, stop, peak), daemon=True)
     sampler.start()
-    adding = threading.Thread(target=adder, args=(server.url, photos()[PLANTED:], args.adds, stop,
-                                                  round_number * 10_000, tally))
+    adding = [threading.Thread(target=adder, args=(server.url, photos()[PLANTED:], args.adds // args.adders, stop,
+                                                   round_number * 100_000 + a * 10_000, tally))
+              for a in range(args.adders)]
     clients = [threading.Thread(target=matcher, args=(server.url, queries, args.matches, c * 7, deadline, tally))
                for c in range(args.clients)]
     started = time.perf_counter()
-    adding.start()
-    for thread in clients:
+    for thread in adding + clients:
         thread.start()
     for thread in clients:
         thread.join()
     wall = time.perf_counter() - started
+    adds_during = len(tally.add_s)
     stop.set()
-    adding.join()
+    for thread in adding:
+        thread.join()
     sampler.join()
     latencies = np.asarray(tally.match_s) * 1000
+    busy = server.memory()
     return {"matches": len(latencies), "wall_s": wall, "rps": len(latencies) / wall,
             "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
             "p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else float("nan"),
-            "adds": len(tally.add_s),
+            "adds": len(tally.add_s), "adds_per_s": adds_during / wall,
             "add_p50_ms": float(np.median(tally.add_s) * 1000) if tally.add_s else float("nan"),
             "hit_share": tally.hits / max(1, len(latencies)), "errors": tally.errors,
-            "rss_idle_mib": idle, "rss_peak_mib": peak[0], "alone_rps": alone_rps, "alone_p50_ms": alone_p50}
+            "rss_idle_mib": idle["rss_sum"], "rss_peak_mib": peak[0], "rss_each": busy["rss_each"],
+            "pss_mib": busy["pss"], "supervisor_rss": busy["supervisor_rss"], "alone_rps": alone_rps,
+            "alone_p50_ms": alone_p50, "alone_p99_ms": alone_p99, "load_before": load_before,
+            "load_after": os.getloadavg()[0]}
 
 
 # -- the burst ----------------------------------------------------------------------------------------------
@@ -355,8 +449,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--matches", type=int, default=200, help="match requests per client")
     parser.add_argument("--adds", type=int, default=100, help="most adds during one size's load")
+    parser.add_argument("--adders", type=int, default=1, help="clients adding photos during the load")
     parser.add_argument("--reference", type=int, default=40, help="matches of the one-client reference first")
     parser.add_argument("--max-seconds", type=float, default=900, help="time bound of one size's load")
+    parser.add_argument("--index", default="Flat", help="the collection's FAISS index-factory string")
+    parser.add_argument("--precision", default="fp32", help="the collection's precision (fp32, bf16, int8, auto)")
+    parser.add_argument("--workers", default="1", help="worker counts to serve with, in turn, e.g. 1,2")
+    parser.add_argument("--batch-size", default="8", help="malle serve --batch-size")
+    parser.add_argument("--batch-wait-ms", default="5", help="malle serve --batch-wait-ms")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve_load.md")
     parser.add_argument("--burst", type=int, default=8, help="heavy uploads sent at once")
     parser.add_argument("--burst-only", action="store_true", help="measure only the burst of heavy uploads")
@@ -370,50 +470,59 @@ def main() -> None:
     try:
         rows = measure(work, sizes, args)
     finally:
-        shutil.rmtree(work, ignore_errors=True)  # a 100k bank is some 250 MB of SQLite
+        shutil.rmtree(work, ignore_errors=True)  # a 1M bank is some GB
     publish(report(rows, args), args.out)
 
 
 def measure(work: Path, sizes: list[int], args) -> list[dict]:
     cache = work / "cache"
     bank_dir = work / "bank"
-    prepare(bank_dir, cache)
     queries = [(p.name, edited(p)) for p in photos()[:PLANTED]]
+    exact = prepare(bank_dir, cache, args, queries)
     rng = np.random.default_rng(0)
     rows = []
-    for number, size in enumerate(sizes):
-        grow_s = grow(bank_dir, cache, size, rng)
-        server = Server(bank_dir, cache)
-        try:
-            result = load(server, args, queries, number)
-        finally:
-            server.stop()
-        rows.append({"size": size, "grow_s": grow_s, "start_s": server.start_s, **result})
-        print(f"{size:,} items: {result['rps']:.1f} matches/s, p50 {result['p50_ms']:.0f} ms, "
-              f"p99 {result['p99_ms']:.0f} ms, {result['adds']} adds, RSS {result['rss_peak_mib']:.0f} MiB",
-              flush=True)
+    round_number = 0
+    for size in sizes:
+        grow_s = grow(bank_dir, cache, size, rng, exact)
+        for workers in (int(w) for w in args.workers.split(",")):
+            server = Server(bank_dir, cache, workers, (args.batch_size, args.batch_wait_ms))
+            try:
+                result = load(server, args, queries, round_number)
+            finally:
+                server.stop()
+            round_number += 1
+            rows.append({"size": size, "workers": workers, "grow_s": grow_s, "start_s": server.start_s,
+                         "exact_r1": exact.r1(), **result})
+            print(f"{size:,} items, {workers} worker(s): {result['rps']:.1f} matches/s, p50 {result['p50_ms']:.0f} "
+                  f"ms, p99 {result['p99_ms']:.0f} ms, {result['adds_per_s']:.1f} adds/s, PSS "
+                  f"{result['pss_mib']:.0f} MiB, load {result['load_before']:.1f}-{result['load_after']:.1f}",
+                  flush=True)
     return rows
 
 
 def report(rows: list[dict], args) -> list[str]:
     lines = ["# malle serve under load (bench/serve_load.py)", "",
-             f"Machine: {machine()}; load average at the end {os.getloadavg()[0]:.1f} (a shared machine: other "
-             "processes compete for the same cores, so these times are upper bounds)", "",
-             f"Load per size: {args.clients} clients x {args.matches} matches (k=10, real JPEG copies of "
-             f"{PLANTED} planted photos), one client adding new photos meanwhile (at most {args.adds}); "
-             f"{METHOD}, exact Flat index, 127.0.0.1.", "",
-             f"Reference, measured first at each size: one client, {args.reference} matches, no adds. The ratios "
-             "to it say what the concurrent load costs on the same machine at the same moment.", "",
-             "| items | matches/s | p50 ms | p99 ms | one client alone: matches/s, p50 ms | matches/s vs alone | "
-             "p50 vs alone | adds done | add p50 ms | top-1 is the photo | errors | RSS before MiB | RSS peak MiB | "
-             "server start s |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"Machine: {machine()}; load average (1 min) before and after each row in its last column (a shared "
+             "machine: other processes compete for the same cores, so these times are upper bounds)", "",
+             f"Load per row: {args.clients} clients x {args.matches} matches (k=10, real JPEG copies of "
+             f"{PLANTED} planted photos, decode and encode included), {args.adders} client(s) adding new photos "
+             f"meanwhile (at most {args.adds}); {METHOD} at {args.precision}, index {args.index}, "
+             f"--batch-size {args.batch_size} --batch-wait-ms {args.batch_wait_ms}, 127.0.0.1.", "",
+             f"Reference, measured first in each row: one client, {args.reference} matches, no adds. R@1 served: the "
+             "copy's photo first in the served answer; R@1 exact: the same by exact search over every code. Memory "
+             "after the load: VmRSS of each serving process, and PSS of all of them with the supervisor (a page "
+             "several processes map, such as the index file, counted once).", "",
+             "| items | workers | matches/s | p50 ms | p99 ms | one client alone: matches/s, p50, p99 ms | "
+             "matches/s vs alone | adds/s during matching | add p50 ms | R@1 served | R@1 exact | errors | "
+             "RSS per worker MiB | PSS total MiB | server start s | load avg |",
+             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r['size']:,} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
-                     f"{r['alone_rps']:.1f}, {r['alone_p50_ms']:.0f} | {r['rps'] / r['alone_rps']:.2f}x | "
-                     f"{r['p50_ms'] / r['alone_p50_ms']:.1f}x | {r['adds']} | {r['add_p50_ms']:.0f} | "
-                     f"{r['hit_share']:.3f} | {len(r['errors'])} | {r['rss_idle_mib']:.0f} | {r['rss_peak_mib']:.0f} | "
-                     f"{r['start_s']:.1f} |")
+        each = " + ".join(f"{m:.0f}" for m in r["rss_each"])
+        lines.append(f"| {r['size']:,} | {r['workers']} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+                     f"{r['alone_rps']:.1f}, {r['alone_p50_ms']:.0f}, {r['alone_p99_ms']:.0f} | "
+                     f"{r['rps'] / r['alone_rps']:.2f}x | {r['adds_per_s']:.1f} | {r['add_p50_ms']:.0f} | "
+                     f"{r['hit_share']:.3f} | {r['exact_r1']:.3f} | {len(r['errors'])} | {each} | "
+                     f"{r['pss_mib']:.0f} | {r['start_s']:.1f} | {r['load_before']:.1f}-{r['load_after']:.1f} |")
     errors = [e for r in rows for e in r["errors"]][:5]
     if errors:
         lines += ["", "First errors:", *[f"- {e}" for e in errors]]

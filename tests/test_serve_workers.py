@@ -143,18 +143,16 @@ def _all_at_once(url: str, uploads: list[bytes]) -> list[httpx.Response]:
 
 # -- workers --------------------------------------------------------------------------------------------------
 def children(pid: int) -> list[int]:
-    """The worker processes of a ``malle serve --workers`` (uvicorn's spawned children, not its resource
-    tracker)."""
+    """The worker processes of a ``malle serve --workers`` (its forked children)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == pid and b"spawn_main" in command:
+        if ppid == pid:
             found.append(int(entry.name))
     return sorted(found)
 

@@ -70,8 +70,7 @@ def run(args: argparse.Namespace, say) -> int:
 
         with contextlib.closing(Bank.open(args.bank, log=say)) as bank:  # a folder that is no bank fails here, once
             _announce(args, key, rate, len(bank.collections()), say)
-        run_workers(options, key, args.host, args.port)
-        return 0
+        return run_workers(options, key, args.host, args.port, say)
     bank = open_bank(options, say)
     _announce(args, key, rate, len(bank.collections()), say)
     app = build_app(options, bank, key)

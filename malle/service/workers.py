@@ -1,38 +1,44 @@
 """How ``malle serve`` starts: one process, or ``--workers N`` processes over one bank (issue 26, item 2).
 
-With N workers, uvicorn binds the address once and starts N processes that accept on the same socket; a worker
-that dies (even by kill -9) is replaced, and the others go on answering meanwhile (uvicorn 0.30 and later). Each
-worker opens the bank itself from the options handed to it in ``$MALLE_SERVE_WORKER`` (JSON; the API key travels
-as ``$MALLE_API_KEY``, never in that JSON):
+With N workers this process binds the address once, imports what the workers run (PyTorch, ONNX Runtime, FAISS,
+the app), and forks N workers that accept on the same socket. The imports' memory is therefore one copy, shared
+by every worker until one writes to it; each worker then loads its own methods and maps the bank's snapshot files.
+This process only watches: a worker that dies, even by kill -9, is replaced by a new fork while the others go on
+answering. SIGTERM or SIGINT stops every worker (each finishes its requests in flight) and then this process.
 
-* writes stay serialised and durable as in one process: every add or remove is one SQLite transaction in WAL mode
+* Writes stay serialised and durable as in one process: every add or remove is one SQLite transaction in WAL mode
   under the bank's file lock (``malle.bank.store``), committed with ``synchronous=FULL`` before its answer, so a
-  worker killed at any point loses nothing it acknowledged;
-* every worker sees every committed write at once (its matches score the database's changes since its snapshot)
-  and maps the same snapshot files read-only (``malle.bank.snapshots``), so the index's pages are in memory once;
-* ``--rate`` stays a limit for the whole server: each worker lets a key through at ``rate / N``.
+  worker killed at any point loses nothing it acknowledged.
+* Every worker sees every committed write at once (its matches score the database's changes since its snapshot),
+  maps the same snapshot files read-only (``malle.bank.snapshots``), so the index's pages are in memory once, and
+  takes up each snapshot another process publishes (``Snapshots.follow``, every ``FOLLOW_EVERY_S``).
+* ``--rate`` stays a limit for the whole server: each worker lets a key through at ``rate / N``; ``--max-in-flight``
+  is per worker.
 """
 
 from __future__ import annotations
 
-import json
+import gc
 import os
+import signal
+import sys
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from malle.errors import ConfigError, WeightsUnavailable
+from malle.errors import ConfigError, MalleError, WeightsUnavailable
 
-OPTIONS_ENV = "MALLE_SERVE_WORKER"
 MAX_WORKERS = 64
-HEALTHCHECK_S = 60  # uvicorn replaces a worker that does not answer its ping for this long (a model may be loading)
 FOLLOW_EVERY_S = 1.0  # how often a worker looks for a snapshot another process published
+STOP_TIMEOUT_S = 60  # a worker still running this long after SIGTERM is killed
+STARTUP_FAILED = 3  # a worker's exit status when it could not open the bank: starting another would fail the same way
 
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """What every worker needs to build the same app (all plain values, so they travel as JSON)."""
+    """What every worker needs to build the same app."""
 
     bank: str
     cache: str | None
@@ -43,14 +49,6 @@ class ServeOptions:
     batch_size: int
     batch_wait_ms: float
     workers: int = 1
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> ServeOptions:
-        values = json.loads(text)
-        return cls(**{**values, "cors_origins": tuple(values["cors_origins"])})
 
 
 def check_workers(workers: int) -> int:
@@ -92,32 +90,6 @@ def build_app(options: ServeOptions, bank, key: str | None, on_shutdown: Callabl
                       batch_wait_ms=options.batch_wait_ms, on_shutdown=on_shutdown)
 
 
-def worker_app():
-    """The app of one worker process: uvicorn calls this (``factory=True``) in every worker it starts."""
-    import sys
-
-    from malle.service.flood import configure_logging
-    from malle.service.guard import load_key
-
-    options = ServeOptions.from_json(os.environ[OPTIONS_ENV])
-    configure_logging()
-
-    def say(message: str) -> None:
-        print(f"[worker {os.getpid()}] {message}", file=sys.stderr, flush=True)
-
-    bank = open_bank(options, say)
-    stop = threading.Event()
-    threading.Thread(target=follow_snapshots, args=(bank, stop), name="follow-snapshots", daemon=True).start()
-
-    def shutdown() -> None:  # a worker ends when its server does
-        stop.set()
-        bank.close()
-
-    app = build_app(options, bank, load_key(None), on_shutdown=shutdown)
-    say("Malle: ready to serve")
-    return app
-
-
 def follow_snapshots(bank, stop: threading.Event, every_s: float = FOLLOW_EVERY_S) -> None:
     """Take up, every ``every_s``, each snapshot another worker (or any process) published: whichever process
     rebuilt an index, every worker then maps the same file, and the one it mapped before is let go."""
@@ -125,14 +97,127 @@ def follow_snapshots(bank, stop: threading.Event, every_s: float = FOLLOW_EVERY_
         bank.snapshots.follow()
 
 
-def run_workers(options: ServeOptions, key: str | None, host: str, port: int) -> None:
-    """Serve with ``options.workers`` processes until SIGTERM or SIGINT."""
+def say_as_worker(message: str) -> None:
+    print(f"[worker {os.getpid()}] {message}", file=sys.stderr, flush=True)
+
+
+def serve_worker(options: ServeOptions, key: str | None, sock) -> int:
+    """One worker's life, in the forked child: open the bank, serve on ``sock`` until told to stop."""
     import uvicorn
 
-    from malle.service.guard import API_KEY_ENV
+    from malle.service.flood import configure_logging
 
-    os.environ[OPTIONS_ENV] = options.to_json()
-    if key is not None:
-        os.environ[API_KEY_ENV] = key  # inherited by the workers only: this process serves nothing
-    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=options.workers, host=host, port=port,
-                log_level="warning", access_log=False, timeout_worker_healthcheck=HEALTHCHECK_S)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # the watcher's handlers are not the worker's: uvicorn sets its own
+        signal.signal(sig, signal.SIG_DFL)
+    configure_logging()
+    try:
+        bank = open_bank(options, say_as_worker)
+    except MalleError as err:
+        say_as_worker(f"Malle: {err}")
+        return STARTUP_FAILED
+    stop = threading.Event()
+    threading.Thread(target=follow_snapshots, args=(bank, stop), name="follow-snapshots", daemon=True).start()
+
+    def shutdown() -> None:  # a worker ends when its server does
+        stop.set()
+        bank.close()
+
+    app = build_app(options, bank, key, on_shutdown=shutdown)
+    say_as_worker("Malle: ready to serve")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+    return 0
+
+
+class Watcher:
+    """Forks the workers and keeps ``options.workers`` of them running until SIGTERM or SIGINT."""
+
+    def __init__(self, options: ServeOptions, key: str | None, sock, say: Callable[[str], None]) -> None:
+        self.options, self.key, self.sock, self.say = options, key, sock, say
+        self.workers: set[int] = set()
+        self.stopping = False
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+        gc.freeze()  # what was imported stays in pages the workers share: the collector never writes to them
+        for _ in range(self.options.workers):
+            self._fork()
+        status = 0
+        while self.workers:
+            pid, code = self._reap()
+            if pid is None:
+                continue
+            if self.stopping:
+                continue
+            if code == STARTUP_FAILED:
+                self.say("Malle: a worker could not open the bank; stopping")
+                self._stop()
+                status = 1
+                continue
+            self.say(f"Malle: worker {pid} ended ({_reason(code)}); starting another")
+            self._fork()
+        return status
+
+    def _fork(self) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns into the watcher's code
+            code = 1
+            try:
+                code = serve_worker(self.options, self.key, self.sock)
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        self.workers.add(pid)
+
+    def _reap(self) -> tuple[int | None, int]:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            self.workers.clear()
+            return None, 0
+        if pid == 0:
+            time.sleep(0.2)
+            return None, 0
+        self.workers.discard(pid)
+        return pid, status
+
+    def _stop(self, *_signal) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        for pid in self.workers:
+            _signal_quietly(pid, signal.SIGTERM)
+        timer = threading.Timer(STOP_TIMEOUT_S, self._kill_the_rest)
+        timer.daemon = True
+        timer.start()
+
+    def _kill_the_rest(self) -> None:
+        for pid in list(self.workers):
+            _signal_quietly(pid, signal.SIGKILL)
+
+
+def _signal_quietly(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass  # it ended meanwhile
+
+
+def _reason(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def run_workers(options: ServeOptions, key: str | None, host: str, port: int, say: Callable[[str], None]) -> int:
+    """Serve with ``options.workers`` forked processes until SIGTERM or SIGINT."""
+    import onnxruntime  # noqa: F401  (imported once here, so every worker shares it; the app likewise)
+    import uvicorn
+
+    import malle.service.app  # noqa: F401
+
+    sock = uvicorn.Config(app="", host=host, port=port).bind_socket()
+    try:
+        return Watcher(options, key, sock, say).run()
+    finally:
+        sock.close()
