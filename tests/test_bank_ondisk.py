@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import faiss
+import httpx
 import numpy as np
 import pytest
 
@@ -152,6 +153,8 @@ def test_an_ivf_collection_maps_its_lists_records_recall_and_searches_the_delta(
     assert isinstance(lists, faiss.OnDiskInvertedLists) and snap.mapped is not None
     coll = bank.collection("v")
     assert 0.5 < coll.recall_at_10 <= 1 and coll.recall_sample == 200
+    record = json.loads((bank.folder / "indexes" / "v.json").read_text())
+    assert record["recall_at_10"] == coll.recall_at_10 and record["proven"] == LISTS  # the next build skips the probe
     assert coll.public()["recall_at_10"] == coll.recall_at_10
     assert main(["bank", "info", str(bank.folder)]) == 0
     assert f"recall@10 {coll.recall_at_10:.3f} against exact search on 200 queries" in capsys.readouterr().out
@@ -164,6 +167,17 @@ def test_an_ivf_collection_maps_its_lists_records_recall_and_searches_the_delta(
     reopened = Bank.open(bank.folder)  # another process maps the same file
     again = reopened.snapshots.current(reopened.collection("v"))
     assert again.mapped == snap.mapped and again.recall_at_10 == snap.recall_at_10
+    from service_server import InProcess
+
+    from malle.service.app import create_app
+
+    served = InProcess(create_app(reopened))  # a real uvicorn: the recall is part of the contract
+    try:
+        body = httpx.get(f"{served.url}/v1/collections/v").json()
+        assert body["recall_at_10"] == coll.recall_at_10 and body["recall_sample"] == 200
+        assert httpx.get(f"{served.url}/v1/collections").json()["collections"][0]["recall_at_10"] == coll.recall_at_10
+    finally:
+        served.stop()
 
 
 @pytest.fixture(scope="module")

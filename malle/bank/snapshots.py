@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from malle.bank import approx
@@ -75,12 +76,16 @@ def metric_of(coll: Collection) -> Metric:
     return METRICS[coll.metric]
 
 
-def build(coll: Collection, source: approx.Source, folder: Path, log: Callable[[str], None]) -> Snapshot:
+def build(coll: Collection, source: approx.Source, folder: Path, log: Callable[[str], None],
+          proven: bool = False) -> Snapshot:
     """An index over the live codes of ``source`` as the collection's factory string asks; exact Flat while too few
-    items exist to train an IVF or PQ index (said once). IVF lists are written under ``folder`` and mapped."""
+    items exist to train an IVF or PQ index (said once). IVF lists are written under ``folder`` and mapped.
+    ``proven``: an earlier snapshot was built with this string, so it need not be probed again (a probe of a PQ
+    string takes minutes of CPU on a busy 2-core machine, and one that times out would mean exact search)."""
     metric = metric_of(coll)
     try:  # a bank written before strings were checked may hold one that kills FAISS: search it exactly instead
-        indexes.check(coll.index_factory, metric, coll.dim)
+        if not proven:
+            indexes.check(coll.index_factory, metric, coll.dim)
     except ConfigError as err:
         log(f"Bank: {coll.name}: {err}; searching it exactly")
         return exact(coll, source)
@@ -100,6 +105,12 @@ def build(coll: Collection, source: approx.Source, folder: Path, log: Callable[[
     recall, sample = approx.measure_recall(index, source.ids, metric, source, coll.version)
     return Snapshot(coll.uid, coll.version, index, source.ids, choice.describe(), recall, sample, mapped,
                     search_params=choice.search_params)
+
+
+def read_shared(path: Path, metric: Metric):
+    """An exact index file mapped, not copied (``IO_FLAG_MMAP_IFC``): processes serving one bank share its pages."""
+    reader = faiss.read_index_binary if metric.binary else faiss.read_index
+    return reader(str(path), faiss.IO_FLAG_MMAP_IFC)
 
 
 def exact(coll: Collection, source: approx.Source) -> Snapshot:
@@ -236,7 +247,7 @@ class Snapshots:
             try:
                 path = self.folder / files["index"]
                 index = approx.read_mapped(path, metric, record.get("search_params", ""), "lists" in files) \
-                    if record.get("mapped") else metric.read_index(path)
+                    if record.get("mapped") else read_shared(path, metric)
                 ids = cache.read_npy(self.folder / files["ids"])
             except (RuntimeError, ValueError, OSError, ConfigError) as err:
                 problem = f"damaged ({type(err).__name__})"
@@ -270,7 +281,8 @@ class Snapshots:
                 "built": now(), "files": files,
                 "sha256": {f: cache.file_digest(self.folder / f) for f in files.values()},
                 "mapped": snap.mapped is not None, "search_params": snap.search_params,
-                "recall_at_10": snap.recall_at_10, "recall_sample": snap.recall_sample})
+                "recall_at_10": snap.recall_at_10, "recall_sample": snap.recall_sample,
+                "proven": coll.index_factory if snap.factory != indexes.EXACT else None})
             self._sweep(coll.name, coll.uid, set(files.values()) | set(record.get("files", {}).values()),
                         min(snap.version, record.get("version", snap.version)))
             with self.store.writing() as db:
@@ -303,7 +315,11 @@ class Snapshots:
             coll = self.store.collection(name, db)
             ids, records = self.store.records(coll, db)
         self.folder.mkdir(parents=True, exist_ok=True)
-        snap = build(coll, approx.Source(self.store.codes_file(coll), ids, records), self.folder, self.log)
+        try:
+            proven = cache.read_json(self.folder / f"{name}.json").get("proven") == coll.index_factory
+        except (OSError, ValueError, AttributeError):
+            proven = False
+        snap = build(coll, approx.Source(self.store.codes_file(coll), ids, records), self.folder, self.log, proven)
         return self.swap(coll, snap)
 
     def adopt(self, name: str, folder: Path) -> Snapshot:
