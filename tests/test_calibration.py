@@ -89,7 +89,8 @@ def predictions(n_queries: int, seed: int = 0, per_query: int = 5) -> pd.DataFra
     rng = np.random.default_rng(seed)
     score = rng.uniform(size=n_queries * per_query)
     return pd.DataFrame({"query": np.repeat([f"q{i}" for i in range(n_queries)], per_query), "score": score,
-                         "is_match": rng.uniform(size=len(score)) < score})
+                         "is_match": rng.uniform(size=len(score)) < score,
+                         "rank": np.tile(np.arange(1, per_query + 1), n_queries)})
 
 
 def test_folds_keep_a_query_together_and_follow_the_seed_not_the_order():
@@ -142,6 +143,7 @@ def test_a_calibrated_score_gives_a_small_ece_and_a_shuffled_label_a_large_one()
     good = cal.calibrate(table, IP)
     assert good.ece < 0.03 and good.folds == cal.FOLDS and good.n_predictions == len(table)
     assert len(good.reliability) == cal.BINS and good.reliability["count"].sum() == len(table)
+    assert good.reliability_top1["count"].sum() == (table["rank"] == 1).sum() and good.ece_top1 < 0.1
     # Scores that say nothing: the map is about flat at the base rate, and still calibrated on held-back queries ...
     noise = table.assign(score=np.random.default_rng(2).uniform(size=len(table)))
     assert cal.calibrate(noise, IP).ece < 0.1
@@ -152,6 +154,6 @@ def test_a_calibrated_score_gives_a_small_ece_and_a_shuffled_label_a_large_one()
 
 def test_the_record_is_plain_json():
     record = cal.calibrate(predictions(50), IP).as_json()
-    assert set(record) == {"map", "ece", "reliability", "n_predictions", "folds"}
+    assert set(record) == {"map", "ece", "reliability", "ece_top1", "reliability_top1", "n_predictions", "folds"}
     assert set(record["reliability"][0]) == set(cal.RELIABILITY_COLUMNS)
     assert json.loads(json.dumps(record, allow_nan=False)) == record  # no numpy types, no NaN

@@ -44,13 +44,15 @@ def test_a_run_writes_calibration_json_with_each_methods_map_and_held_back_ece(l
     table = pd.read_parquet(out / "predictions.parquet")
     for method, metric in METRICS.items():
         fitted = record["methods"][method]
-        assert set(fitted) == {"map", "ece", "reliability", "n_predictions", "folds"}
+        assert set(fitted) == {"map", "ece", "reliability", "ece_top1", "reliability_top1", "n_predictions", "folds"}
         rows = table[table["method"] == method]
         again = calibration.calibrate(rows, metric)  # the same predictions give the same calibration
         assert fitted["n_predictions"] == len(rows) and fitted["folds"] == calibration.FOLDS
         assert fitted["ece"] == pytest.approx(again.ece) and 0 <= fitted["ece"] < 1
         assert fitted["map"] == again.map.as_json() and fitted["map"]["metric"] == metric.name
         assert sum(b["count"] for b in fitted["reliability"]) == len(rows)
+        assert sum(b["count"] for b in fitted["reliability_top1"]) == rows["query"].nunique()
+        assert fitted["ece_top1"] == pytest.approx(again.ece_top1)
         assert f"  {method}: ece {fitted['ece']:.4f}" in printed
     cached = [json.loads(p.read_text()) for p in (cache_root / "calibration").glob("*/calibration.json")]
     assert sorted(c["n_predictions"] for c in cached) == sorted(f["n_predictions"] for f in record["methods"].values())

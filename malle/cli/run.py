@@ -69,9 +69,11 @@ def run(args: argparse.Namespace, say: Say) -> int:
 
 
 def calibration_text(fitted: dict) -> str:
-    """A method's ece with what it was measured on, e.g. ``0.0123 (4,210 predictions, 5 folds)``."""
-    ece = "not measured" if fitted["ece"] is None else f"{fitted['ece']:.4f}"
-    return f"{ece} ({fitted['n_predictions']:,} predictions, {fitted['folds']} folds by query)"
+    """A method's ece with what it was measured on, e.g. ``0.0012, of each query's best 0.0210 (4,210 predictions,
+    5 folds by query)``."""
+    ece, top1 = ("not measured" if value is None else f"{value:.4f}" for value in (fitted["ece"], fitted["ece_top1"]))
+    return (f"{ece}, of each query's best {top1} ({fitted['n_predictions']:,} predictions, {fitted['folds']} folds "
+            "by query)")
 
 
 def check_out_folder(out: Path, experiment: Experiment) -> None:

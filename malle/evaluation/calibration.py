@@ -161,29 +161,40 @@ def expected_calibration_error(curve: pd.DataFrame) -> float:
 @dataclass(frozen=True)
 class Calibration:
     """One method's calibration: the map for use (fitted on every query) and how well the cross-fitted maps did on
-    the predictions they did not see."""
+    the predictions they did not see: all of them (``ece``, ``reliability``), and each query's best one alone
+    (``ece_top1``, ``reliability_top1``; the match a user looks at first, where true copies are common, whereas
+    most of a query's ten predictions are plain non-matches that are easy to call)."""
 
     map: ConfidenceMap
     ece: float
     reliability: pd.DataFrame
     n_predictions: int
     folds: int
+    ece_top1: float = float("nan")
+    reliability_top1: pd.DataFrame | None = None
 
     def as_json(self) -> dict:
-        return {"map": self.map.as_json(), "ece": None if np.isnan(self.ece) else self.ece,
-                "reliability": self.reliability.to_dict("records"), "n_predictions": self.n_predictions,
-                "folds": self.folds}
+        top1 = self.reliability_top1 if self.reliability_top1 is not None else reliability(np.array([]), np.array([]))
+        return {"map": self.map.as_json(), "ece": _number(self.ece), "reliability": self.reliability.to_dict("records"),
+                "ece_top1": _number(self.ece_top1), "reliability_top1": top1.to_dict("records"),
+                "n_predictions": self.n_predictions, "folds": self.folds}
+
+
+def _number(value: float) -> float | None:
+    return None if np.isnan(value) else value
 
 
 def calibrate(predictions: pd.DataFrame, metric: Metric, folds: int = FOLDS, bins: int = BINS,
               seed: int = SEED) -> Calibration:
     """Calibrate one method from its pooled predictions (columns ``query``, ``score`` as a similarity, as
-    ``malle.lab.stages.openset`` writes them, and ``is_match``)."""
+    ``malle.lab.stages.openset`` writes them, ``is_match`` and ``rank``, 1 for a query's best)."""
     similarity = predictions["score"].to_numpy(np.float64)
     is_match = predictions["is_match"].to_numpy(bool)
     fold = folds_of(predictions["query"], folds, seed)
     probability = held_back(similarity, is_match.astype(np.float64), fold, metric)
     scored = ~np.isnan(probability)
     curve = reliability(probability[scored], is_match[scored], bins)
+    best = scored & (predictions["rank"].to_numpy() == 1)
+    top1 = reliability(probability[best], is_match[best], bins)
     return Calibration(ConfidenceMap.fit(similarity, is_match, metric), expected_calibration_error(curve), curve,
-                       len(predictions), folds)
+                       len(predictions), folds, expected_calibration_error(top1), top1)

@@ -17,7 +17,7 @@ from malle.lab.stages.outputs import CalibrationOutputs, OpenSetOutputs
 
 class Calibration(Stage):
     kind = "calibration"
-    version = 1
+    version = 2  # 2: ece and reliability of each query's best prediction too
     params = ("method",)
 
     def needs(self, ctx: Ctx) -> tuple[Node, ...]:
