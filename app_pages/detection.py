@@ -27,7 +27,20 @@ scores, meanings = ctx.cached(logic.scores_table)
 st.dataframe(scores, column_config=logic.column_config(scores, meanings), key="det_scores", hide_index=True)
 with st.expander("Methods: full labels (family, weights, engine, precision)"):
     st.markdown(ctx.cached(legend.markdown))
-st.altair_chart(ctx.cached(logic.pr_chart), width="stretch")
+pr_column, reliability_column = st.columns(2)
+pr_column.altair_chart(ctx.cached(logic.pr_chart), width="stretch")
+reliability_column.altair_chart(ctx.cached(logic.reliability_chart), width="stretch")
+
+st.subheader("Confidence")
+st.caption("A match's confidence is the probability that it is a true copy, the same for every method: the share of "
+           "true copies among this run's predictions at that score (isotonic regression). Each fold of queries is "
+           "scored by the map fitted on the others, so the curve above and the ece below are measured on queries "
+           "the map never saw. `bank create --threshold-from` gives a collection its method's map.")
+calibration, meanings = ctx.cached(logic.calibration_table)
+st.dataframe(calibration, column_config=logic.column_config(calibration, meanings), key="det_ece", hide_index=True)
+st.caption("False matches per kind of distractor query at each method's threshold at precision 0.9: copies of photos "
+           "outside the database, and the hard negatives (blank, text, patterns...) of the hard preset.")
+widgets.show_table(ctx.cached(logic.false_matches_by_kind), key="det_kinds", fmt="%.0f", hide_index=True)
 
 if results.has_tricks:
     st.subheader("Matching tricks")

@@ -255,6 +255,43 @@ def test_detection_opens_on_a_method_with_something_to_show(demo_results):
     assert method == next(m for m in demo_results.methods if table.loc[m, "recall_at_p90"] < 1)
 
 
+
+def test_reliability_curve_and_ece_are_the_runs_calibration(demo_results):
+    fitted = demo_results.calibration()
+    assert set(fitted) == set(demo_results.methods)
+    table, meanings = detection.calibration_table(demo_results)
+    names = palette.short_names(demo_results.methods)
+    shown = dict(zip(table["method"], table["ece"]))
+    assert shown == {names[m]: f["ece"] for m, f in fitted.items()} and table["ece"].is_monotonic_increasing
+    assert dict(zip(table["method"], table["ece top-1"])) == {names[m]: f["ece_top1"] for m, f in fitted.items()}
+    assert "held-back" in meanings["ece"]
+    spec = detection.reliability_chart(demo_results).to_dict()
+    lines = spec["layer"][1]
+    assert lines["encoding"]["x"]["field"] == "confidence" and lines["encoding"]["y"]["field"] == "observed"
+    colours = lines["encoding"]["color"]["scale"]
+    assert colours["range"] == [palette.colour(m) for m in demo_results.methods]  # the PR curve's colours
+    drawn = pd.DataFrame(spec["datasets"][lines["data"]["name"]])
+    assert len(drawn) == sum(len(f["reliability_top1"]) for f in fitted.values())
+
+
+def test_false_matches_per_kind_are_distractor_queries_over_the_threshold(demo_results):
+    exp = demo_results.experiment
+    table = detection.false_matches_by_kind(demo_results).set_index("kind")
+    kinds = exp.distractor_manifest.set_index("file")["kind"]
+    assert table["queries"].to_dict() == kinds.value_counts().to_dict()
+    thresholds = demo_results.openset().set_index("method")["threshold_at_p90"]
+    names = palette.short_names(demo_results.methods)
+    for method in demo_results.methods:
+        if np.isnan(thresholds[method]):  # no threshold at precision 0.9: nothing counted
+            assert table[names[method]].isna().all()
+            continue
+        rows = demo_results.predictions([method])
+        over = rows[rows["query"].isin(kinds.index) & (rows["score"] >= thresholds[method])]
+        assert not over["is_match"].any()  # no distractor query's original is in the database
+        expected = kinds[over["query"].unique()].value_counts()
+        assert table[names[method]].to_dict() == expected.reindex(table.index, fill_value=0).to_dict()
+        assert (table[names[method]] <= table["queries"]).all()
+
 # -- augmentation lab and search ----------------------------------------------------------------
 def test_controls_follow_the_param_specs():
     for op in OPS.values():

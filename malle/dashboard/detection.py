@@ -1,4 +1,5 @@
-"""Detection page: open-set copy detection with distractor queries, µAP, and a threshold picker."""
+"""Detection page: open-set copy detection with distractor queries, µAP, calibrated confidence, and a threshold
+picker."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from malle.dashboard.shared import Thumb
+from malle.data.distractor_queries import COPY_KIND
 from malle.evaluation import micro_ap as openset
 from malle.evaluation import recall as evaluate
 from malle.lab.experiment import Results
@@ -176,3 +178,60 @@ def methods_with_errors(results: Results) -> list[str]:
     """The methods that miss copies or accept distractors at precision 0.9: where the page has something to show."""
     table = results.openset().set_index("method")
     return [m for m in results.methods if m in table.index and table.loc[m, "recall_at_p90"] < 1]
+
+
+CALIBRATION_HEADERS = {
+    "method": ("method", "the method's name; the legend gives each one's full label"),
+    "ece": ("ece", "expected calibration error on held-back queries: how far the stated confidence and the share of "
+                   "true copies are apart, over 15 equal-mass bins (0 is perfect)"),
+    "ece_top1": ("ece top-1", "the same, over each query's best prediction alone: the match a user looks at first"),
+    "n_predictions": ("predictions", "every query's top-10 predictions, copies and distractor queries pooled"),
+    "folds": ("folds", "queries split by a hash of their id; each fold is scored by the map fitted on the others"),
+}
+
+
+def calibration_table(results: Results) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Per method: the ece of its confidence on held-back queries (calibration.json), best first."""
+    table = pd.DataFrame([{"method": m, "ece": f["ece"], "ece_top1": f["ece_top1"], "n_predictions": f["n_predictions"],
+                           "folds": f["folds"]} for m, f in results.calibration().items()]).sort_values(
+        "ece", ignore_index=True)
+    return short_headers(table.assign(method=table["method"].map(short_names(results.methods))), CALIBRATION_HEADERS)
+
+
+def reliability_chart(results: Results) -> alt.Chart:
+    """Stated confidence against the share of true copies, per bin of each query's held-back best prediction (over
+    all ten, most bins sit at 0), one line per method in its colour; the diagonal is perfect calibration."""
+    names = short_names(results.methods)
+    curves = pd.concat([pd.DataFrame(f["reliability_top1"]).assign(method=m)
+                        for m, f in results.calibration().items()], ignore_index=True)
+    axis = alt.Scale(domain=[0, 1])
+    diagonal = alt.Chart(pd.DataFrame({"confidence": [0.0, 1.0], "observed": [0.0, 1.0]})).mark_line(
+        strokeDash=[4, 4], color="#888888").encode(x="confidence:Q", y="observed:Q")
+    lines = alt.Chart(with_names(curves, names)).mark_line(point=True).encode(
+        x=alt.X("confidence:Q", title="stated confidence", scale=axis),
+        y=alt.Y("observed:Q", title="share of true copies", scale=axis),
+        color=colour_encoding(names),
+        tooltip=["name:N", alt.Tooltip("confidence:Q", format=".3f"), alt.Tooltip("observed:Q", format=".3f"),
+                 "count:Q"])
+    return alt.layer(diagonal, lines, title="Reliability of each query's best match, held-back queries")
+
+
+def false_matches_by_kind(results: Results) -> pd.DataFrame:
+    """Per kind of distractor query (copies of spare photos, each hard-negative kind): how many there are and, per
+    method, how many have a prediction at or above the method's threshold at precision 0.9 (NaN where it has none):
+    false matches, as no distractor query's original is in the database."""
+    distractors = results.experiment.distractor_manifest
+    kinds = distractors.set_index("file")["kind"] if "kind" in distractors.columns else \
+        pd.Series(COPY_KIND, index=distractors["file"])
+    table = kinds.value_counts().rename("queries").to_frame()
+    thresholds = results.openset().set_index("method")["threshold_at_p90"]
+    names = short_names(results.methods)
+    for method in results.methods:
+        if np.isnan(thresholds[method]):  # it never reaches precision 0.9: no threshold to count at
+            table[names[method]] = np.nan
+            continue
+        predictions = method_predictions(results, method)
+        wrong = predictions[~predictions["is_match"] & (predictions["score"] >= thresholds[method])
+                            & predictions["query"].isin(kinds.index)]["query"].unique()
+        table[names[method]] = kinds[wrong].value_counts().reindex(table.index, fill_value=0)
+    return table.rename_axis("kind").reset_index()
