@@ -187,12 +187,14 @@ def workers(tmp_path, demo_photos):
     bank.add_files("photos", demo_photos[:4])
     bank.close()
     server = Server(tmp_path / "bank", tmp_path / "cache", "--workers", "2")
-    first = index_file(tmp_path / "bank", "photos")
-    pids = wait_for(lambda: (found := children(server.proc.pid)) and len(found) == 2
-                    and all(maps(p, first) for p in found) and found, 300,
-                    "two workers, each mapping the collection's index file")
-    yield server, pids
-    server.stop()
+    try:
+        first = index_file(tmp_path / "bank", "photos")
+        pids = wait_for(lambda: (found := children(server.proc.pid)) and len(found) == 2
+                        and all(maps(p, first) for p in found) and found, 300,
+                        "two workers, each mapping the collection's index file")
+        yield server, pids
+    finally:
+        server.stop()
 
 
 def test_workers_map_one_index_and_a_kill_9_loses_nothing_acknowledged(workers, demo_photos):
