@@ -349,7 +349,8 @@ def load(server: Server, args, queries, round_number: int) -> dict:
             "add_p50_ms": float(np.median(tally.add_s) * 1000) if tally.add_s else float("nan"),
             "hit_share": tally.hits / max(1, len(latencies)), "errors": tally.errors,
             "rss_idle_mib": idle["rss_sum"], "rss_peak_mib": peak[0], "rss_each": busy["rss_each"],
-            "pss_mib": busy["pss"], "supervisor_rss": busy["supervisor_rss"], "alone_rps": alone_rps,
+            "pss_mib": busy["pss"], "pss_idle_mib": idle["pss"], "rss_idle_each": idle["rss_each"],
+            "supervisor_rss": busy["supervisor_rss"], "alone_rps": alone_rps,
             "alone_p50_ms": alone_p50, "alone_p99_ms": alone_p99, "load_before": load_before,
             "load_after": os.getloadavg()[0]}
 
@@ -510,19 +511,21 @@ def report(rows: list[dict], args) -> list[str]:
              f"--batch-size {args.batch_size} --batch-wait-ms {args.batch_wait_ms}, 127.0.0.1.", "",
              f"Reference, measured first in each row: one client, {args.reference} matches, no adds. R@1 served: the "
              "copy's photo first in the served answer; R@1 exact: the same by exact search over every code. Memory "
-             "after the load: VmRSS of each serving process, and PSS of all of them with the supervisor (a page "
-             "several processes map, such as the index file, counted once).", "",
+             "before the load (after the start and the reference) and after it: VmRSS of each serving process, and PSS "
+             "of all of them with the supervisor (a page several processes map, such as the index file, counted once)."
+             " After the load a worker may be rebuilding the index (the adds pass its delta limit).", "",
              "| items | workers | matches/s | p50 ms | p99 ms | one client alone: matches/s, p50, p99 ms | "
              "matches/s vs alone | adds/s during matching | add p50 ms | R@1 served | R@1 exact | errors | "
-             "RSS per worker MiB | PSS total MiB | server start s | load avg |",
-             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+             "RSS per worker MiB, before / after | PSS total MiB, before / after | server start s | load avg |",
+             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|"]
     for r in rows:
-        each = " + ".join(f"{m:.0f}" for m in r["rss_each"])
+        each = " / ".join(" + ".join(f"{m:.0f}" for m in r[key]) for key in ("rss_idle_each", "rss_each"))
         lines.append(f"| {r['size']:,} | {r['workers']} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
                      f"{r['alone_rps']:.1f}, {r['alone_p50_ms']:.0f}, {r['alone_p99_ms']:.0f} | "
                      f"{r['rps'] / r['alone_rps']:.2f}x | {r['adds_per_s']:.1f} | {r['add_p50_ms']:.0f} | "
                      f"{r['hit_share']:.3f} | {r['exact_r1']:.3f} | {len(r['errors'])} | {each} | "
-                     f"{r['pss_mib']:.0f} | {r['start_s']:.1f} | {r['load_before']:.1f}-{r['load_after']:.1f} |")
+                     f"{r['pss_idle_mib']:.0f} / {r['pss_mib']:.0f} | {r['start_s']:.1f} | "
+                     f"{r['load_before']:.1f}-{r['load_after']:.1f} |")
     errors = [e for r in rows for e in r["errors"]][:5]
     if errors:
         lines += ["", "First errors:", *[f"- {e}" for e in errors]]
