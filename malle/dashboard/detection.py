@@ -198,7 +198,7 @@ def calibration_table(results: Results) -> tuple[pd.DataFrame, dict[str, str]]:
     return short_headers(table.assign(method=table["method"].map(short_names(results.methods))), CALIBRATION_HEADERS)
 
 
-def reliability_chart(results: Results) -> alt.Chart:
+def reliability_chart(results: Results) -> alt.LayerChart:
     """Stated confidence against the share of true copies, per bin of each query's held-back best prediction (over
     all ten, most bins sit at 0), one line per method in its colour; the diagonal is perfect calibration."""
     names = short_names(results.methods)
@@ -213,7 +213,8 @@ def reliability_chart(results: Results) -> alt.Chart:
         color=colour_encoding(names),
         tooltip=["name:N", alt.Tooltip("confidence:Q", format=".3f"), alt.Tooltip("observed:Q", format=".3f"),
                  "count:Q"])
-    return alt.layer(diagonal, lines, title="Reliability of each query's best match, held-back queries")
+    return alt.LayerChart(layer=[diagonal, lines]).properties(
+        title="Reliability of each query's best match, held-back queries")
 
 
 def false_matches_by_kind(results: Results) -> pd.DataFrame:

@@ -45,7 +45,9 @@ def isotonic(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> 
     mean = np.bincount(first, weights=weight * y, minlength=len(knots)) / w
     # Blocks of adjacent knots pooled so far, as (value, weight, first knot); a new knot below the last block's
     # value merges into it until the values rise again.
-    values, weights, starts = [], [], []
+    values: list[float] = []
+    weights: list[float] = []
+    starts: list[int] = []
     for i in range(len(knots)):
         value, total, start = mean[i], w[i], i
         while values and values[-1] >= value:

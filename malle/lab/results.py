@@ -112,7 +112,7 @@ class Results:
 
     def calibration(self) -> dict[str, dict]:
         """Per method: its score -> P(true copy) map, ece and reliability on held-back queries
-        (``malle.lab.stages.calibration``); empty without an open set."""
+        (``malle.lab.stages.calibrate``); empty without an open set."""
         if not self.has_openset:
             return {}
         return {m: cache.read_json(CalibrationOutputs(self.experiment.stage("calibration", m).folder).calibration)

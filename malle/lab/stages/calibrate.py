@@ -15,7 +15,7 @@ from malle.lab.stages.base import Ctx, Node, Stage
 from malle.lab.stages.outputs import CalibrationOutputs, OpenSetOutputs
 
 
-class Calibration(Stage):
+class Calibrate(Stage):
     kind = "calibration"
     version = 2  # 2: ece and reliability of each query's best prediction too
     params = ("method",)
@@ -34,4 +34,4 @@ class Calibration(Stage):
         meta.update(method=ctx.method, items=fitted.n_predictions, ece=fitted.as_json()["ece"])
 
 
-STAGE = Calibration()
+STAGE = Calibrate()

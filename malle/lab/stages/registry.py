@@ -7,7 +7,7 @@ from malle.lab.stages import derived
 from malle.lab.stages.attribution import STAGE as ATTRIBUTION
 from malle.lab.stages.background import STAGE as BACKGROUND
 from malle.lab.stages.base import Stage
-from malle.lab.stages.calibration import STAGE as CALIBRATION
+from malle.lab.stages.calibrate import STAGE as CALIBRATION
 from malle.lab.stages.copies import STAGE as COPIES
 from malle.lab.stages.distractors import STAGE as DISTRACTORS
 from malle.lab.stages.embed import STAGE as EMBED
