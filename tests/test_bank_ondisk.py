@@ -151,6 +151,7 @@ def test_an_ivf_collection_maps_its_lists_records_recall_and_searches_the_delta(
     snap = bank.snapshots.current(bank.collection("v"))
     lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(snap.index).invlists)
     assert isinstance(lists, faiss.OnDiskInvertedLists) and snap.mapped is not None
+    assert lists.prefetch_nthread == 0  # no 32 read-ahead threads per search
     coll = bank.collection("v")
     assert 0.5 < coll.recall_at_10 <= 1 and coll.recall_sample == 200
     record = json.loads((bank.folder / "indexes" / "v.json").read_text())
@@ -178,6 +179,16 @@ def test_an_ivf_collection_maps_its_lists_records_recall_and_searches_the_delta(
         assert httpx.get(f"{served.url}/v1/collections").json()["collections"][0]["recall_at_10"] == coll.recall_at_10
     finally:
         served.stop()
+
+
+def test_a_hash_collection_with_inverted_lists_maps_them_too(bank):
+    bank.create_collection("h", "phash", threshold=4, index="IVF16,Flat")  # BIVF16 for 64-bit hashes
+    bank.add_codes("h", [NewItem(f"{i:064x}", f"{i}.jpg", hash_code(i)) for i in range(2000)])
+    bank.refresh("h")
+    snap = bank.snapshots.current(bank.collection("h"))
+    assert snap.mapped is not None and snap.index.ntotal == 2000 and snap.recall_at_10 is not None
+    found = bank.lookup("h", [hash_code(i).tobytes().hex() for i in (3, 1999)], k=1)
+    assert [r.matches[0].item.filename for r in found] == ["3.jpg", "1999.jpg"]
 
 
 @pytest.fixture(scope="module")
