@@ -135,6 +135,11 @@ def test_confidence_is_served_next_to_the_score(lab_run, tmp_path, demo_photos):
             "calibration"] is None
         schema = client.get("/openapi.json").json()["components"]["schemas"]["Match"]["properties"]["confidence"]
         assert "probability" in schema["description"]
+        pair = {"file_a": ("a.jpg", demo_photos[2].read_bytes()), "file_b": ("b.jpg", edited(demo_photos[2]))}
+        compared = {s["method"]: s for s in client.post("/v1/compare?methods=phash,dhash", files=pair).json()["scores"]}
+        shipped = ConfidenceMap.from_json(default_for("phash")["map"], HAMMING)
+        assert compared["phash"]["confidence"] == pytest.approx(shipped(compared["phash"]["score"])[0])
+        assert compared["dhash"]["confidence"] is None
     finally:
         server.stop()
     assert server.internal_errors() == []

@@ -359,7 +359,9 @@ class Bank:
         gate = quality.gate_for(desc)
         low = next((v for v in map(gate.verdict, images) if v.low), None)
         close = None if limit is None else bool(is_close_enough(desc.metric, np.asarray([score]), limit)[0])
+        sure = confidence.map_of(confidence.default_for(desc.name))  # the shipped map, as for a collection
         return {"method": desc.name, "label": desc.label, "score": score, "score_name": desc.score_name,
+                "confidence": float(sure(score)[0]) if sure is not None else None,
                 "threshold": limit, "is_match": close if low is None or close is None else False,
                 "quality": quality.LOW if low else quality.OK, "quality_reason": low.reason if low else None}
 

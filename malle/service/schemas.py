@@ -134,6 +134,9 @@ class MethodScore(BaseModel):
     label: str
     score: Score
     score_name: str
+    confidence: float | None = Field(ge=0, le=1, description=(
+        "the probability that a pair at this score is a true copy, from the map shipped for the method (measured on "
+        "the reproduction run); null for a method without one"))
     threshold: float | None
     is_match: bool | None
     quality: Quality
