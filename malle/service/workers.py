@@ -1,7 +1,9 @@
 """How ``malle serve`` starts: one process, or ``--workers N`` processes over one bank (issue 26, item 2).
 
 With N workers this process binds the address once, imports what the workers run (PyTorch, ONNX Runtime, FAISS,
-the app), and forks N workers that accept on the same socket. The imports' memory is therefore one copy, shared
+the app), and forks N workers, each listening on its own socket bound to that address with ``SO_REUSEPORT``, so the
+kernel spreads connections evenly over them (on one shared socket, one worker took most connections: issue 26's
+bench). The imports' memory is therefore one copy, shared
 by every worker until one writes to it; each worker then loads its own methods and maps the bank's snapshot files.
 This process only watches: a worker that dies, even by kill -9, is replaced by a new fork while the others go on
 answering. SIGTERM or SIGINT stops every worker (each finishes its requests in flight) and then this process.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -101,8 +104,9 @@ def say_as_worker(message: str) -> None:
     print(f"[worker {os.getpid()}] {message}", file=sys.stderr, flush=True)
 
 
-def serve_worker(options: ServeOptions, key: str | None, sock) -> int:
-    """One worker's life, in the forked child: open the bank, serve on ``sock`` until told to stop."""
+def serve_worker(options: ServeOptions, key: str | None, address: tuple) -> int:
+    """One worker's life, in the forked child: open the bank, serve on its own socket at ``address`` until told to
+    stop."""
     import uvicorn
 
     from malle.service.flood import configure_logging
@@ -124,15 +128,37 @@ def serve_worker(options: ServeOptions, key: str | None, sock) -> int:
 
     app = build_app(options, bank, key, on_shutdown=shutdown)
     say_as_worker("Malle: ready to serve")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+    with listening(address) as sock:
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
     return 0
+
+
+def shared_port(address: tuple) -> socket.socket:
+    """A socket bound to ``address`` with ``SO_REUSEPORT``: bound alone it holds the port for the workers' sockets,
+    and listening it is one of them."""
+    family, kind, proto, _, where = address
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(where)
+    except OSError as err:
+        sock.close()
+        raise ConfigError(f"cannot bind {where[0]}:{where[1]} ({err.strerror or err})") from None
+    return sock
+
+
+def listening(address: tuple) -> socket.socket:
+    sock = shared_port(address)
+    sock.listen(2048)
+    return sock
 
 
 class Watcher:
     """Forks the workers and keeps ``options.workers`` of them running until SIGTERM or SIGINT."""
 
-    def __init__(self, options: ServeOptions, key: str | None, sock, say: Callable[[str], None]) -> None:
-        self.options, self.key, self.sock, self.say = options, key, sock, say
+    def __init__(self, options: ServeOptions, key: str | None, address: tuple, say: Callable[[str], None]) -> None:
+        self.options, self.key, self.address, self.say = options, key, address, say
         self.workers: set[int] = set()
         self.stopping = False
 
@@ -163,7 +189,7 @@ class Watcher:
         if pid == 0:  # the worker: never returns into the watcher's code
             code = 1
             try:
-                code = serve_worker(self.options, self.key, self.sock)
+                code = serve_worker(self.options, self.key, self.address)
             finally:
                 sys.stderr.flush()
                 os._exit(code)
@@ -212,12 +238,11 @@ def _reason(status: int) -> str:
 def run_workers(options: ServeOptions, key: str | None, host: str, port: int, say: Callable[[str], None]) -> int:
     """Serve with ``options.workers`` forked processes until SIGTERM or SIGINT."""
     import onnxruntime  # noqa: F401  (imported once here, so every worker shares it; the app likewise)
-    import uvicorn
+    import uvicorn  # noqa: F401
 
     import malle.service.app  # noqa: F401
 
-    sock = uvicorn.Config(app="", host=host, port=port).bind_socket()
-    try:
-        return Watcher(options, key, sock, say).run()
-    finally:
-        sock.close()
+    address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with shared_port(address):  # held, not listened on, while the watcher runs: the port stays the server's
+        say(f"Malle: {options.workers} workers listening on {host}:{port}")
+        return Watcher(options, key, address, say).run()
