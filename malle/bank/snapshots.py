@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
+import filelock
 import numpy as np
 
 from malle.bank import approx
@@ -360,8 +361,7 @@ class Snapshots:
     def _rebuild_loop(self, name: str) -> None:
         while True:
             try:
-                if not (self.follow([name]) and not self.rebuild_due(name)):  # another process built it already
-                    self.rebuild(name)
+                self._rebuild_once(name)
             except NotFound:
                 return  # deleted meanwhile
             with self._lock:
@@ -369,6 +369,22 @@ class Snapshots:
                     self._building.pop(name, None)
                     return
                 self._again.discard(name)
+
+    def _rebuild_once(self, name: str) -> None:
+        """Rebuild, unless another process is building this collection now or has published a snapshot that leaves
+        a small delta: processes serving one bank (``malle serve --workers``) build each snapshot once and all map it
+        (``follow``)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        gate = filelock.FileLock(str(self.folder / f"{name}.build.lock"))
+        try:
+            gate.acquire(blocking=False)
+        except filelock.Timeout:
+            return  # the other process publishes it; follow() takes it up
+        try:
+            if not (self.follow([name]) and not self.rebuild_due(name)):
+                self.rebuild(name)
+        finally:
+            gate.release()
 
     def wait(self) -> None:
         """Until background rebuilds end (the CLI before exit, tests)."""
