@@ -3,7 +3,7 @@
     python bench/calibration.py [--data ../shared/datasets/imagenet-200x5/val] [--preset reference] [--n 200]
         [--distractors K] [--methods sscd_distilled,phash] [--write-defaults]
 
-Builds each method's open set and its ``calibration`` stage (``malle.evaluation.calibration``: isotonic regression
+Builds each method's open set and its ``calibrate`` stage (``malle.evaluation.calibration``: isotonic regression
 of "is a true copy" on the score, cross-fitted over 5 folds of queries), skipping attribution, and reports the ece
 and reliability curve measured on the predictions of queries that did not fit the map. Writes
 bench/results/calibration-<preset>.md. With ``--write-defaults`` it also writes the maps (fitted on every query)
@@ -68,7 +68,7 @@ def main() -> int:
                               precision=args.precision)
     exp = Experiment(config, args.cache, log=print)
     exp.check()
-    fitted = {m: cache.read_json(CalibrationOutputs(exp.stage("calibration", m).folder).calibration)
+    fitted = {m: cache.read_json(CalibrationOutputs(exp.stage("calibrate", m).folder).calibration)
               for m in exp.methods}
     measured_on = (f"{command(args)}: {len(exp.manifest):,} copies, {len(exp.distractor_manifest):,} distractor "
                    f"queries, {datetime.now(UTC):%Y-%m-%d}, {machine()}")

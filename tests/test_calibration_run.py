@@ -54,7 +54,7 @@ def test_a_run_writes_calibration_json_with_each_methods_map_and_held_back_ece(l
         assert sum(b["count"] for b in fitted["reliability_top1"]) == rows["query"].nunique()
         assert fitted["ece_top1"] == pytest.approx(again.ece_top1)
         assert f"  {method}: ece {fitted['ece']:.4f}" in printed
-    cached = [json.loads(p.read_text()) for p in (cache_root / "calibration").glob("*/calibration.json")]
+    cached = [json.loads(p.read_text()) for p in (cache_root / "calibrate").glob("*/calibration.json")]
     assert sorted(c["n_predictions"] for c in cached) == sorted(f["n_predictions"] for f in record["methods"].values())
 
 

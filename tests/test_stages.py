@@ -194,7 +194,7 @@ def test_the_stages_command_prints_the_graph_keys_and_what_is_cached(tree_datase
     assert "to compute" in search and exp.folder("search", "phash").name in search
     assert search.endswith("<- embed[phash], references[phash]")
     assert [line.split()[0] for line in lines[1:-1]] == [str(n) for n in exp.engine.order(exp, exp.run_nodes(True))]
-    assert lines[-1] == "0 of 9 cached"  # with calibration[phash]
+    assert lines[-1] == "0 of 9 cached"  # with calibrate[phash]
     exp.stage("copies")
     assert main(["stages", *options, "--db-distractors", "2"]) == 0
     out = capsys.readouterr().out

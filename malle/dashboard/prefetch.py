@@ -226,7 +226,7 @@ def analyses(exp: Experiment, sweep_ops: Sequence[str]) -> list[Planned]:
     sweeps = [n for n in exp.severity_nodes(sweep_ops) if not trick_names.parse(n.args[0]).is_derived]
     return [Planned("Attribution of each miss", exp, [n for n in nodes if n.kind == "attribution"]),
             Planned("Robustness sweeps", exp, sweeps),
-            Planned("Open-set detection", exp, [n for n in nodes if n.kind in ("openset", "calibration")])]
+            Planned("Open-set detection", exp, [n for n in nodes if n.kind in ("openset", "calibrate")])]
 
 
 def preset_of(exp: Experiment) -> str:

@@ -3,7 +3,7 @@
 A run goes through the cached stages of ``malle.lab.stages`` (one module each, run by one ``StageRunner``)::
 
     samples -> copies -> embed -> [references] -> search -> attribution
-                      \\-> distractors ---------------------> openset -> calibration
+                      \\-> distractors ---------------------> openset -> calibrate
     samples -> sweep -> sweepcodes -> sweepscore <- embed      (malle severity)
 
 Every stage's folder is keyed by a fingerprint of its own parts and its inputs' keys, computed
@@ -37,7 +37,7 @@ from malle.tricks import methods as trick_names
 from malle.tricks.normalise import DEFAULT_SCORE_NORM, ScoreNormalisation
 
 # The stages beyond the closed-set results, that only some pages and reports read.
-ANALYSIS_STAGES = ("attribution", "distractors", "openset", "calibration")
+ANALYSIS_STAGES = ("attribution", "distractors", "openset", "calibrate")
 
 __all__ = ["Experiment", "ExperimentConfig", "Results", "pixel_versions"]
 
@@ -144,7 +144,7 @@ class Experiment(RunContext):
                       Node("search", (method,)), Node("attribution", (method,))]
         if open_set:
             nodes += [Node("distractors"), *(Node("openset", (method,)) for method in self.methods),
-                      *(Node("calibration", (method,)) for method in self.methods)]
+                      *(Node("calibrate", (method,)) for method in self.methods)]
         return nodes
 
     def core_nodes(self) -> list[Node]:
@@ -155,7 +155,7 @@ class Experiment(RunContext):
         """What ``run`` obtains beyond ``results``: attribution, then the open set when the data allows it."""
         nodes = [Node("attribution", (method,)) for method in self.methods]
         if self.distractor_target:
-            nodes += [Node(kind, (method,)) for kind in ("openset", "calibration") for method in self.methods]
+            nodes += [Node(kind, (method,)) for kind in ("openset", "calibrate") for method in self.methods]
         return nodes
 
     def results(self, progress=None) -> Results:

@@ -115,7 +115,7 @@ class Results:
         (``malle.lab.stages.calibrate``); empty without an open set."""
         if not self.has_openset:
             return {}
-        return {m: cache.read_json(CalibrationOutputs(self.experiment.stage("calibration", m).folder).calibration)
+        return {m: cache.read_json(CalibrationOutputs(self.experiment.stage("calibrate", m).folder).calibration)
                 for m in self.methods}
 
     def calibration_record(self) -> dict:

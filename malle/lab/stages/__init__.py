@@ -17,7 +17,7 @@ A tour, in reading order:
     search/<key>/       index.faiss  per_query.parquet  neighbour_ids.npy  neighbour_scores.npy   (one per method)
     distractors/<key>/  images/*.JPEG  manifest.parquet  skipped.csv         (open-set queries)
     openset/<key>/      predictions.parquet  pr_curve.parquet  distractors.npy   (one per method)
-    calibration/<key>/  calibration.json                                     (one per method; score -> P(copy))
+    calibrate/<key>/    calibration.json                                     (one per method; score -> P(copy))
     attribution/<key>/  per_query.parquet  summary.parquet                   (one per method)
     sweep/<key>/        images/*.JPEG  manifest.parquet  skipped.csv         (one per op and level)
     sweepscore/<key>/   (its meta: Recall@1 and @10)                         (one per method, op and level)

@@ -1,4 +1,4 @@
-"""Stage ``calibration``: a method's score -> probability of a true copy, from its open-set predictions.
+"""Stage ``calibrate``: a method's score -> probability of a true copy, from its open-set predictions.
 
 Fits ``malle.evaluation.calibration`` on the ``openset`` stage's pooled predictions (copies and distractor queries
 alike), cross-fitted by query, so the folder's ``calibration.json`` holds the map for use, its expected calibration
@@ -16,7 +16,7 @@ from malle.lab.stages.outputs import CalibrationOutputs, OpenSetOutputs
 
 
 class Calibrate(Stage):
-    kind = "calibration"
+    kind = "calibrate"
     version = 2  # 2: ece and reliability of each query's best prediction too
     params = ("method",)
 

@@ -102,7 +102,7 @@ class OpenSetOutputs(StageOutputs):
 
 
 class CalibrationOutputs(StageOutputs):
-    kind = "calibration"
+    kind = "calibrate"
     calibration = File("calibration.json")  # one method's map, ece and reliability (malle.evaluation.calibration)
 
 

@@ -7,7 +7,7 @@ from malle.lab.stages import derived
 from malle.lab.stages.attribution import STAGE as ATTRIBUTION
 from malle.lab.stages.background import STAGE as BACKGROUND
 from malle.lab.stages.base import Stage
-from malle.lab.stages.calibrate import STAGE as CALIBRATION
+from malle.lab.stages.calibrate import STAGE as CALIBRATE
 from malle.lab.stages.copies import STAGE as COPIES
 from malle.lab.stages.distractors import STAGE as DISTRACTORS
 from malle.lab.stages.embed import STAGE as EMBED
@@ -32,7 +32,7 @@ STAGES = _by_kind(
     derived.ByMethod(SEARCH, derived.SEARCH),  # METHOD+trick: built by its trick (malle.lab.stages.derived)
     DISTRACTORS,
     derived.ByMethod(OPENSET, derived.OPENSET),
-    CALIBRATION,  # base and derived methods alike: it reads the openset stage's predictions
+    CALIBRATE,  # base and derived methods alike: it reads the openset stage's predictions
     derived.ByMethod(ATTRIBUTION, derived.ATTRIBUTION),
     BACKGROUND,
     SWEEP,
