@@ -3,7 +3,7 @@
 A lab run (``malle run``) writes ``openset.csv`` with each method's ``threshold_at_p90``: the score at
 which the pooled predictions of copies and distractors keep precision 0.9 at the highest recall
 (``malle.evaluation.micro_ap``). ``bank create --threshold-from OUT`` takes it from the user's own run; without it,
-the collection gets the default below, measured the same way on the reproduction run. Thresholds are
+the collection gets the default below (``REPRODUCTION`` says how it was measured). Thresholds are
 stored in the metric's own unit (cosine similarity; Hamming distance in bits), while ``openset.csv``
 states them as similarities (hashes: minus the distance), so they are converted on the way in.
 

@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--threshold-from", default=None, metavar="OUT",
                         help="a lab run's output folder: take the method's threshold at the precision target from "
                              "its predictions, and its confidence map from calibration.json (default: the "
-                             "threshold and map calibrated on the reproduction run)")
+                             "calibrated default threshold, malle.bank.thresholds, and the map calibrated on the "
+                             "reproduction run)")
     create.add_argument("--precision-target", type=float, default=None, metavar="P",
                         help="the precision the threshold keeps on the run's open set, such as 0.95 (default 0.9; "
                              "other targets need --threshold-from)")

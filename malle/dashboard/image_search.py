@@ -35,7 +35,7 @@ def calibrated_threshold(results: Results, method: str) -> Threshold | None:
     when the method has neither."""
     default = thresholds.DEFAULTS.get(method)
     if default is not None:
-        return Threshold(default.threshold, "calibrated: precision 0.9 on the reproduction run")
+        return Threshold(default.threshold, "calibrated: the bank's default threshold")
     exp = results.experiment
     if results.has_openset and exp.is_cached("openset", method):
         similarity = exp.stage("openset", method).meta["threshold_at_p90"]
