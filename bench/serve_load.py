@@ -170,7 +170,7 @@ def grow(bank_dir: Path, cache: Path, size: int, rng: np.random.Generator, exact
 
 # -- the server ----------------------------------------------------------------------------------------
 class Server:
-    def __init__(self, bank_dir: Path, cache: Path, workers: int = 1, batch: tuple[str, str] = ("8", "5")):
+    def __init__(self, bank_dir: Path, cache: Path, workers: int = 1, batch: tuple[str, str] = ("1", "5")):
         self.url = f"http://127.0.0.1:{free_port()}"
         self.workers = workers
         env = {**os.environ, "MALLE_CACHE": str(cache)}
@@ -456,7 +456,7 @@ def main() -> None:
     parser.add_argument("--index", default="Flat", help="the collection's FAISS index-factory string")
     parser.add_argument("--precision", default="fp32", help="the collection's precision (fp32, bf16, int8, auto)")
     parser.add_argument("--workers", default="1", help="worker counts to serve with, in turn, e.g. 1,2")
-    parser.add_argument("--batch-size", default="8", help="malle serve --batch-size")
+    parser.add_argument("--batch-size", default="1", help="malle serve --batch-size")
     parser.add_argument("--batch-wait-ms", default="5", help="malle serve --batch-wait-ms")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serve_load.md")
     parser.add_argument("--burst", type=int, default=8, help="heavy uploads sent at once")

@@ -35,9 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="processes serving the bank, each on the same address and the same index files; a "
                              "worker that dies is replaced while the others answer (default 1)")
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="matches arriving together are encoded in one pass of up to this many images "
-                             "(default 8; 1: each alone)")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="matches arriving together are encoded in one pass of up to this many images (default "
+                             "1: each alone, on its own thread, which was faster on a 2-core fp32 CPU; try 8 where a "
+                             "batch runs faster than its images one by one)")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0,
                         help="how long a pass waits for matches still decoding, only when some are (default 5)")
     add_cache_option(parser)
