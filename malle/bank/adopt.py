@@ -27,7 +27,7 @@ from malle.io import cache
 from malle.retrieval.metrics import METRICS
 
 
-def adopt(coll, folder: Path, everything: approx.Source, versions: np.ndarray, indexes_dir: Path, stem: str,
+def adopt(coll, folder: Path, everything: approx.CodeSource, versions: np.ndarray, indexes_dir: Path, stem: str,
           log: Callable[[str], None]) -> dict:
     """The fields of a ``Snapshot`` (``malle.bank.snapshots``) of the index in ``folder`` (see the module);
     ``everything`` holds every item of the collection, removed ones too, and ``versions`` each one's (id, added
@@ -43,7 +43,7 @@ def adopt(coll, folder: Path, everything: approx.Source, versions: np.ndarray, i
     version = version_for(coll.version, rows, versions)
     live = versions[:, 2] < 0
     covered = np.isin(everything.ids, rows) & np.isin(everything.ids, versions[live, 0])
-    source = approx.Source(everything.codes, everything.ids[covered], everything.records[covered])
+    source = approx.CodeSource(everything.codes, everything.ids[covered], everything.records[covered])
     recall, sample = approx.measure_recall(index, rows, metric, source, version)
     log(f"Bank: {coll.name}: took {manifest['factory']} of {len(rows):,} codes from {folder} (recall@10 against "
         f"exact search {recall if recall is None else round(recall, 3)} on {sample} queries)")
@@ -80,7 +80,7 @@ def fingerprint_of(folder: Path, manifest: dict) -> str | None:
                       "changed; build it again with this Malle's `malle index-build`")
 
 
-def row_items(coll, folder: Path, manifest: dict, everything: approx.Source) -> np.ndarray:
+def row_items(coll, folder: Path, manifest: dict, everything: approx.CodeSource) -> np.ndarray:
     """The item id of every row of the index, by the SHA-256 of its code."""
     from malle.io import shards
     from malle.scale import ondisk

@@ -40,7 +40,7 @@ IN_FILE, BESIDE = faiss.IO_FLAG_MMAP, faiss.IO_FLAG_ONDISK_SAME_DIR
 
 
 @dataclass(frozen=True)
-class Source:
+class CodeSource:
     """The live codes an index is built from: item ids ascending, and each one's record in the codes file."""
 
     codes: CodesFile
@@ -71,7 +71,8 @@ def read_mapped(path: Path, metric: Metric, search_params: str, lists_beside: bo
     search parameters set."""
     reader = faiss.read_index_binary if metric.binary else faiss.read_index
     index = reader(str(path), BESIDE if lists_beside else IN_FILE)
-    lists = faiss.downcast_InvertedLists((index if metric.binary else faiss.extract_index_ivf(index)).invlists)
+    ivf = index if metric.binary else faiss.extract_index_ivf(index)  # type: ignore[arg-type]  # a float index
+    lists = faiss.downcast_InvertedLists(ivf.invlists)  # type: ignore[union-attr]  # IVF either way, as built
     if isinstance(lists, faiss.OnDiskInvertedLists):
         # FAISS starts 32 threads per search to read the probed lists ahead, for lists on slow disks: on a busy 2-core
         # machine a mapped 1M-code search took 256 ms with them; the page cache serves the lists without them.
@@ -80,11 +81,14 @@ def read_mapped(path: Path, metric: Metric, search_params: str, lists_beside: bo
     return index
 
 
-def build_lists(choice: indexes.IndexChoice, dim: int, metric: Metric, source: Source, path: Path, seed: int):
+def build_lists(choice: indexes.IndexChoice, dim: int, metric: Metric, source: CodeSource, path: Path, seed: int):
     """Train on a sample, add in chunks, write to ``path``, map it back; a one-line ConfigError when there are too
     few codes to train the lists (the caller searches exactly until the collection grows)."""
     index = indexes.new_index(choice, metric, dim)
-    lists = int(LISTS.search(choice.factory)[1])
+    found = LISTS.search(choice.factory)
+    if found is None:
+        raise ConfigError(f"{choice.factory} names no inverted lists (IVF<n>): nothing to map from disk")
+    lists = int(found[1])
     wanted = min(len(source), max(MIN_TRAIN, TRAIN_PER_LIST * lists))
     sample = np.sort(np.random.default_rng(seed).choice(len(source), wanted, replace=False))
     try:
@@ -99,7 +103,7 @@ def build_lists(choice: indexes.IndexChoice, dim: int, metric: Metric, source: S
     return read_mapped(path, metric, choice.search_params)
 
 
-def measure_recall(index, rows: np.ndarray, metric: Metric, source: Source, seed: int) -> tuple[float | None, int]:
+def measure_recall(index, rows: np.ndarray, metric: Metric, source: CodeSource, seed: int) -> tuple[float | None, int]:
     """(1-recall@10 against exact search, queries); (None, 0) below two codes. ``rows`` maps index rows to item ids;
     ``source`` holds every live code (see the module)."""
     if len(source) < 2:

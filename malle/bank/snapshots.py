@@ -77,7 +77,7 @@ def metric_of(coll: Collection) -> Metric:
     return METRICS[coll.metric]
 
 
-def build(coll: Collection, source: approx.Source, folder: Path, log: Callable[[str], None],
+def build(coll: Collection, source: approx.CodeSource, folder: Path, log: Callable[[str], None],
           proven: bool = False) -> Snapshot:
     """An index over the live codes of ``source`` as the collection's factory string asks; exact Flat while too few
     items exist to train an IVF or PQ index (said once). IVF lists are written under ``folder`` and mapped.
@@ -114,7 +114,7 @@ def read_shared(path: Path, metric: Metric):
     return reader(str(path), faiss.IO_FLAG_MMAP_IFC)
 
 
-def exact(coll: Collection, source: approx.Source) -> Snapshot:
+def exact(coll: Collection, source: approx.CodeSource) -> Snapshot:
     return Snapshot(coll.uid, coll.version, metric_of(coll).build_index(source.all()), source.ids, indexes.EXACT)
 
 
@@ -320,7 +320,7 @@ class Snapshots:
             proven = cache.read_json(self.folder / f"{name}.json").get("proven") == coll.index_factory
         except (OSError, ValueError, AttributeError):
             proven = False
-        snap = build(coll, approx.Source(self.store.codes_file(coll), ids, records), self.folder, self.log, proven)
+        snap = build(coll, approx.CodeSource(self.store.codes_file(coll), ids, records), self.folder, self.log, proven)
         return self.swap(coll, snap)
 
     def adopt(self, name: str, folder: Path) -> Snapshot:
@@ -329,7 +329,7 @@ class Snapshots:
 
         with self.store.reading() as db:
             coll = self.store.collection(name, db)
-            everything = approx.Source(self.store.codes_file(coll), *self.store.records(coll, db, "1"))
+            everything = approx.CodeSource(self.store.codes_file(coll), *self.store.records(coll, db, "1"))
             versions = np.asarray(db.execute("SELECT id, added_version, COALESCE(removed_version, -1) FROM items "
                                              "WHERE collection = ?", (name,)).fetchall(), np.int64).reshape(-1, 3)
         stem_now = stem(coll.name, coll.uid, coll.version)

@@ -320,7 +320,8 @@ class Store:
             coll = self.collection(name, db, count=False)
             version = coll.version + 1
             stamp = now()
-            ids, codes = [], []
+            ids: list[int] = []
+            codes: list = []
             for item in new:
                 code = _check_code(coll, item.code)
                 existing = self.find(name, item.sha256, db)
