@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from malle.bank import Bank
 from malle.data.sampling import DEMO_DISTRACTORS, DEMO_N, demo_root
 from malle.lab.experiment import Experiment, ExperimentConfig
 
@@ -111,3 +112,12 @@ def demo_results(demo_env):
     results = Experiment(DEMO_CONFIG, demo_env).run()
     assert results.timings()["cached"].all(), "demo_cache should hold every stage"
     return results
+
+
+@pytest.fixture()
+def bank(tmp_path, monkeypatch):
+    """An empty bank in a fresh folder, its model cache there too (test files may define their own)."""
+    monkeypatch.setenv("MALLE_CACHE", str(tmp_path / "cache"))
+    opened = Bank.open(tmp_path / "bank")
+    yield opened
+    opened.close()

@@ -28,14 +28,6 @@ def jpeg(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture()
-def bank(tmp_path, monkeypatch):
-    monkeypatch.setenv("MALLE_CACHE", str(tmp_path / "cache"))
-    opened = Bank.open(tmp_path / "bank")
-    yield opened
-    opened.close()
-
-
 # -- index strings ------------------------------------------------------------------------------------------
 def test_the_child_process_turns_a_faiss_abort_into_one_line():
     for spec, signal_name in (("HNSW0", "SIGABRT"), ("RR0,Flat", "SIGSEGV")):

@@ -52,14 +52,6 @@ def new_items(codes: np.ndarray, start: int = 0) -> list[NewItem]:
             for i, code in enumerate(codes)]
 
 
-@pytest.fixture()
-def bank(tmp_path, monkeypatch):
-    monkeypatch.setenv("MALLE_CACHE", str(tmp_path / "cache"))
-    opened = Bank.open(tmp_path / "bank")
-    yield opened
-    opened.close()
-
-
 def hashes(bank: Bank, n: int = 30) -> list:
     bank.create_collection("h", "phash", threshold=4)
     return bank.add_codes("h", [NewItem(f"{i:064x}", f"{i}.jpg", hash_code(i)) for i in range(n)])
