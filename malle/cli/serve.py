@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="processes serving the bank, each on the same address and the same index files; a "
                              "worker that dies is replaced while the others answer (default 1)")
+    parser.add_argument("--ray", default=None, metavar="ADDRESS",
+                        help="serve as Ray Serve replicas on an existing Ray cluster: HOST:PORT of `ray start --head` "
+                             "(its token is used when it wants one), auto or ray://HOST:10001; --bank must then be "
+                             "an absolute path every node can read, and writes go through one writer replica")
+    parser.add_argument("--replicas", type=int, default=None,
+                        help="with --ray: matcher replicas, each reserving one CPU of the cluster (default 1)")
     parser.add_argument("--batch-size", type=int, default=1,
                         help="matches arriving together are encoded in one pass of up to this many images (default "
                              "1: each alone, on its own thread, which was faster on a 2-core fp32 CPU; try 8 where a "
@@ -66,6 +72,8 @@ def run(args: argparse.Namespace, say) -> int:
     options = ServeOptions(str(args.bank), str(args.cache) if args.cache else None, args.max_upload_mb * 2**20, rate,
                            args.max_in_flight, tuple(args.cors_origin), args.batch_size, args.batch_wait_ms,
                            check_workers(args.workers))
+    if args.ray is not None or args.replicas is not None:
+        return _run_on_ray(args, options, key, say)
     if args.workers > 1:  # each worker loads the methods and maps the indexes itself; this process only watches
         from malle.bank import Bank
 
@@ -81,6 +89,20 @@ def run(args: argparse.Namespace, say) -> int:
     finally:
         bank.close()
     return 0
+
+
+def _run_on_ray(args: argparse.Namespace, options, key: str | None, say) -> int:
+    from dataclasses import replace
+
+    from malle.service.ray_serve import check_replicas, run_on_ray
+
+    if args.ray is None:
+        raise ConfigError("--replicas needs --ray ADDRESS (processes on this machine: --workers)")
+    if args.workers > 1:
+        raise ConfigError("--workers and --ray are exclusive: on Ray, --replicas sets how many serve")
+    replicas = check_replicas(1 if args.replicas is None else args.replicas)
+    options = replace(options, workers=replicas)  # --rate is shared by the replicas as it is by workers
+    return run_on_ray(options, key, args.ray, args.host, args.port, say)
 
 
 def _announce(args: argparse.Namespace, key: str | None, rate: float | None, collections: int, say) -> None:

@@ -30,8 +30,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from malle.errors import ConfigError, MalleError, WeightsUnavailable
+
+if TYPE_CHECKING:
+    from malle.bank import Bank
 
 MAX_WORKERS = 64
 FOLLOW_EVERY_S = 1.0  # how often a worker looks for a snapshot another process published
@@ -60,9 +64,10 @@ def check_workers(workers: int) -> int:
     return workers
 
 
-def open_bank(options: ServeOptions, say: Callable[[str], None]):
-    """The bank with every collection's method and snapshot loaded, so the first request neither waits nor fails
-    on them; a method that cannot run here is said once and its collection's adds and matches are refused."""
+def open_bank(options: ServeOptions, say: Callable[[str], None], kind: type[Bank] | None = None):
+    """The bank (a ``kind``, by default ``Bank``) with every collection's method and snapshot loaded, so the first
+    request neither waits nor fails on them; a method that cannot run here is said once and its collection's adds
+    and matches are refused."""
     import faiss
 
     from malle.bank import Bank
@@ -73,7 +78,7 @@ def open_bank(options: ServeOptions, say: Callable[[str], None]):
     # 4.8 ms with one, on this project's 2-core machine).
     faiss.omp_set_num_threads(1)
     return_freed_memory()  # a burst of large uploads must not leave the server larger for good
-    bank = Bank.open(options.bank, log=say, model_cache=Path(options.cache) if options.cache else None)
+    bank = (kind or Bank).open(options.bank, log=say, model_cache=Path(options.cache) if options.cache else None)
     for coll in bank.collections():
         try:
             bank.descriptor(coll.method, coll.precision)
