@@ -8,15 +8,19 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from service_server import Server, free_port, upload
+from service_server import AUTH, Server, free_port, upload
 from test_ray_cluster import AUTH_VARIABLES, RAY, clean_env, stop_cluster
 from test_serve_workers import NOT_AN_IMAGE, copy_of, index_file, maps, wait_for
 
@@ -63,6 +67,7 @@ def served(cluster, tmp_path_factory, demo_photos):
     env = clean_env(home, root / "cache")
     server = Server(root / "bank", root / "cache", "--ray", address, "--replicas", "2", env=env)
     try:
+        wait_for(lambda: "Malle: serving bank" in server.output(), 300, "every replica up")  # health answers before
         yield server, root / "bank"
     finally:
         server.stop()
@@ -170,3 +175,37 @@ def test_options_are_refused_in_one_line_before_any_cluster(tmp_path, extra, mes
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr[-2000:]
     assert lines[0].startswith("malle: error:")
+
+
+def test_a_writer_killed_by_kill_9_is_replaced_and_loses_nothing_acknowledged(served, demo_photos):
+    server, _ = served
+    [writer] = replicas("MalleWriter")
+    acknowledged: dict[bytes, int] = {}
+    refused: list[int] = []
+    lock = threading.Lock()
+
+    def add(variants: range) -> None:
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=120) as client:
+            for n in variants:
+                data = copy_of(demo_photos[20 + n % 10], n)
+                for _ in range(30):  # a write the dying writer did not acknowledge is sent again
+                    answer = upload(client, "/v1/collections/photos/items", data, f"add-{n}.jpg")
+                    if answer.status_code != 503:
+                        break
+                    refused.append(n)
+                    time.sleep(float(answer.headers["Retry-After"]))
+                assert answer.status_code in (200, 201), answer.text  # 200: committed before the writer died
+                with lock:
+                    acknowledged[data] = answer.json()["id"]
+                    if len(acknowledged) == 6:
+                        os.kill(writer, signal.SIGKILL)
+
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(add, [range(0, 24, 3), range(1, 24, 3), range(2, 24, 3)]))
+    assert len(acknowledged) == 24 and len(refused) <= 3  # at most the writes in flight when it died
+    [successor] = replicas("MalleWriter")
+    assert successor != writer
+    for data, item_id in acknowledged.items():
+        found = upload(server.client, "/v1/collections/photos/match?k=1", data).json()
+        assert found["matches"][0]["id"] == item_id
+    assert server.internal_errors() == []

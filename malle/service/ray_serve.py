@@ -22,6 +22,7 @@ SIGTERM deletes the application, and Serve itself when no other application runs
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -30,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
+
+from starlette.exceptions import HTTPException
 
 from malle.bank import Bank
 from malle.errors import ConfigError, MalleError, MissingExtra, import_extra
@@ -100,9 +103,10 @@ class RelayedBank(Bank):
 
     @staticmethod
     def _relay(response):
-        """The writer's answer; an error a user caused (a ``MalleError``) as itself, so it keeps its 4xx. Anything
-        else stays Ray's error, with the writer's traceback."""
-        from ray.exceptions import RayTaskError
+        """The writer's answer; an error a user caused (a ``MalleError``) as itself, so it keeps its 4xx; a writer
+        that died with the write in flight (Serve starts another) a 503 to retry, since nothing was acknowledged.
+        Anything else stays Ray's error, with the writer's traceback."""
+        from ray.exceptions import RayActorError, RayTaskError
 
         try:
             return response.result(timeout_s=WRITE_TIMEOUT_S)
@@ -110,6 +114,9 @@ class RelayedBank(Bank):
             if isinstance(err.cause, MalleError):
                 raise err.cause from None
             raise
+        except RayActorError:
+            raise HTTPException(503, "the bank's writer is being restarted: send the write again",
+                                headers={"Retry-After": "1"}) from None
 
 
 class Writer:
@@ -194,6 +201,7 @@ def run_on_ray(options: ServeOptions, key: str | None, address: str, host: str, 
                say: Callable[[str], None]) -> int:
     """Deploy, answer until SIGINT or SIGTERM, then take the application (and an otherwise idle Serve) down."""
     serve = import_serve()
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # Serve's progress lines; this command says its own
     options = replace(options, bank=check_bank_path(options.bank),
                       cache=options.cache or str(cache.default_root()))  # replicas use this machine's paths
     connect(address, say)
