@@ -150,7 +150,9 @@ def test_an_ivf_collection_maps_its_lists_records_recall_and_searches_the_delta(
     assert record["recall_at_10"] == coll.recall_at_10 and record["proven"] == LISTS  # the next build skips the probe
     assert coll.public()["recall_at_10"] == coll.recall_at_10
     assert main(["bank", "info", str(bank.folder)]) == 0
-    assert f"recall@10 {coll.recall_at_10:.3f} against exact search on 200 queries" in capsys.readouterr().out
+    assert coll.search_params == record["search_params"] and coll.search_params.startswith("nprobe=")
+    assert f"recall@10 {coll.recall_at_10:.3f} at {coll.search_params} against exact search on 200 queries" \
+        in capsys.readouterr().out
     fresh = unit_codes(5, 2)
     added = bank.add_codes("v", new_items(fresh, 3000))
     assert bank.snapshots.current(bank.collection("v")).version == snap.version  # not rebuilt: a delta of 5
@@ -168,6 +170,7 @@ def test_an_ivf_collection_maps_its_lists_records_recall_and_searches_the_delta(
     try:
         body = httpx.get(f"{served.url}/v1/collections/v").json()
         assert body["recall_at_10"] == coll.recall_at_10 and body["recall_sample"] == 200
+        assert body["search_params"] == coll.search_params
         assert httpx.get(f"{served.url}/v1/collections").json()["collections"][0]["recall_at_10"] == coll.recall_at_10
     finally:
         served.stop()
@@ -249,7 +252,7 @@ def test_a_schema_1_bank_is_moved_to_the_codes_file_on_open(bank, tmp_path):
         db.executescript(store.SCHEMA)
         db.execute("INSERT INTO meta VALUES ('schema', '1')")
         v1 = [c for c in coll.__dataclass_fields__ if c not in ("count", "records", "recall_at_10", "recall_sample",
-                                                               "calibration")]
+                                                               "search_params", "calibration")]
         row = {c: (json.dumps(coll.fingerprint) if c == "fingerprint" else getattr(coll, c)) for c in v1}
         db.execute(f"INSERT INTO collections ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                    list(row.values()))

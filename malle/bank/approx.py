@@ -34,6 +34,12 @@ MIN_TRAIN = 10_000
 CHUNK = 65_536  # codes read, checked and added at a time
 SAMPLE = 200  # queries of the recall measurement
 TOP = 10
+# The build probes the fewest lists whose recall reaches this (bench/scale.py's bar for a tuned index): a fixed share
+# of the lists was not enough where codes spread evenly (bench/results/serve_load.md: a copy's original sat in a
+# list its query ranked 134th of 1,024). At most a quarter of the lists are probed: past that, scan exactly.
+RECALL_TARGET = 0.95
+MOST_PROBED = 4
+PLATEAU = 0.01
 # FAISS's readers: lists inside the index file, mapped from it; or lists in their own file beside the header, which
 # FAISS's on-disk lists map already (``malle index-build``'s output). MMAP on the latter skips its lists.
 IN_FILE, BESIDE = faiss.IO_FLAG_MMAP, faiss.IO_FLAG_ONDISK_SAME_DIR
@@ -81,6 +87,12 @@ def read_mapped(path: Path, metric: Metric, search_params: str, lists_beside: bo
     return index
 
 
+def read_shared(path: Path, metric: Metric):
+    """An exact index file mapped, not copied (``IO_FLAG_MMAP_IFC``): processes serving one bank share its pages."""
+    reader = faiss.read_index_binary if metric.binary else faiss.read_index
+    return reader(str(path), faiss.IO_FLAG_MMAP_IFC)
+
+
 def build_lists(choice: indexes.IndexChoice, dim: int, metric: Metric, source: CodeSource, path: Path, seed: int):
     """Train on a sample, add in chunks, write to ``path``, map it back; a one-line ConfigError when there are too
     few codes to train the lists (the caller searches exactly until the collection grows)."""
@@ -103,30 +115,80 @@ def build_lists(choice: indexes.IndexChoice, dim: int, metric: Metric, source: C
     return read_mapped(path, metric, choice.search_params)
 
 
+@dataclass(frozen=True)
+class Truth:
+    """The recall measurement's queries (``SAMPLE`` live codes drawn with a seed), their items, and the sort key of
+    each one's exact nearest other item."""
+
+    queries: np.ndarray
+    own: np.ndarray
+    nearest: np.ndarray
+
+    @classmethod
+    def of(cls, source: CodeSource, metric: Metric, seed: int) -> Truth:
+        picks = np.sort(np.random.default_rng(seed).choice(len(source), min(SAMPLE, len(source)), replace=False))
+        queries = source.take(picks)
+        nearest = np.full(len(picks), np.inf)
+        for start, codes in source.chunks():
+            keys = metric.sort_key(metric.compare(queries, codes))
+            mine = (picks >= start) & (picks < start + len(codes))
+            keys[np.flatnonzero(mine), picks[mine] - start] = np.inf  # a query is not its own neighbour
+            nearest = np.minimum(nearest, keys.min(axis=1))
+        return cls(queries, source.ids[picks], nearest)
+
+    def found(self, index, rows: np.ndarray, metric: Metric, source: CodeSource) -> float:
+        """The share of queries whose approximate top 10 (own item left out) holds an item as close as the nearest."""
+        hits = search(index, self.queries, TOP + 1, metric).ids
+        found = 0
+        for q in range(len(self.own)):
+            item_ids = rows[hits[q][hits[q] >= 0]]
+            item_ids = item_ids[item_ids != self.own[q]][:TOP]
+            positions = np.searchsorted(source.ids, item_ids)
+            positions = positions[(positions < len(source)) & (source.ids[np.minimum(positions, len(source) - 1)]
+                                                               == item_ids)]
+            if len(positions) == 0:
+                continue
+            codes = source.take(positions)
+            best = metric.sort_key(metric.pair_scores(np.repeat(self.queries[q:q + 1], len(codes), 0), codes)).min()
+            found += bool(best <= self.nearest[q] + 1e-6)
+        return found / len(self.own)
+
+
 def measure_recall(index, rows: np.ndarray, metric: Metric, source: CodeSource, seed: int) -> tuple[float | None, int]:
     """(1-recall@10 against exact search, queries); (None, 0) below two codes. ``rows`` maps index rows to item ids;
     ``source`` holds every live code (see the module)."""
     if len(source) < 2:
         return None, 0
-    picks = np.sort(np.random.default_rng(seed).choice(len(source), min(SAMPLE, len(source)), replace=False))
-    queries, own = source.take(picks), source.ids[picks]
-    nearest = np.full(len(picks), np.inf)  # the exact nearest other item's sort key, per query
-    for start, codes in source.chunks():
-        keys = metric.sort_key(metric.compare(queries, codes))
-        mine = (picks >= start) & (picks < start + len(codes))
-        keys[np.flatnonzero(mine), picks[mine] - start] = np.inf  # a query is not its own neighbour
-        nearest = np.minimum(nearest, keys.min(axis=1))
-    hits = search(index, queries, TOP + 1, metric).ids
-    found = 0
-    for q in range(len(picks)):
-        item_ids = rows[hits[q][hits[q] >= 0]]
-        item_ids = item_ids[item_ids != own[q]][:TOP]
-        positions = np.searchsorted(source.ids, item_ids)
-        positions = positions[(positions < len(source)) & (source.ids[np.minimum(positions, len(source) - 1)]
-                                                           == item_ids)]
-        if len(positions) == 0:
-            continue
-        codes = source.take(positions)
-        best = metric.sort_key(metric.pair_scores(np.repeat(queries[q:q + 1], len(codes), 0), codes)).min()
-        found += bool(best <= nearest[q] + 1e-6)
-    return found / len(picks), len(picks)
+    truth = Truth.of(source, metric, seed)
+    return truth.found(index, rows, metric, source), len(truth.own)
+
+
+def ladder(lists: int) -> list[int]:
+    """The probe counts tried, ascending: 1, 2, 3, 4, 6, 8, 12, ... up to a ``MOST_PROBED`` share of the lists."""
+    top = max(1, lists // MOST_PROBED)
+    steps = sorted({base << shift for base in (2, 3) for shift in range(top.bit_length())} | {1})
+    return [n for n in steps if n <= top]
+
+
+def tune_probes(index, choice: indexes.IndexChoice, rows: np.ndarray, metric: Metric, source: CodeSource, seed: int,
+                target: float = RECALL_TARGET) -> tuple[float | None, int, str]:
+    """(recall, queries, search parameters): the fewest probed lists whose recall reaches ``target``, set on
+    ``index`` (as FAISS's autotune does, on this build's own sample). When no count up to the ladder's top reaches
+    it, the fewest within ``PLATEAU`` of the best tried: past that, the codes (PQ) limit recall, not the probes.
+    An index without lists keeps the choice's parameters and is only measured."""
+    found = LISTS.search(choice.factory)
+    if found is None or len(source) < 2:
+        recall, sample = measure_recall(index, rows, metric, source, seed)
+        return recall, sample, choice.search_params
+    truth = Truth.of(source, metric, seed)
+    tried: dict[int, float] = {}
+    for nprobe in ladder(int(found[1])):
+        indexes.set_search_params(index, f"nprobe={nprobe}", metric)
+        tried[nprobe] = truth.found(index, rows, metric, source)
+        if tried[nprobe] >= target:
+            break
+    best = max(tried.values())
+    enough = target if best >= target else best - PLATEAU
+    chosen = min(n for n, recall in tried.items() if recall >= enough)
+    indexes.set_search_params(index, f"nprobe={chosen}", metric)
+    return tried[chosen], len(truth.own), f"nprobe={chosen}"

@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
 import filelock
 import numpy as np
 
@@ -103,15 +102,9 @@ def build(coll: Collection, source: approx.CodeSource, folder: Path, log: Callab
     except ConfigError as err:
         log(f"Bank: {coll.name}: {err}; searching it exactly until it grows")
         return exact(coll, source)
-    recall, sample = approx.measure_recall(index, source.ids, metric, source, coll.version)
-    return Snapshot(coll.uid, coll.version, index, source.ids, choice.describe(), recall, sample, mapped,
-                    search_params=choice.search_params)
-
-
-def read_shared(path: Path, metric: Metric):
-    """An exact index file mapped, not copied (``IO_FLAG_MMAP_IFC``): processes serving one bank share its pages."""
-    reader = faiss.read_index_binary if metric.binary else faiss.read_index
-    return reader(str(path), faiss.IO_FLAG_MMAP_IFC)
+    recall, sample, params = approx.tune_probes(index, choice, source.ids, metric, source, coll.version)
+    return Snapshot(coll.uid, coll.version, index, source.ids, indexes.IndexChoice(choice.factory, params).describe(),
+                    recall, sample, mapped, search_params=params)
 
 
 def exact(coll: Collection, source: approx.CodeSource) -> Snapshot:
@@ -248,7 +241,7 @@ class Snapshots:
             try:
                 path = self.folder / files["index"]
                 index = approx.read_mapped(path, metric, record.get("search_params", ""), "lists" in files) \
-                    if record.get("mapped") else read_shared(path, metric)
+                    if record.get("mapped") else approx.read_shared(path, metric)
                 ids = cache.read_npy(self.folder / files["ids"])
             except (RuntimeError, ValueError, OSError, ConfigError) as err:
                 problem = f"damaged ({type(err).__name__})"
@@ -287,8 +280,9 @@ class Snapshots:
             self._sweep(coll.name, coll.uid, set(files.values()) | set(record.get("files", {}).values()),
                         min(snap.version, record.get("version", snap.version)))
             with self.store.writing() as db:
-                db.execute("UPDATE collections SET recall_at_10 = ?, recall_sample = ? WHERE name = ? AND uid = ?",
-                           (snap.recall_at_10, snap.recall_sample or None, coll.name, coll.uid))
+                db.execute("UPDATE collections SET recall_at_10 = ?, recall_sample = ?, search_params = ? "
+                           "WHERE name = ? AND uid = ?", (snap.recall_at_10, snap.recall_sample or None,
+                                                         snap.search_params or None, coll.name, coll.uid))
 
     def _sweep(self, name: str, uid: str, keep: set[str], before: int | None = None) -> None:
         """Files of this collection's snapshots older than version ``before`` (all with None) except ``keep``, and

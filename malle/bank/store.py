@@ -130,6 +130,7 @@ class Collection:
     records: int = 0  # records committed in the codes file
     recall_at_10: float | None = None  # of the approximate index against exact search, when built; None: exact
     recall_sample: int | None = None  # codes that recall was measured on
+    search_params: str | None = None  # the probes the build chose for its recall target (nprobe=N); None: exact
     calibration: dict | None = None  # its confidence map: a lab run's, else its method's shipped one, else None
 
     def public(self) -> dict:
@@ -138,6 +139,7 @@ class Collection:
                 "threshold_source": self.threshold_source, "metric": self.metric, "precision": self.precision,
                 "dim": self.dim, "index": self.index_factory, "created": self.created, "version": self.version,
                 "recall_at_10": self.recall_at_10, "recall_sample": self.recall_sample,
+                "search_params": self.search_params,
                 "calibration": self.calibration["source"] if self.calibration else None}
 
 

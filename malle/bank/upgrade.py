@@ -5,6 +5,8 @@
   record (``items.code`` is left empty) and ``collections.records`` counts the committed records; a collection also
   keeps the recall its approximate index reached against exact search when built (``recall_at_10``,
   ``recall_sample``).
+* Columns added since, to a schema-2 bank as it opens (``LATER_COLUMNS``): ``collections.search_params``, the probes
+  its approximate index's build chose for its recall target (``malle.bank.approx.tune_probes``).
 
 ``to_current`` runs under the bank's write lock as every ``Store`` opens. A schema-1 bank (a new bank too: its tables
 are first made in schema 1's shape) gets the new columns, its codes appended to the codes files and fsynced, its
@@ -23,6 +25,7 @@ NEW_COLUMNS = ("ALTER TABLE items ADD COLUMN record INTEGER",
                "ALTER TABLE collections ADD COLUMN records INTEGER NOT NULL DEFAULT 0",
                "ALTER TABLE collections ADD COLUMN recall_at_10 REAL",
                "ALTER TABLE collections ADD COLUMN recall_sample INTEGER")
+LATER_COLUMNS = {"search_params": "ALTER TABLE collections ADD COLUMN search_params TEXT"}
 CHUNK = 65_536  # BLOBs moved at a time
 
 
@@ -46,6 +49,11 @@ def to_current(store) -> None:
     schema = schema_of(store.db)
     if schema != str(CURRENT):
         raise SchemaError(f"{store.path} has bank schema {schema}; this Malle reads schemas 1 and {CURRENT}")
+    have = {row[1] for row in store.db.execute("PRAGMA table_info(collections)")}
+    if missing := [statement for column, statement in LATER_COLUMNS.items() if column not in have]:
+        with store.writing() as db:  # under the bank's write lock (``Store`` holds it): no two processes add one
+            for statement in missing:
+                db.execute(statement)
 
 
 def move_codes(store, coll, db) -> None:

@@ -232,7 +232,8 @@ def info(bank: Bank, args: argparse.Namespace, say) -> int:
 def recall_words(row: dict) -> str:
     if row.get("recall_at_10") is None:
         return ""
-    return f"; recall@10 {row['recall_at_10']:.3f} against exact search on {row['recall_sample']} queries"
+    probes = f" at {row['search_params']}" if row.get("search_params") else ""
+    return f"; recall@10 {row['recall_at_10']:.3f}{probes} against exact search on {row['recall_sample']} queries"
 
 
 def verify(bank: Bank, args: argparse.Namespace, say) -> int:

@@ -62,6 +62,9 @@ class CollectionBody(BaseModel):
         "its approximate index's recall against exact search (FAISS's 1-recall@10 on recall_sample of its own codes), "
         "measured when the index was built; null for an exact index"))
     recall_sample: int | None = Field(None, description="how many of its codes recall_at_10 was measured on")
+    search_params: str | None = Field(None, description=(
+        "the search parameters its approximate index answers with: for inverted lists, the fewest probed lists "
+        "(nprobe=N) whose recall_at_10 reached the build's target; null for an exact index"))
     calibration: str | None = Field(description="where its matches' confidence comes from: the lab run whose "
                                                 "calibration.json it was created from (bank create --threshold-from), "
                                                 "else the map shipped for its method; null: no confidence")
