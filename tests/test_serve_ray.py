@@ -87,6 +87,37 @@ def replicas(deployment: str) -> list[int]:
     return sorted(found)
 
 
+# Runs before ``served`` (tests run in file order): no other application is on the cluster's Serve yet.
+A_REPLICA_THAT_CANNOT_OPEN_THE_BANK = """
+import sys
+from malle.errors import ConfigError
+from malle.scale.ray_cluster import connect
+from malle.service.ray_serve import application, deploy, import_serve, start_proxy, take_down
+from malle.service.workers import ServeOptions
+
+serve = import_serve()
+connect(sys.argv[1], print)
+start_proxy(serve, "127.0.0.1", int(sys.argv[3]))
+try:  # the driver's own check skipped: the replicas meet a folder missing on their node
+    deploy(serve, application(serve, ServeOptions(sys.argv[2], None, 2**20, None, 8, (), 1, 5.0), None, 1))
+except ConfigError as err:
+    print("REFUSED", err)
+finally:
+    take_down(serve)
+"""
+
+
+def test_a_replica_that_cannot_open_the_bank_is_one_line(cluster, tmp_path):
+    address, home = cluster
+    done = subprocess.run([sys.executable, "-c", A_REPLICA_THAT_CANNOT_OPEN_THE_BANK, address, str(tmp_path / "gone"),
+                           str(free_port())], env=clean_env(home, tmp_path / "cache"), capture_output=True, text=True,
+                          timeout=600)
+    said = [line for line in done.stdout.splitlines() if line.startswith("REFUSED")]
+    assert done.returncode == 0 and said == [f"REFUSED Ray Serve could not start the bank's replicas: --bank "
+                                             f"{tmp_path / 'gone'}: not a folder on this node ({os.uname().nodename})"
+                                             ], done.stdout[-2000:] + done.stderr[-3000:]
+
+
 def test_replicas_find_a_planted_copy_and_keep_the_key_rule(served, demo_photos):
     server, _ = served
     assert len(replicas("MalleMatcher")) == 2 and len(replicas("MalleWriter")) == 1

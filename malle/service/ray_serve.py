@@ -22,8 +22,10 @@ SIGTERM deletes the application, and Serve itself when no other application runs
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import pydoc
 import signal
 import sys
 import threading
@@ -137,8 +139,10 @@ class Writer:
     def remove(self, name: str, item_id: int):
         return self.bank.remove(name, item_id)
 
-    def __del__(self) -> None:
-        self.stop()
+    def __del__(self) -> None:  # Serve calls it when it stops the replica; a constructor that failed set nothing
+        stop = getattr(self, "stop", None)
+        if stop is not None:
+            stop()
 
 
 class Matcher:
@@ -204,6 +208,8 @@ def run_on_ray(options: ServeOptions, key: str | None, address: str, host: str, 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # Serve's progress lines; this command says its own
     options = replace(options, bank=check_bank_path(options.bank),
                       cache=options.cache or str(cache.default_root()))  # replicas use this machine's paths
+    with contextlib.closing(Bank.open(options.bank, log=say)):  # a folder that is no bank fails here, once; a new
+        pass  # folder becomes a bank here, not in N + 1 replicas at once
     connect(address, say)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -221,22 +227,32 @@ def run_on_ray(options: ServeOptions, key: str | None, address: str, host: str, 
     return 0
 
 
-def deploy(serve, app) -> None:
-    """``serve.run``; a replica that cannot start (an unreadable bank, a missing method) is one line."""
+def deploy(serve, app, name: str = APP_NAME) -> None:
+    """``serve.run``; a replica that could not start because of something the user can fix (an unreadable bank on
+    its node, say: a ``MalleError``) is that error's one line. Anything else keeps its traceback."""
+    try:
+        serve.run(app, name=name, route_prefix="/", blocking=False)
+    except RuntimeError:
+        reasons = [said for deployment in serve.status().applications[name].deployments.values()
+                   if (said := user_error(deployment.message))]
+        if reasons:
+            raise ConfigError(f"Ray Serve could not start the bank's replicas: {reasons[0]}") from None
+        raise
+
+
+def user_error(message: str) -> str | None:
+    """The message of the ``MalleError`` a replica's traceback (a deployment's status message) ends with, if any."""
+    last = message.strip().rpartition("\n")[2]
+    kind, _, said = last.partition(": ")
+    found = pydoc.locate(kind) if kind.startswith("malle.") else None
+    return said if isinstance(found, type) and issubclass(found, MalleError) else None
+
+
+def take_down(serve, name: str = APP_NAME) -> None:
     from ray.serve.exceptions import RayServeException
 
     try:
-        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-    except (RayServeException, RuntimeError) as err:
-        reason = " ".join(str(err).split())
-        raise ConfigError(f"Ray Serve could not start the bank's replicas: {reason[-400:]}") from None
-
-
-def take_down(serve) -> None:
-    from ray.serve.exceptions import RayServeException
-
-    try:
-        serve.delete(APP_NAME)
+        serve.delete(name)
         if not serve.status().applications:
             serve.shutdown()
     except RayServeException:
