@@ -22,9 +22,10 @@ What runs, plainly:
 
 Reported per size and worker count: match requests per second, p50/p99 latency, the same for one client alone
 (the reference, measured first in the same run) and the ratios to it, adds done, adds a second during the
-matching and their p50, R@1 of the copies as served and as exact search gives it, errors, the memory of the
-server (VmRSS and PSS of each worker, PSS in total: shared pages such as a mapped index counted once across
-processes), and the load average of the machine before and after.
+matching and their p50, R@1 of the copies as served and as exact search gives it, the probes the index's build
+chose for its recall target (``nprobe=N``, from ``GET /v1/collections``) and the recall it measured, errors, the
+memory of the server (VmRSS and PSS of each worker, PSS in total: shared pages such as a mapped index counted once
+across processes), and the load average of the machine before and after.
 Writes bench/results/serve_load.md.
 
 The burst (issue 24): on the bank of the planted photos alone, ``--burst`` clients each upload at once one of
@@ -318,6 +319,7 @@ def alone(server: Server, args, queries) -> tuple[float, float, float]:
 
 def load(server: Server, args, queries, round_number: int) -> dict:
     load_before = os.getloadavg()[0]
+    built = httpx.get(f"{server.url}/v1/collections/{COLLECTION}", timeout=60).json()  # the probes its build chose
     alone_rps, alone_p50, alone_p99 = alone(server, args, queries)
     tally, stop, peak = Tally(), threading.Event(), [server.rss_mib()]
     idle = server.memory()
@@ -352,6 +354,7 @@ def load(server: Server, args, queries, round_number: int) -> dict:
             "pss_mib": busy["pss"], "pss_idle_mib": idle["pss"], "rss_idle_each": idle["rss_each"],
             "supervisor_rss": busy["supervisor_rss"], "alone_rps": alone_rps,
             "alone_p50_ms": alone_p50, "alone_p99_ms": alone_p99, "load_before": load_before,
+            "probes": built.get("search_params") or "exact", "build_recall": built.get("recall_at_10"),
             "load_after": os.getloadavg()[0]}
 
 
@@ -496,7 +499,8 @@ def measure(work: Path, sizes: list[int], args) -> list[dict]:
                          "exact_r1": exact.r1(), **result})
             print(f"{size:,} items, {workers} worker(s): {result['rps']:.1f} matches/s, p50 {result['p50_ms']:.0f} "
                   f"ms, p99 {result['p99_ms']:.0f} ms, {result['adds_per_s']:.1f} adds/s, PSS "
-                  f"{result['pss_mib']:.0f} MiB, load {result['load_before']:.1f}-{result['load_after']:.1f}",
+                  f"{result['pss_mib']:.0f} MiB, load {result['load_before']:.1f}-{result['load_after']:.1f}, "
+                  f"{result['probes']} (recall@10 {result['build_recall']})",
                   flush=True)
     return rows
 
@@ -510,20 +514,25 @@ def report(rows: list[dict], args) -> list[str]:
              f"meanwhile (at most {args.adds}); {METHOD} at {args.precision}, index {args.index}, "
              f"--batch-size {args.batch_size} --batch-wait-ms {args.batch_wait_ms}, 127.0.0.1.", "",
              f"Reference, measured first in each row: one client, {args.reference} matches, no adds. R@1 served: the "
-             "copy's photo first in the served answer; R@1 exact: the same by exact search over every code. Memory "
+             "copy's photo first in the served answer; R@1 exact: the same by exact search over every code. "
+             "Probes: the search parameters the index's build chose for its recall target, with the recall@10 it "
+             "measured on its own sample. Memory "
              "before the load (after the start and the reference) and after it: VmRSS of each serving process, and PSS "
              "of all of them with the supervisor (a page several processes map, such as the index file, counted once)."
              " After the load a worker may be rebuilding the index (the adds pass its delta limit).", "",
              "| items | workers | matches/s | p50 ms | p99 ms | one client alone: matches/s, p50, p99 ms | "
-             "matches/s vs alone | adds/s during matching | add p50 ms | R@1 served | R@1 exact | errors | "
+             "matches/s vs alone | adds/s during matching | add p50 ms | R@1 served | R@1 exact | "
+             "probes (recall@10 at build) | errors | "
              "RSS per worker MiB, before / after | PSS total MiB, before / after | server start s | load avg |",
-             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|"]
+             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---|---|---:|---|"]
     for r in rows:
         each = " / ".join(" + ".join(f"{m:.0f}" for m in r[key]) for key in ("rss_idle_each", "rss_each"))
+        recall = "-" if r["build_recall"] is None else f"{r['build_recall']:.3f}"
         lines.append(f"| {r['size']:,} | {r['workers']} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
                      f"{r['alone_rps']:.1f}, {r['alone_p50_ms']:.0f}, {r['alone_p99_ms']:.0f} | "
                      f"{r['rps'] / r['alone_rps']:.2f}x | {r['adds_per_s']:.1f} | {r['add_p50_ms']:.0f} | "
-                     f"{r['hit_share']:.3f} | {r['exact_r1']:.3f} | {len(r['errors'])} | {each} | "
+                     f"{r['hit_share']:.3f} | {r['exact_r1']:.3f} | {r['probes']} ({recall}) | {len(r['errors'])} | "
+                     f"{each} | "
                      f"{r['pss_idle_mib']:.0f} / {r['pss_mib']:.0f} | {r['start_s']:.1f} | "
                      f"{r['load_before']:.1f}-{r['load_after']:.1f} |")
     errors = [e for r in rows for e in r["errors"]][:5]
