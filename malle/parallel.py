@@ -36,8 +36,11 @@ from typing import TypeVar
 from malle.errors import ConfigError
 
 WORKERS_ENV = "MALLE_WORKERS"
+WORKER_THREADS_ENV = "OMP_NUM_THREADS"  # a worker's share of the cores, for the OpenMP runtimes it loads
 # What the fork server imports once, so each worker starts with the ops and the cache ready.
-PRELOAD = ("malle.ops", "malle.io.cache", "malle.io.images")
+# The ops import torchvision only where an op runs (the dashboard's own process never needs it), so it is named
+# here: the fork server imports it once, on a core of its own, rather than every worker on its first copy.
+PRELOAD = ("malle.ops", "malle.io.cache", "malle.io.images", "torchvision.transforms.v2.functional")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -77,6 +80,35 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None = 
         # A caller that stops early (an error, a closed generator) leaves no queued work behind.
         for future in futures:
             future.cancel()
+
+
+def in_worker(fn: Callable[..., R], *args: object) -> R:
+    """``fn(*args)`` in one of the pool's workers, waiting for its result (here, with one worker).
+
+    For work that needs modules the fork server has imported and this process has not: a model's export needs
+    PyTorch, which the workers hold from the fork server and which the dashboard's process never imports
+    otherwise (seconds of CPU that both cores are busy without)."""
+    count = worker_count()
+    if count <= 1:
+        return fn(*args)
+    with _guard, _script_main_hidden():
+        future = _pool(count).submit(_under_environ, dict(os.environ), fn, args)
+    return future.result()
+
+
+def _under_environ(environ: dict[str, str], fn: Callable[..., R], args: tuple) -> R:
+    """``fn(*args)`` under the caller's environment, as it would run in the caller: a worker has the environment
+    of the moment its fork server started, and a variable set since (``TORCH_HOME``: where PyTorch's weights are
+    cached) would otherwise not reach it. The worker keeps its own share of the cores; it runs one job at a time,
+    so setting and restoring its environment affects nothing else."""
+    own = dict(os.environ)
+    os.environ.clear()
+    os.environ.update({**environ, **{key: own[key] for key in (WORKER_THREADS_ENV,) if key in own}})
+    try:
+        return fn(*args)
+    finally:
+        os.environ.clear()
+        os.environ.update(own)
 
 
 def start(workers: int | None = None) -> None:
@@ -157,7 +189,7 @@ def _share_cores(threads: int) -> None:
     """Worker initializer: PyTorch (imported with the ops by the fork server) computes on this worker's share
     of the cores, and so does any OpenMP runtime loaded later in the worker. The thread count changes no byte:
     tests/test_parallel.py compares the workers' copies with one process's."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ[WORKER_THREADS_ENV] = str(threads)
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)

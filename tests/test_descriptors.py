@@ -185,7 +185,7 @@ def test_efficientnet_matches_a_photo_to_its_own_center_crop(effnet, images):
 def test_efficientnet_weights_are_real_imagenet_weights(effnet):
     classifier = load_efficientnet_lite2().eval()
     known = [load_rgb(PHOTO_DIR / f"{i}.jpg") for i in KNOWN_CLASSES]
-    batch = torch.stack([effnet.preprocess(im) for im in known])
+    batch = torch.from_numpy(np.stack([effnet.preprocess(im) for im in known]))
     with torch.inference_mode():
         probs = classifier(batch).softmax(dim=1)
         torch.manual_seed(0)
@@ -396,15 +396,17 @@ def test_the_export_is_kept_in_the_cache_and_reused(tmp_path, images):
     np.testing.assert_array_equal(first.encode(images[:2]), second.encode(images[:2]))
 
 
+class _Fft(torch.nn.Module):
+    def forward(self, x):
+        return torch.fft.fft2(x).abs().mean(dim=(2, 3)).repeat(1, 427)[:, :1280]
+
+
 class _FftNet(EfficientNetLite2):
-    """A model ONNX cannot express (complex FFT), to prove the fallback."""
+    """A model ONNX cannot express (complex FFT), to prove the fallback (exported in a pool worker, which
+    reports the failure back)."""
 
-    def _build_model(self):
-        class Fft(torch.nn.Module):
-            def forward(self, x):
-                return torch.fft.fft2(x).abs().mean(dim=(2, 3)).repeat(1, 427)[:, :1280]
-
-        return Fft()
+    def _builder(self):
+        return _Fft
 
 
 def test_a_failed_export_falls_back_to_eager_with_one_notice(tmp_path, images):

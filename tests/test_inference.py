@@ -12,10 +12,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import timm
+from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
 
 from malle.descriptors.base import l2_normalise
-from malle.descriptors.cnn import EfficientNetLite2
+from malle.descriptors.cnn import EfficientNetLite2, ResNet50
 from malle.descriptors.network import DEMO_CALIBRATION
 from malle.descriptors.sscd import SSCDDistilled
 from malle.inference.cpu import KINDS, OTHER, CpuFeatures, typical
@@ -223,4 +224,29 @@ def test_efficientnet_preprocessing_is_timms_own_config_and_transform(demo_photo
     assert (ours.resize, ours.size) == (292, 260)
     image = load_rgb(demo_photos[0])
     timm_tensor = create_transform(**timm_cfg)(image)
-    np.testing.assert_array_equal(ours.float_transform()(image).numpy(), timm_tensor.numpy())
+    np.testing.assert_array_equal(ours.float_transform()(image), timm_tensor.numpy())
+
+
+@pytest.mark.parametrize("descriptor", [EfficientNetLite2, ResNet50], ids=["efficientnet_lite2", "resnet50"])
+def test_the_float_transform_gives_torchvisions_bytes_for_every_pixel_value_and_shape(descriptor, demo_photos):
+    """Malle's transform (Pillow and NumPy, no torchvision import) against torchvision's own Compose: every one of
+    the 256 values in each channel, portrait and landscape photos, and a short side already at the resize."""
+    from torchvision import transforms
+
+    config = descriptor.config
+    mode = {"bilinear": transforms.InterpolationMode.BILINEAR, "bicubic": transforms.InterpolationMode.BICUBIC}
+    theirs = transforms.Compose([transforms.Resize(config.resize, interpolation=mode[config.interpolation]),
+                                 transforms.CenterCrop(config.size), transforms.ToTensor(),
+                                 transforms.Normalize(config.mean, config.std)])
+    ours = config.float_transform()
+    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    every_value = Image.fromarray(np.stack([ramp, ramp.T, ramp[::-1]], axis=-1))
+    photo = load_rgb(demo_photos[0])
+    shapes = [every_value.resize((config.resize, config.resize), Image.Resampling.NEAREST), photo,
+              photo.rotate(90, expand=True), photo.resize((config.resize, config.resize + 7)),
+              photo.resize((config.size + 1, 3 * config.size))]
+    for image in shapes:
+        expected = theirs(image).numpy()
+        got = ours(image)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)

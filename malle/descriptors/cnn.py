@@ -10,12 +10,13 @@ Runtime int8 (calibrated on real photos), OpenVINO fp32, bf16 or int8 (NNCF), or
 
 from __future__ import annotations
 
+import functools
 from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 from PIL import Image
 
 from malle.descriptors.base import WeightsStatus
@@ -40,7 +41,17 @@ from malle.inference.engines import Engine
 from malle.inference.model import Model
 from malle.inference.precision import PRECISIONS, check_precision
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = ["PRECISIONS", "CNNDescriptor", "EfficientNetLite2", "ResNet50", "check_precision"]
+
+
+def ready_module(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """``build()`` in eval mode and channels_last; PyTorch is imported here, by the process that runs it."""
+    import torch
+
+    return build().eval().to(memory_format=torch.channels_last)
 
 
 class CNNDescriptor(NetworkDescriptor):
@@ -60,8 +71,9 @@ class CNNDescriptor(NetworkDescriptor):
         return self.engine.summary
 
     @abstractmethod
-    def _build_model(self) -> torch.nn.Module:
-        """A module mapping a (n, 3, size, size) batch to (n, dim) pooled features."""
+    def _builder(self) -> Callable[[], torch.nn.Module]:
+        """A picklable function (a pool worker exports the model) that makes a module mapping a (n, 3, size, size)
+        batch to (n, dim) pooled features."""
 
     @abstractmethod
     def _weights_identity(self) -> str:
@@ -71,19 +83,19 @@ class CNNDescriptor(NetworkDescriptor):
     def model(self) -> torch.nn.Module:
         """The PyTorch module, built on first use and kept; eval mode, channels_last."""
         if self._model is None:
-            model = self._build_model().eval()
-            self._model = model.to(memory_format=torch.channels_last)
+            self._model = ready_module(self._builder())
         return self._model
 
     def network(self) -> Model:
         return Model(self.name, self._weights_identity, (1, *self.config.input_size), self.prepare_file,
-                     build=lambda: self.model)
+                     build=functools.partial(ready_module, self._builder()))
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """The model's (3, size, size) float32 input, as torchvision's eval transform makes it."""
         return self._transform(image)
 
     def prepare_image(self, image: Image.Image) -> np.ndarray:
-        return self.preprocess(image).numpy()
+        return self.preprocess(image)
 
     def fingerprint(self) -> dict:
         return {
@@ -128,8 +140,8 @@ class ResNet50(CNNDescriptor):
     def weights_status(cls, weights: str | Path | None = None) -> WeightsStatus:
         return resnet50_status(weights)
 
-    def _build_model(self) -> torch.nn.Module:
-        return build_resnet50(self.weights)
+    def _builder(self) -> Callable[[], torch.nn.Module]:
+        return functools.partial(build_resnet50, self.weights)
 
     def _weights_identity(self) -> str:
         return resnet50_identity(self.weights, self.digest_memo)
@@ -156,8 +168,8 @@ class EfficientNetLite2(CNNDescriptor):
     def weights_status(cls, weights: str | Path | None = None) -> WeightsStatus:
         return efficientnet_lite2_status()
 
-    def _build_model(self) -> torch.nn.Module:
-        return build_efficientnet_lite2()
+    def _builder(self) -> Callable[[], torch.nn.Module]:
+        return build_efficientnet_lite2
 
     def _weights_identity(self) -> str:
         return efficientnet_lite2_identity(self.digest_memo)

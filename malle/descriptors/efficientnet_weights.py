@@ -4,11 +4,12 @@ loaded into timm's tf_efficientnet_lite2 tensor by tensor."""
 from __future__ import annotations
 
 from pathlib import Path
-
-import timm
-import torch
+from typing import TYPE_CHECKING
 
 from malle.descriptors.base import WeightsStatus, WeightsUnavailable, weights_identity
+
+if TYPE_CHECKING:
+    import torch
 
 EFFICIENTNET_TIMM_ARCH = "tf_efficientnet_lite2"
 
@@ -21,6 +22,11 @@ def efficientnet_lite2_weights_file() -> Path:
 
 def load_efficientnet_lite2() -> torch.nn.Module:
     """timm's tf_efficientnet_lite2 with the packaged ImageNet weights, classifier included."""
+    # Imported here: PyTorch and timm take seconds to import, and the processes that only check the weights'
+    # status or identity (the dashboard's) never need them.
+    import timm
+    import torch
+
     path = efficientnet_lite2_weights_file()
     try:
         source = torch.load(path, map_location="cpu", weights_only=True)

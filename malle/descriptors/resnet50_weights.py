@@ -5,19 +5,24 @@ how to provide them when they cannot be had."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
-
-import torch
-import torchvision
 
 from malle.descriptors.base import Unavailable, WeightsStatus, WeightsUnavailable, weights_identity
 
+if TYPE_CHECKING:
+    import torch
+
 RANDOM_WEIGHTS = "random"
 ENV_RESNET50_WEIGHTS = "MALLE_RESNET50_WEIGHTS"
-RESNET50_IMAGENET = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
+# torchvision's ResNet50_Weights.IMAGENET1K_V1.url, written out so that finding the cached file imports no
+# torchvision (seconds, in the dashboard's process); tests/test_descriptors.py checks it against torchvision's.
+RESNET50_IMAGENET_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
+RESNET50_IMAGENET = "ResNet50_Weights.IMAGENET1K_V1"  # str() of torchvision's enum member: part of cache keys
 # An offline machine must fail within seconds, not wait on the OS TCP timeout.
 DOWNLOAD_SOCKET_TIMEOUT_S = 15
 # Listing every bad key of a wrong architecture would bury the message.
@@ -47,8 +52,18 @@ def resnet50_source(weights: str | Path | None) -> str:
 
 def resnet50_hub_checkpoint() -> Path:
     """Where torchvision caches IMAGENET1K_V1 (follows TORCH_HOME / torch.hub.set_dir)."""
-    filename = Path(urlparse(RESNET50_IMAGENET.url).path).name
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+    filename = Path(urlparse(RESNET50_IMAGENET_URL).path).name
+    return torch_hub_dir() / "checkpoints" / filename
+
+
+def torch_hub_dir() -> Path:
+    """``torch.hub.get_dir()``: once PyTorch is imported, its own answer (a ``set_dir`` call counts); before, the
+    same rule from the environment (``$TORCH_HOME/hub``, else ``$XDG_CACHE_HOME/torch/hub``, else
+    ``~/.cache/torch/hub``), so that a status check imports no PyTorch."""
+    if "torch" in sys.modules:
+        return Path(sys.modules["torch"].hub.get_dir())
+    cache_home = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    return Path(os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(cache_home, "torch")))) / "hub"
 
 
 def resnet50_notice() -> str:
@@ -93,7 +108,9 @@ def load_torchvision_imagenet() -> dict[str, torch.Tensor]:
     try:
         # torch.hub announces downloads on stdout; keep stdout for the program's own output.
         with contextlib.redirect_stdout(sys.stderr):
-            return RESNET50_IMAGENET.get_state_dict(
+            import torchvision
+
+            return torchvision.models.ResNet50_Weights.IMAGENET1K_V1.get_state_dict(
                 progress=False, map_location="cpu", weights_only=True, check_hash=True
             )
     except Exception as err:  # network, hash or unpickling errors all mean "not available"
@@ -104,6 +121,8 @@ def load_torchvision_imagenet() -> dict[str, torch.Tensor]:
 
 
 def load_state_file(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt, truncated or non-tensor content
@@ -160,6 +179,9 @@ def resnet50_status(weights: str | Path | None) -> WeightsStatus:
 
 def build_resnet50(weights: str | Path | None) -> torch.nn.Module:
     """torchvision's ResNet-50 with the fc layer removed (2048-d pooled features), its weights checked."""
+    import torch
+    import torchvision
+
     model = torchvision.models.resnet50(weights=None)
     model.fc = torch.nn.Identity()  # keep the pooled 2048-d features
     if weights == RANDOM_WEIGHTS:

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 
 from malle.inference.cpu import cpu_features
-from malle.inference.export import exporter, onnx_graph
+from malle.inference.export import exporter, onnx_graph, torch_version
 from malle.inference.model import CalibrationFailed, CalibrationSet, Model
 from malle.inference.onnx import OnnxRunner, onnxruntime_version
 from malle.inference.quantize import quantised, quantiser
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Engine(ABC):
@@ -91,13 +93,15 @@ class EagerTorch(Engine):
         return model.exportable
 
     def describe(self) -> str:
-        return f"torch {torch.__version__} eager, fp32, channels_last"
+        return f"torch {torch_version()} eager, fp32, channels_last"
 
     def load(self, folder: Path) -> None:
         if self._module is None:
             self._module = self.model.module()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        import torch  # only the eager engine runs PyTorch in this process; the others need not import it
+
         with torch.inference_mode():
             inputs = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
             assert self._module is not None, "load() comes before run()"

@@ -18,9 +18,7 @@ from __future__ import annotations
 import colorsys
 
 import numpy as np
-import torchvision.transforms.v2.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps
-from torchvision.transforms import InterpolationMode
 
 from malle.ops.params import (
     IntUniform,
@@ -34,7 +32,7 @@ from malle.ops.params import (
     position_params,
     random_position,
 )
-from malle.ops.reference import text_origin
+from malle.ops.reference import text_origin, tv
 from malle.ops.registry import Op, ops_defined_in, register
 
 TEXT_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789"
@@ -214,8 +212,8 @@ class Perspective(Op):
             first, second = (sign, -sign) if edge in (0, 1) else (-sign, sign)
             moved[index][0] += first * dx if dx else 0
             moved[index][1] += second * dy if dy else 0
-        return F.perspective(img, corners, [[int(round(x)), int(round(y))] for x, y in moved],
-                             interpolation=InterpolationMode.BILINEAR, fill=0)
+        return tv().perspective(img, corners, [[int(round(x)), int(round(y))] for x, y in moved],
+                             interpolation=tv().InterpolationMode.BILINEAR, fill=0)
 
 
 @register

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import io
 import math
+from types import ModuleType
 
-import torchvision.transforms.v2.functional as F
 from PIL import Image, ImageDraw, ImageFont
-from torchvision.transforms import InterpolationMode
 
 from malle.io.images import MAX_ASPECT, encode_jpeg
 from malle.ops.params import (
@@ -38,6 +37,15 @@ CROP_SIDES = (1.0, 0.9, 0.8, 0.65, 0.5, 0.4, 0.3)  # the sweep's crop side as a 
 BLUR_KERNELS = (3, 5, 7)
 
 
+def tv() -> ModuleType:
+    """torchvision's v2 functional ops, imported where an op first runs: importing torchvision costs seconds
+    (it imports PyTorch's compiler), and the processes that only list, describe or check ops (the dashboard's
+    own) never run one. The pool's workers have it from their fork server (``malle.parallel.PRELOAD``)."""
+    import torchvision.transforms.v2.functional as functional
+
+    return functional
+
+
 def side_of(fraction: float, size: Size) -> int:
     """A fraction of the shorter side, in whole pixels (at least one)."""
     return max(1, int(round(fraction * min(size))))
@@ -52,7 +60,7 @@ class CenterCrop(Op):
 
     def apply(self, img, params):
         side = int(params["size"])
-        return F.center_crop(img, [side, side])  # pads with black where the image is smaller
+        return tv().center_crop(img, [side, side])  # pads with black where the image is smaller
 
     def output_size(self, size, params):
         return (int(params["size"]),) * 2
@@ -95,7 +103,7 @@ class Resize(Op):
 
     def apply(self, img, params):
         width, height = self.output_size(img.size, params)
-        return F.resize(img, [height, width], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        return tv().resize(img, [height, width], interpolation=tv().InterpolationMode.BILINEAR, antialias=True)
 
     def output_size(self, size, params):
         # torchvision Resize(int): the shorter side becomes `size`, the longer is truncated.
@@ -117,7 +125,7 @@ class Rotate(Op):
 
     def apply(self, img, params):
         angle = float(params["angle"])
-        return F.rotate(img, angle, interpolation=InterpolationMode.BILINEAR, expand=False, fill=0)
+        return tv().rotate(img, angle, interpolation=tv().InterpolationMode.BILINEAR, expand=False, fill=0)
 
 
 def blur_kernel_for(size: Size) -> int:
@@ -149,7 +157,7 @@ class Blur(Op):
 
     def apply(self, img, params):
         kernel, sigma = int(params["kernel"]), float(params["sigma"])
-        return F.gaussian_blur(img, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
+        return tv().gaussian_blur(img, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
 
 
 @register
@@ -164,8 +172,8 @@ class Color(Op):
                   lambda v, size, rng: {"brightness": float(v), "contrast": float(v)})
 
     def apply(self, img, params):
-        brighter = F.adjust_brightness(img, float(params["brightness"]))
-        return F.adjust_contrast(brighter, float(params["contrast"]))
+        brighter = tv().adjust_brightness(img, float(params["brightness"]))
+        return tv().adjust_contrast(brighter, float(params["contrast"]))
 
 
 @register
@@ -180,8 +188,8 @@ class Hue(Op):
                   lambda v, size, rng: {"hue": float(v), "saturation": 1.0})
 
     def apply(self, img, params):
-        shifted = F.adjust_hue(img, float(params["hue"]))
-        return F.adjust_saturation(shifted, float(params["saturation"]))
+        shifted = tv().adjust_hue(img, float(params["hue"]))
+        return tv().adjust_saturation(shifted, float(params["saturation"]))
 
 
 @register
