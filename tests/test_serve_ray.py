@@ -240,3 +240,19 @@ def test_a_writer_killed_by_kill_9_is_replaced_and_loses_nothing_acknowledged(se
         found = upload(server.client, "/v1/collections/photos/match?k=1", data).json()
         assert found["matches"][0]["id"] == item_id
     assert server.internal_errors() == []
+
+
+def test_a_second_driver_neither_reuses_another_address_nor_replaces_the_bank_served(served, cluster, tmp_path):
+    server, folder = served
+    address, home = cluster
+    port = server.url.rsplit(":", 1)[1]
+    for other, said in ((str(free_port()), f"Ray Serve already runs on this cluster with its HTTP proxy at "
+                                           f"127.0.0.1:{port}, not 127.0.0.1:"),
+                        (port, "a bank is served on this cluster's Ray Serve already (application 'malle')")):
+        done = subprocess.run([sys.executable, "-m", "malle", "serve", "--bank", str(folder), "--ray", address,
+                               "--port", other], env=clean_env(home, tmp_path / "cache"), capture_output=True,
+                              text=True, timeout=300)
+        last = done.stderr.strip().splitlines()[-1]
+        assert done.returncode == 2 and last.startswith("malle: error: ") and said in last, done.stderr[-3000:]
+        assert "Traceback" not in done.stderr
+    assert server.alive() and len(replicas("MalleMatcher")) == 2

@@ -187,8 +187,8 @@ def application(serve, options: ServeOptions, key: str | None, replicas: int):
 
 
 def start_proxy(serve, host: str, port: int) -> None:
-    """Serve's HTTP proxy on ``host:port``; a Serve already running with another address is refused: reusing it
-    could expose the bank beyond what ``--host`` and the key rule allowed."""
+    """Serve's HTTP proxy on ``host:port``; a Serve already running with another address is refused (reusing it
+    could expose the bank beyond what ``--host`` and the key rule allowed), and so is one serving a bank already."""
     from ray.serve.context import _get_global_client
 
     serve.start(http_options={"host": host, "port": port})
@@ -199,6 +199,9 @@ def start_proxy(serve, host: str, port: int) -> None:
     if (config.host, config.port) != (host, port):
         raise ConfigError(f"Ray Serve already runs on this cluster with its HTTP proxy at {config.host}:{config.port}, "
                           f"not {host}:{port}: use that --host and --port, or shut that Serve down first")
+    if APP_NAME in serve.status().applications:  # deploying would replace that bank's replicas with ours
+        raise ConfigError(f"a bank is served on this cluster's Ray Serve already (application {APP_NAME!r}): stop "
+                          "that malle serve first")
 
 
 def run_on_ray(options: ServeOptions, key: str | None, address: str, host: str, port: int,
@@ -214,8 +217,8 @@ def run_on_ray(options: ServeOptions, key: str | None, address: str, host: str, 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    start_proxy(serve, host, port)  # nothing of ours runs before this: a refusal leaves the cluster as it was
     try:
-        start_proxy(serve, host, port)
         deploy(serve, application(serve, options, key, options.workers))
         say(f"Malle: serving bank {options.bank} at http://{host}:{port} (API docs at /docs) on Ray Serve: "
             f"{options.workers} matcher replica(s) and one writer" + (", API key required" if key else "")
