@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(its token is used when it wants one), auto or ray://HOST:10001; --bank must then be "
                              "an absolute path every node can read, and writes go through one writer replica")
     parser.add_argument("--replicas", type=int, default=None,
-                        help="with --ray: matcher replicas, each reserving one CPU of the cluster (default 1)")
+                        help="with --ray: matcher replicas, each reserving one CPU of the cluster, as the writer does "
+                             "(default 1)")
     parser.add_argument("--batch-size", type=int, default=1,
                         help="matches arriving together are encoded in one pass of up to this many images (default "
                              "1: each alone, on its own thread, which was faster on a 2-core fp32 CPU; try 8 where a "
