@@ -89,3 +89,18 @@ def test_a_bank_from_before_the_probes_column_gains_it_when_it_opens(tmp_path, m
         assert reopened.collection("h").search_params is None
     finally:
         reopened.close()
+
+
+def test_a_hash_collection_searches_with_the_probes_its_build_chose(bank):
+    bank.create_collection("h", "phash", threshold=4, index="IVF16,Flat")  # BIVF16 for 64-bit hashes
+    hashes = np.random.default_rng(5).integers(0, 256, (2000, 8), dtype=np.uint8)
+    bank.add_codes("h", [NewItem(sha256_of(h.tobytes()), f"{i}.jpg", h) for i, h in enumerate(hashes)])
+    bank.refresh("h")
+    coll = bank.collection("h")
+    snap = bank.snapshots.current(coll)
+    assert coll.search_params == f"nprobe={snap.index.nprobe}" and snap.index.nprobe in approx.ladder(16)
+    reopened = Bank.open(bank.folder)  # another process maps the snapshot and takes its probes from the record
+    try:
+        assert reopened.snapshots.current(reopened.collection("h")).index.nprobe == snap.index.nprobe
+    finally:
+        reopened.close()
