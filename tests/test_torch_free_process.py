@@ -52,3 +52,18 @@ def test_with_one_worker_the_export_runs_here_and_imports_pytorch(tmp_path):
             "desc = create_descriptor('efficientnet_lite2', precision='fp32')\n"
             f"desc.use_cache({str(tmp_path)!r})\ndesc.load()")
     assert "torch" in imported_after(code, {"MALLE_WORKERS": "1"})
+
+
+def test_the_install_step_prepares_the_default_methods_into_the_cache(tmp_path):
+    """``malle methods --prepare`` (the README's install line runs it): every default method that can run here is
+    loaded against ``$MALLE_CACHE``, so EfficientNet-Lite2's export is there before any run or dashboard asks."""
+    from malle.descriptors.registry import DEFAULT_METHODS, available_methods
+
+    result = subprocess.run([sys.executable, "-m", "malle", "methods", "--prepare"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "MALLE_CACHE": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    prepared = result.stdout.split("Preparing the default methods in")[1].splitlines()[1:]
+    ready = [m for m in DEFAULT_METHODS if m in available_methods()]
+    assert [line.split(":")[0].strip() for line in prepared if line.startswith("  ") and ":" in line
+            and not line.startswith("    ")] == ready
+    assert len(list((tmp_path / "models").glob("*/model.onnx"))) == 1  # EfficientNet-Lite2's; SSCD ships its own
