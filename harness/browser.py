@@ -33,10 +33,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def streamlit_server(script: Path, cache_root: Path, log_path: Path, timeout_s: float = 120,
-                     drop_env: tuple[str, ...] = (), extra_env: dict[str, str] | None = None) -> Iterator[str]:
+                     drop_env: tuple[str, ...] = (), extra_env: dict[str, str] | None = None,
+                     launcher: bool = False) -> Iterator[str]:
     """Serve ``script`` on a free loopback port with ``MALLE_CACHE=cache_root``; yield its URL.
 
     ``drop_env`` names variables of this process that the server must not inherit; ``extra_env`` adds some.
+    ``launcher``: through ``malle dashboard`` (the worker pool started before the server) rather than
+    ``streamlit run``; the script is then the checkout's own.
     """
     env = {key: value for key, value in os.environ.items() if key not in drop_env} | (extra_env or {})
     port = free_port()
@@ -44,8 +47,8 @@ def streamlit_server(script: Path, cache_root: Path, log_path: Path, timeout_s: 
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             # No --server.address: where it listens is the project's own config's choice, which a test checks.
-            [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            [sys.executable, "-m", *(["malle", "dashboard"] if launcher else ["streamlit", "run", str(script)]),
+             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
             cwd=script.parent, env={**env, "MALLE_CACHE": str(cache_root)}, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:

@@ -11,7 +11,21 @@ import sys
 from functools import partial
 
 from malle import __version__
-from malle.cli import bank, cache_cmd, dedup, demo, embed, index_build, methods, report, run, serve, severity, stages
+from malle.cli import (
+    bank,
+    cache_cmd,
+    dashboard,
+    dedup,
+    demo,
+    embed,
+    index_build,
+    methods,
+    report,
+    run,
+    serve,
+    severity,
+    stages,
+)
 from malle.cli import hash as hash_cmd
 from malle.errors import MalleError
 
@@ -30,6 +44,7 @@ USAGE = """Find modified copies of images and measure how well each method finds
     malle stages [run options]  the stage graph: each stage's cache key and whether it is cached
     malle methods [SPEC.toml ...]   every method (built-in, plug-in, ONNX spec) and whether it runs here
     malle report OUT [--html FILE] [--pdf FILE]   a run's folder as a self-contained HTML report and PDF
+    malle dashboard [--server.port N]   the Streamlit dashboard (a checkout), its worker pool started first
 """
 
 COMMANDS = (
@@ -46,6 +61,7 @@ COMMANDS = (
     stages,
     methods,
     report,
+    dashboard,
 )
 
 
@@ -60,9 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    say = partial(print, file=sys.stderr)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
     command = next(c for c in COMMANDS if c.NAME == args.command)
+    if unknown and not getattr(command, "PASSES_ON_OPTIONS", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:
+        args.passed_on = unknown  # a command that hands its options to another program (``malle dashboard``)
+    say = partial(print, file=sys.stderr)
     try:
         return command.run(args, say)
     except MalleError as err:
