@@ -58,7 +58,7 @@ def run(args: argparse.Namespace, say) -> int:
 
     from malle.service.batching import check_options
     from malle.service.flood import configure_logging
-    from malle.service.workers import ServeOptions, build_app, check_workers, open_bank, run_workers
+    from malle.service.workers import UVICORN_OPTIONS, ServeOptions, build_app, check_workers, open_bank, run_workers
 
     key = load_key(args.api_key_file)
     check_exposure(args.host, key)
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace, say) -> int:
     app = build_app(options, bank, key)
     configure_logging()
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        uvicorn.run(app, host=args.host, port=args.port, **UVICORN_OPTIONS)
     finally:
         bank.close()
     return 0

@@ -30,12 +30,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from malle.errors import ConfigError, MalleError, WeightsUnavailable
 
 if TYPE_CHECKING:
     from malle.bank import Bank
+
+# How every malle serve process runs uvicorn. The HTTP parser is named: uvicorn picks httptools when it is
+# installed (Ray Serve brings it) and h11 otherwise, and the two answer some malformed requests differently
+# (a control character in a header: httptools refuses the request in plain text before the app sees it); h11
+# hands it to the app, which answers as tests/test_service_hardening.py expects, whatever else is installed.
+UVICORN_OPTIONS: dict[str, Any] = {"log_level": "warning", "access_log": False, "http": "h11"}
+
 
 MAX_WORKERS = 64
 FOLLOW_EVERY_S = 1.0  # how often a worker looks for a snapshot another process published
@@ -134,7 +141,7 @@ def serve_worker(options: ServeOptions, key: str | None, address: tuple) -> int:
     app = build_app(options, bank, key, on_shutdown=shutdown)
     say_as_worker("Malle: ready to serve")
     with listening(address) as sock:
-        uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+        uvicorn.Server(uvicorn.Config(app, **UVICORN_OPTIONS)).run(sockets=[sock])
     return 0
 
 
