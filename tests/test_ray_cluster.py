@@ -8,6 +8,7 @@ every Ray process of this user, other tests' clusters included).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -63,17 +65,18 @@ def stop_cluster(group: int) -> None:
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="module")
-def token_cluster(tmp_path_factory):
-    """``ray start --head --num-cpus 2 --port P --include-dashboard false`` with a token in ``~/.ray/auth_token``."""
-    home = tmp_path_factory.mktemp("ray-home")
+@contextlib.contextmanager
+def running_token_cluster(tmp_path_factory, cpus: int, prefix: str) -> Iterator[tuple[str, Path]]:
+    """``ray start --head --num-cpus CPUS --port P --include-dashboard false`` with a token in ``~/.ray/auth_token``
+    of its own ``HOME``; yields (address, home) and stops the cluster by its process group."""
+    home = tmp_path_factory.mktemp(f"{prefix}-home")
     (home / ".ray").mkdir()
     (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
-    temp_dir = Path(tempfile.mkdtemp(prefix="malle-ray-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    temp_dir = Path(tempfile.mkdtemp(prefix=f"malle-{prefix}-", dir="/tmp"))  # Ray's socket paths must fit 107 bytes
     port = free_port()
     # Free ports for the dashboard's leftovers too, so that two clusters on this machine do not collide.
-    command = [str(RAY), "start", "--head", "--num-cpus", "2", "--port", str(port), "--include-dashboard", "false",
-               "--temp-dir", str(temp_dir), "--dashboard-port", str(free_port()),
+    command = [str(RAY), "start", "--head", "--num-cpus", str(cpus), "--port", str(port), "--include-dashboard",
+               "false", "--temp-dir", str(temp_dir), "--dashboard-port", str(free_port()),
                "--dashboard-agent-listen-port", str(free_port()), "--disable-usage-stats"]
     env = {k: v for k, v in os.environ.items() if k not in AUTH_VARIABLES} | {"HOME": str(home)}
     starter = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -86,6 +89,13 @@ def token_cluster(tmp_path_factory):
     finally:
         stop_cluster(starter.pid)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def token_cluster(tmp_path_factory):
+    """A token cluster with two CPUs."""
+    with running_token_cluster(tmp_path_factory, 2, "ray") as cluster:
+        yield cluster
 
 
 def malle(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:

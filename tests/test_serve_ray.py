@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 from service_server import AUTH, Server, free_port, upload
-from test_ray_cluster import AUTH_VARIABLES, RAY, clean_env, stop_cluster
+from test_ray_cluster import clean_env, running_token_cluster
 from test_serve_workers import NOT_AN_IMAGE, copy_of, index_file, maps, wait_for
 
 from malle.bank import Bank
@@ -33,26 +30,9 @@ PHOTOS = 6
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A token cluster with a CPU for each replica (two matchers, one writer) and its own HOME, temp dir and ports;
-    stopped by killing its own process group."""
-    home = tmp_path_factory.mktemp("ray-serve-home")
-    (home / ".ray").mkdir()
-    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
-    temp_dir = Path(tempfile.mkdtemp(prefix="malle-rs-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    port = free_port()
-    command = [str(RAY), "start", "--head", "--num-cpus", "3", "--port", str(port), "--include-dashboard", "false",
-               "--temp-dir", str(temp_dir), "--dashboard-port", str(free_port()),
-               "--dashboard-agent-listen-port", str(free_port()), "--disable-usage-stats"]
-    env = {k: v for k, v in os.environ.items() if k not in AUTH_VARIABLES} | {"HOME": str(home)}
-    starter = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
-    try:
-        log, _ = starter.communicate(timeout=180)
-        assert starter.returncode == 0 and "Token authentication is enabled" in log, log
-        yield f"127.0.0.1:{port}", home
-    finally:
-        stop_cluster(starter.pid)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    """A token cluster with a CPU for each replica (two matchers, one writer)."""
+    with running_token_cluster(tmp_path_factory, 3, "rs") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
